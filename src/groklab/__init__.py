@@ -1,0 +1,29 @@
+"""groklab: a laboratory for grokking.
+
+from groklab import Config, train, presets, load_run
+summary = train(presets["mlp"], "runs/mlp")
+"""
+
+from __future__ import annotations
+
+from groklab.config import Config, ModelConfig, OptimConfig, TaskConfig, UserError, apply_overrides
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "TaskConfig", "ModelConfig", "OptimConfig", "UserError", "apply_overrides", "train", "presets", "load_run"]
+
+
+def __getattr__(name: str):  # keep `import groklab` light: torch loads on first use of train/load_run/presets
+    if name == "train":
+        from groklab.train import train
+
+        return train
+    if name == "load_run":
+        from groklab.runio import load_run
+
+        return load_run
+    if name == "presets":
+        from groklab.experiments.presets import PRESETS
+
+        return {key: preset.config for key, preset in PRESETS.items()}
+    raise AttributeError(name)

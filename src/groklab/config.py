@@ -1,0 +1,320 @@
+"""The one typed, frozen configuration of a run, and the helpers that build it from user input.
+
+Every field is reachable from the CLI as ``--<path> VALUE`` (``--task.train-frac 0.4``) and from a
+sweep spec as ``"task.train_frac" = [...]``. Values are checked here, before anything runs, so that a
+bad value is one clear line and never a half-written run directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+
+class UserError(Exception):
+    """An error the user can act on: printed as one line, exit code 2, no traceback."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: Literal["binop", "parity", "digits", "mnist"] = "binop"
+    """Task family: `binop` (a ∘ b tables: modular ops and S5), `parity`, `digits` (sklearn 8×8), `mnist` (IDX files)."""
+    op: str = "x+y"
+    """Binary operation for `binop`: x+y, x-y, x*y, x/y, x/y_or_x-y, x^2+y^2, x^2+xy+y^2, x^2+xy+y^2+x, x^3+xy, x^3+xy^2+y, s5:xy, s5:xyx^-1, s5:xyx, or a name registered with groklab.data.register_op."""
+    p: int = 97
+    """Modulus of the modular ops (ignored by S5 ops, whose group has 120 elements)."""
+    train_frac: float = 0.5
+    """Fraction of all examples in the training split."""
+    val_frac: float = 0.25
+    """Fraction of all examples in the validation split; the rest is the locked test split."""
+    n_bits: int = 40
+    """Sparse parity: number of input bits n."""
+    k_bits: int = 3
+    """Sparse parity: number of relevant bits k (the label is their parity)."""
+    n_samples: int = 2000
+    """Sparse parity: number of distinct examples drawn (split by train_frac / val_frac)."""
+    train_size: int = 1000
+    """Images: number of training images (Omnigrok uses 1,000); val_frac of all images is validation, the rest test."""
+    data_dir: str = ""
+    """MNIST: directory holding the standard IDX files (train-images-idx3-ubyte, ... optionally .gz)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: Literal["power", "nanda", "mlp"] = "mlp"
+    """Model family: `power` (decoder transformer with LayerNorm), `nanda` (1 layer, no LayerNorm), `mlp`."""
+    d_model: int = 128
+    """Transformer width; for the MLP, the width of each operand's embedding."""
+    n_layers: int = 2
+    """Transformer blocks (the `nanda` model always uses 1)."""
+    n_heads: int = 4
+    """Attention heads."""
+    d_mlp: int = 512
+    """Hidden width of the transformer's MLP block."""
+    width: int = 256
+    """MLP hidden width."""
+    depth: int = 2
+    """MLP number of hidden layers."""
+    activation: Literal["relu", "gelu", "quadratic", "tanh", "silu"] = "relu"
+    """Hidden activation (`quadratic` is x², as in the effective-theory papers)."""
+    dropout: float = 0.0
+    """Dropout probability after attention and MLP blocks (transformers) or hidden layers (MLP)."""
+    init_scale: float = 1.0
+    """α: every initial weight is multiplied by α (Omnigrok: α > 1 induces grokking)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    """Optimizer. `adam` applies weight decay as L2 in the gradient; `adamw` decouples it."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    beta1: float = 0.9
+    """Adam β1 (also SGD momentum)."""
+    beta2: float = 0.98
+    """Adam β2."""
+    weight_decay: float = 1.0
+    """Weight decay."""
+    warmup_steps: int = 10
+    """Linear learning-rate warm-up from lr/warmup_steps to lr over this many steps."""
+    batch_size: int = 512
+    """Minibatch size; 0 (or at least the training-set size) means full batch."""
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The data."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """The optimizer."""
+    steps: int = 10_000
+    """Total optimizer steps."""
+    seed: int = 0
+    """Seed of initialization, batch order and dropout."""
+    split_seed: int = 0
+    """Seed of the train / val / test split (separate, so seeds vary the model on the same data)."""
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    """Training loss: cross-entropy on logits, or MSE between logits and one-hot targets (Omnigrok)."""
+    loss_dtype: Literal["float32", "float64"] = "float32"
+    """Precision of the loss computation (float64 delays softmax collapse)."""
+    eval_every: int = 100
+    """Evaluate the full train, val and test splits every this many steps (`linear` spacing)."""
+    eval_spacing: Literal["linear", "log"] = "linear"
+    """`log`: evaluate at about 20 log-spaced steps per decade instead, so 10⁶-step runs stay cheap."""
+    stop_patience: int = 0
+    """If > 0, stop once val acc ≥ 0.99 has held for this many steps (val only: the test split stays locked)."""
+    checkpoint_every: int = 5000
+    """Save a resumable checkpoint every this many steps (and at least every checkpoint_seconds)."""
+    checkpoint_seconds: float = 60.0
+    """Save a resumable checkpoint when this much wall time has passed since the last one."""
+    device: str = "auto"
+    """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Field introspection: docstrings and types of every dotted path.
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal after each field) of a dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
+    return docs
+
+
+def leaf_fields(cls: type = Config, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Every settable dotted path -> (type, docstring)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[Any, str]] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(leaf_fields(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
+        else:
+            out[prefix + f.name] = (tp, field_docs(cls).get(f.name, ""))
+    return out
+
+
+def _allowed(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def coerce(path: str, value: Any, tp: Any) -> Any:
+    """Convert a CLI string or TOML value to the field's type, or raise a UserError naming both."""
+    bad = UserError(f"{path}={value!r} is not valid: expected {_allowed(tp)}")
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise bad
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                raise bad from None
+            if number.is_integer():
+                return int(number)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if tp is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise bad
+        return str(value)
+    raise bad
+
+
+def get_path(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def replace_path(config: Any, path: str, value: Any) -> Any:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(config, **{head: value})
+    return dataclasses.replace(config, **{head: replace_path(getattr(config, head), rest, value)})
+
+
+def normalize_path(path: str) -> str:
+    return path.replace("-", "_")
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Set dotted fields (`task.train_frac`, `task.train-frac`) from strings or TOML values."""
+    fields = leaf_fields()
+    for raw_path, value in overrides.items():
+        path = normalize_path(raw_path)
+        if path not in fields:
+            close = [p for p in fields if p.split(".")[-1] == path.split(".")[-1]]
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (see `groklab train --help`)"
+            raise UserError(f"unknown config field {raw_path!r}{hint}")
+        config = replace_path(config, path, coerce(path, value, fields[path][0]))
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Serialization.
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from `to_dict` output (e.g. config.json), rejecting unknown or mistyped keys."""
+    flat: dict[str, Any] = {}
+
+    def walk(d: Any, prefix: str) -> None:
+        if not isinstance(d, dict):
+            raise UserError(f"{prefix.rstrip('.') or 'config'} must be a table of fields, got {d!r}")
+        for key, value in d.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(data, "")
+    return validate(apply_overrides(Config(), flat))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of values that types alone do not catch.
+
+
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(config: Config) -> Config:
+    """Check value ranges and cross-field rules; return the config unchanged or raise UserError."""
+    from groklab import data  # the op registry lives with the data
+
+    t, m, o = config.task, config.model, config.optim
+    _check(0 < t.train_frac < 1, f"task.train_frac={t.train_frac} is not valid: expected a number in (0, 1)")
+    _check(0 < t.val_frac < 1, f"task.val_frac={t.val_frac} is not valid: expected a number in (0, 1)")
+    _check(
+        t.train_frac + t.val_frac < 1,
+        f"task.train_frac + task.val_frac = {t.train_frac + t.val_frac:g} is not valid: must be below 1 "
+        "so the locked test split is not empty",
+    )
+    if t.name == "binop":
+        data.check_op(t.op, t.p)
+    if t.name == "parity":
+        _check(t.n_bits >= 1, f"task.n_bits={t.n_bits} is not valid: expected an integer >= 1")
+        _check(1 <= t.k_bits <= t.n_bits, f"task.k_bits={t.k_bits} is not valid: expected 1 <= k_bits <= n_bits={t.n_bits}")
+        _check(t.n_samples >= 3, f"task.n_samples={t.n_samples} is not valid: expected an integer >= 3")
+    if t.name in ("digits", "mnist"):
+        _check(t.train_size >= 1, f"task.train_size={t.train_size} is not valid: expected an integer >= 1")
+    if t.name == "mnist":
+        _check(bool(t.data_dir), "task.data_dir is empty: the mnist task needs the directory holding the IDX files")
+    if t.name != "binop":
+        _check(m.name == "mlp", f"model.name={m.name!r} is not valid for task.name={t.name!r}: expected mlp")
+    for name in ("d_model", "n_layers", "n_heads", "d_mlp", "width", "depth"):
+        value = getattr(m, name)
+        _check(value >= 1, f"model.{name}={value} is not valid: expected an integer >= 1")
+    _check(m.d_model % m.n_heads == 0, f"model.d_model={m.d_model} is not valid: must be divisible by model.n_heads={m.n_heads}")
+    _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} is not valid: expected a number in [0, 1)")
+    _check(m.init_scale > 0 and math.isfinite(m.init_scale), f"model.init_scale={m.init_scale} is not valid: expected a number > 0")
+    _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} is not valid: expected a number > 0")
+    _check(0 <= o.beta1 < 1, f"optim.beta1={o.beta1} is not valid: expected a number in [0, 1)")
+    _check(0 <= o.beta2 < 1, f"optim.beta2={o.beta2} is not valid: expected a number in [0, 1)")
+    _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} is not valid: expected a number >= 0")
+    _check(o.warmup_steps >= 0, f"optim.warmup_steps={o.warmup_steps} is not valid: expected an integer >= 0")
+    _check(o.batch_size >= 0, f"optim.batch_size={o.batch_size} is not valid: expected an integer >= 0 (0 = full batch)")
+    _check(config.steps >= 1, f"steps={config.steps} is not valid: expected an integer >= 1")
+    _check(config.seed >= 0, f"seed={config.seed} is not valid: expected an integer >= 0")
+    _check(config.split_seed >= 0, f"split_seed={config.split_seed} is not valid: expected an integer >= 0")
+    _check(config.eval_every >= 1, f"eval_every={config.eval_every} is not valid: expected an integer >= 1")
+    _check(config.stop_patience >= 0, f"stop_patience={config.stop_patience} is not valid: expected an integer >= 0")
+    _check(config.checkpoint_every >= 1, f"checkpoint_every={config.checkpoint_every} is not valid: expected an integer >= 1")
+    _check(config.checkpoint_seconds > 0, f"checkpoint_seconds={config.checkpoint_seconds} is not valid: expected a number > 0")
+    _check(config.threads >= 0, f"threads={config.threads} is not valid: expected an integer >= 0 (0 = torch default)")
+    _check(
+        config.device == "auto" or config.device in ("cpu", "cuda", "mps") or config.device.startswith("cuda:"),
+        f"device={config.device!r} is not valid: expected auto, cpu, cuda, cuda:N or mps",
+    )
+    return config

@@ -1,0 +1,1 @@
+"""Presets (name -> Config) and recipes (multi-run figures)."""

@@ -1,0 +1,311 @@
+"""The run directory: config, metrics, checkpoints and summary, written so that nothing is lost.
+
+Layout (readable without groklab)::
+
+    config.json        full resolved config, groklab version, schema version
+    metrics.jsonl      one JSON object per evaluation, appended and flushed as training goes
+    metrics.parquet    the same rows, written at the end
+    checkpoints/       state-<step>.pt (resumable, newest two kept, each with a .sha256 beside it)
+                       model-<step>.pt (weights only, at log-spaced steps 1, 2, 4, ... and the last)
+    summary.json       status, steps, wall_s, final accuracies and losses, steps to 99%, grokked, grok_delay
+
+Every file but metrics.jsonl is written atomically: temp file, fsync, rename. metrics.jsonl is append-only;
+a torn last line (from kill -9) is ignored on read and dropped on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from groklab.config import SCHEMA_VERSION, Config, UserError, from_dict, to_dict
+
+GROK_ACC = 0.99
+
+
+def version() -> str:
+    from groklab import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic file writes.
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=True) + "\n").encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics.
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl, skipping a torn (unparseable) last line."""
+    if not path.exists():
+        return []
+    rows = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise UserError(f"{path} line {i + 1} is not JSON: the metrics file is damaged") from None
+    return rows
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buf, compression="zstd")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: torch.save files with a sha256 beside each, so a torn or corrupted one is detected.
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(path.with_name(path.name + ".sha256"), (_sha256(data) + "\n").encode())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's state, or None (with one line on stderr) if it is missing, torn or corrupt."""
+    sha = path.with_name(path.name + ".sha256")
+    try:
+        data, expected = path.read_bytes(), sha.read_text().strip()
+    except OSError:
+        print(f"warning: checkpoint {path} has no checksum file; skipping it", file=sys.stderr)
+        return None
+    if _sha256(data) != expected:
+        print(f"warning: checkpoint {path} is corrupt (checksum mismatch); skipping it", file=sys.stderr)
+        return None
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def checkpoint_steps(ckpt_dir: Path, kind: str) -> list[int]:
+    """Steps of the `kind` (`state` or `model`) checkpoints present, ascending."""
+    steps = []
+    for p in ckpt_dir.glob(f"{kind}-*.pt"):
+        try:
+            steps.append(int(p.stem.split("-")[1]))
+        except (IndexError, ValueError):
+            continue
+    return sorted(steps)
+
+
+def checkpoint_path(ckpt_dir: Path, kind: str, step: int) -> Path:
+    return ckpt_dir / f"{kind}-{step:09d}.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory.
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def read_config(self) -> Config:
+        """The run's Config; a clear error for a missing, edited-to-invalid or newer-schema config.json."""
+        try:
+            raw = json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.path} is not a groklab run: it has no config.json") from None
+        except json.JSONDecodeError:
+            raise UserError(f"{self.config_path} is not valid JSON") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+            raise UserError(f"{self.config_path} has no 'config' table: it was not written by groklab")
+        schema = raw.get("schema_version")
+        if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+            raise UserError(
+                f"{self.config_path} has schema_version={schema!r}; this groklab ({version()}) reads schema <= {SCHEMA_VERSION}: upgrade groklab"
+            )
+        try:
+            return from_dict(raw["config"])
+        except UserError as err:
+            raise UserError(f"{self.config_path}: {err}") from None
+
+    def prepare(self, config: Config) -> bool:
+        """Create the run dir for `config`; True if it already holds this very run (then resume it).
+
+        Refuses, without touching anything, a directory that holds a different run or other files.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path} is a file, not a directory")
+        if self.config_path.exists():
+            existing = self.read_config()
+            if existing != config:
+                raise UserError(f"--out {self.path} already holds a different run; choose another --out or `groklab resume {self.path}`")
+            return True
+        if self.path.exists() and any(self.path.iterdir()):
+            raise UserError(f"--out {self.path} is not empty and holds no groklab run; choose an empty or new directory")
+        try:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.config_path, {"groklab_version": version(), "schema_version": SCHEMA_VERSION, "config": to_dict(config)})
+        except PermissionError:
+            raise UserError(f"--out {self.path} is not writable") from None
+        return False
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def truncate_metrics(self, last_step: int) -> list[dict[str, Any]]:
+        """Keep only rows up to `last_step` (the checkpoint resumed from), dropping a torn last line."""
+        rows = [r for r in read_metrics(self.metrics_path) if r["step"] <= last_step]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        return rows
+
+    def latest_state(self) -> dict[str, Any] | None:
+        """The newest valid resumable checkpoint, falling back to older ones if it is corrupt."""
+        for step in reversed(checkpoint_steps(self.ckpt_dir, "state")):
+            state = load_checkpoint(checkpoint_path(self.ckpt_dir, "state", step))
+            if state is not None:
+                return state
+        return None
+
+    def save_state(self, step: int, state: dict[str, Any], keep: int = 2) -> None:
+        save_checkpoint(checkpoint_path(self.ckpt_dir, "state", step), state)
+        for old in checkpoint_steps(self.ckpt_dir, "state")[:-keep]:
+            path = checkpoint_path(self.ckpt_dir, "state", old)
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+    def save_model(self, step: int, model_state: dict[str, Any]) -> None:
+        save_checkpoint(checkpoint_path(self.ckpt_dir, "model", step), model_state)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json's content, or None while the run has none (or it is unreadable)."""
+        try:
+            return json.loads(self.summary_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_path, summary)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        write_parquet(self.path / "metrics.parquet", read_metrics(self.metrics_path))
+        self.write_summary(summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries computed from metric rows (so a resumed run and an uninterrupted one agree).
+
+
+def first_step(rows: list[dict[str, Any]], key: str, threshold: float = GROK_ACC) -> int | None:
+    return next((r["step"] for r in rows if r.get(key, float("nan")) >= threshold), None)
+
+
+def summarize(rows: list[dict[str, Any]], status: str, steps: int, wall_s: float, **extra: Any) -> dict[str, Any]:
+    """summary.json: `grokked` means val acc reached 0.99; `grok_delay` = steps from 99% train to 99% val."""
+    last = rows[-1] if rows else {}
+    train99, val99 = first_step(rows, "train/acc"), first_step(rows, "val/acc")
+    final_keys = ("train/acc", "train/loss", "val/acc", "val/loss", "test/acc", "test/loss")
+    return {
+        "status": status,
+        "steps": steps,
+        "wall_s": round(wall_s, 3),
+        "final": {k: last.get(k) for k in final_keys},
+        "steps_to_train_acc_99": train99,
+        "steps_to_val_acc_99": val99,
+        "grokked": val99 is not None,
+        "grok_delay": val99 - train99 if val99 is not None and train99 is not None else None,
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run back (the Python API's load_run).
+
+
+@dataclass
+class Run:
+    """A run directory read back: its config, metric rows and summary (None while unfinished)."""
+
+    path: Path
+    config: Config
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+    def column(self, key: str) -> list[Any]:
+        return [row.get(key) for row in self.metrics]
+
+    def load_model(self, step: int | None = None) -> torch.nn.Module:
+        """The model at the weights-only checkpoint `step` (default: the newest)."""
+        from groklab.data import build_task
+        from groklab.models import build_model
+
+        ckpt_dir = self.path / "checkpoints"
+        steps = checkpoint_steps(ckpt_dir, "model")
+        if not steps:
+            raise UserError(f"{self.path} has no model checkpoints yet")
+        if step is None:
+            step = steps[-1]
+        if step not in steps:
+            raise UserError(f"step={step} has no checkpoint in {self.path}; available: {', '.join(map(str, steps))}")
+        state = load_checkpoint(checkpoint_path(ckpt_dir, "model", step))
+        if state is None:
+            raise UserError(f"the checkpoint of step {step} in {self.path} is corrupt")
+        model = build_model(self.config.model, build_task(self.config.task, self.config.split_seed), self.config.seed)
+        model.load_state_dict(state)
+        return model
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    run = RunDir(Path(path))
+    config = run.read_config()
+    return Run(run.path, config, read_metrics(run.metrics_path), run.read_summary())

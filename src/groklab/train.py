@@ -1,0 +1,265 @@
+"""The training loop: ``train(config, run_dir) -> summary``, readable top to bottom.
+
+The whole dataset lives on the device as tensors; batches are drawn by index; each evaluation runs the
+full train, val and test splits in one forward each under inference mode. The test split is only ever
+measured and logged: early stopping looks at val alone.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from groklab.config import Config, validate
+from groklab.data import Dataset, build_task
+from groklab.losses import LossFn, make_loss
+from groklab.models import build_model
+from groklab.optim import build_optimizer
+from groklab.runio import GROK_ACC, RunDir, summarize
+
+Tensor = torch.Tensor
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda if available, then mps, then cpu; anything else is taken as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class BatchSampler:
+    """Minibatches of training indices: a fresh permutation each epoch, drawn from its own generator."""
+
+    def __init__(self, train_idx: Tensor, batch_size: int, seed: int) -> None:
+        self.idx = train_idx
+        n = len(train_idx)
+        self.batch_size = n if batch_size == 0 or batch_size >= n else batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> Tensor:
+        if self.batch_size == len(self.idx):  # full batch: no sampling at all
+            return self.idx
+        if self.pos + self.batch_size > len(self.perm):  # drop the ragged tail, as DataLoader(drop_last=True)
+            self.perm, self.pos = torch.randperm(len(self.idx), generator=self.gen), 0
+        batch = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.idx[batch.to(self.idx.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"], state["pos"]
+
+
+def eval_schedule(config: Config) -> set[int] | None:
+    """Log-spaced evaluation steps (about 20 per decade), or None for every `eval_every` steps."""
+    if config.eval_spacing == "linear":
+        return None
+    decades = math.log10(max(config.steps, 1))
+    return {0} | {round(10 ** (i / 20)) for i in range(int(20 * decades) + 1)}
+
+
+def is_eval_step(step: int, config: Config, log_steps: set[int] | None) -> bool:
+    if step == config.steps:
+        return True
+    return step in log_steps if log_steps is not None else step % config.eval_every == 0
+
+
+def weight_norm(model: nn.Module) -> float:
+    return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 65536) -> dict[str, float]:
+    """Loss and accuracy on the full train, val and test splits (chunks only bound memory for big image sets)."""
+    model.eval()
+    out: dict[str, float] = {}
+    for split in ("train", "val", "test"):
+        x, y = data.split(split)
+        logits = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes)
+        out[f"{split}/loss"] = float(loss_fn(logits, y))
+        out[f"{split}/acc"] = float((logits.argmax(-1) == y).float().mean())
+    model.train()
+    return out
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set a flag (the loop finishes its step, checkpoints, and stops) instead of killing."""
+    caught: list[int] = []
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Progress:
+    """A rich progress bar with live train/val accuracy; silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[speed]} it/s"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task(label, total=total, train="-", val="-", speed="-")
+            self.bar.start()
+        self.t0, self.s0 = time.perf_counter(), 0
+
+    def update(self, step: int, row: dict[str, Any] | None = None) -> None:
+        if self.bar is None:
+            return
+        fields = {}
+        if row is not None:
+            now = time.perf_counter()
+            speed = (step - self.s0) / max(now - self.t0, 1e-9)
+            self.t0, self.s0 = now, step
+            fields = {"train": f"{row['train/acc']:.3f}", "val": f"{row['val/acc']:.3f}", "speed": f"{speed:.0f}"}
+        self.bar.update(self.task, completed=step, **fields)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train `config` into `run_dir` (resuming it if it already holds this run) and return summary.json's content."""
+    config = validate(config)
+    run = RunDir(Path(run_dir))
+    existing = run.prepare(config)
+    summary = run.read_summary() if existing else None
+    if summary is not None and summary.get("status") == "finished":
+        return summary
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    # Build everything from the seeds: data split (split_seed), init, batch order and dropout (seed).
+    device = resolve_device(config.device)
+    data = build_task(config.task, config.split_seed).to(device)
+    model = build_model(config.model, data, config.seed).to(device)
+    optimizer, schedule = build_optimizer(config.optim, model)
+    loss_fn = make_loss(config.loss, config.loss_dtype)
+    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+    step, elapsed, held_since = 0, 0.0, None
+
+    # Resume: restore every piece of state from the newest valid checkpoint; drop metrics past it.
+    state = run.latest_state() if existing else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        sampler.load_state_dict(state["sampler"])
+        set_rng_states(state["rng"])
+        step, elapsed, held_since = state["step"], state["elapsed"], state["held_since"]
+    rows = run.truncate_metrics(step if state is not None else -1)
+
+    def checkpoint() -> None:
+        run.save_state(step, {
+            "step": step, "elapsed": elapsed, "held_since": held_since, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "sampler": sampler.state_dict(), "rng": rng_states(),
+        })  # fmt: skip
+
+    log_steps = eval_schedule(config)
+    bar = Progress(progress, config.steps, f"{config.task.op if config.task.name == 'binop' else config.task.name} {config.model.name}")
+    bar.update(step)
+    status, extra = "finished", {}
+    t_start, last_ckpt_time = time.perf_counter() - elapsed, time.perf_counter()
+    if state is None:
+        checkpoint()
+        run.save_model(step, model.state_dict())
+    with stop_on_signals() as caught:
+        while True:
+            if is_eval_step(step, config, log_steps) and (not rows or rows[-1]["step"] < step):
+                row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, data, loss_fn)}
+                row["norm/total"] = weight_norm(model)
+                row["lr"] = schedule.get_last_lr()[0]
+                run.append_metrics(row)
+                rows.append(row)
+                bar.update(step, row)
+                held_since = (held_since if held_since is not None else step) if row["val/acc"] >= GROK_ACC else None
+                if config.stop_patience and held_since is not None and step - held_since >= config.stop_patience:
+                    extra["stopped_early"] = True
+                    break
+            if step >= config.steps:
+                break
+            if caught:
+                status = "interrupted"
+                break
+
+            # One optimizer step; a non-finite loss or gradient stops the run before the update is applied.
+            idx = sampler.next()
+            loss = loss_fn(model(data.x[idx]), data.y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack(torch._foreach_norm([p.grad for p in model.parameters() if p.grad is not None]))
+            )
+            if not bool(torch.isfinite(loss + grad_norm)):
+                status, extra["diverged_at_step"] = "diverged", step + 1
+                break
+            optimizer.step()
+            schedule.step()
+            step += 1
+            bar.update(step)
+            if step & (step - 1) == 0:  # weights at log-spaced steps 1, 2, 4, ... for analysis over time
+                run.save_model(step, model.state_dict())
+
+            elapsed = time.perf_counter() - t_start
+            if step % config.checkpoint_every == 0 or time.perf_counter() - last_ckpt_time >= config.checkpoint_seconds:
+                checkpoint()
+                last_ckpt_time = time.perf_counter()
+        elapsed = time.perf_counter() - t_start
+        checkpoint()
+        run.save_model(step, model.state_dict())
+    bar.close()
+    summary = summarize(rows, status, step, elapsed, seed=config.seed, split_seed=config.split_seed, **extra)
+    run.finish(summary)
+    return summary
