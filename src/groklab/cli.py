@@ -138,7 +138,30 @@ def report(summary: dict, out: Path, quiet: bool) -> None:
     print(f"run directory: {out}  (summary.json, metrics.jsonl, metrics.parquet, checkpoints/)")
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"presets": cmd_presets, "train": cmd_train, "resume": cmd_resume}
+COMMANDS: dict[str, Callable[[list[str]], None] | str] = {
+    "presets": cmd_presets,
+    "train": cmd_train,
+    "resume": cmd_resume,
+    # Commands whose argument handling lives beside their feature ("module:function", imported on use).
+    "bench": "groklab.bench:command",
+    "sweep": "groklab.sweep:command",
+    "query": "groklab.sweep:query_command",
+    "recipe": "groklab.experiments.recipes:command",
+    "analyze": "groklab.analysis:command",
+    "export-tl": "groklab.analysis.tl:command",
+    "report": "groklab.report:command",
+    "ls": "groklab.report:ls_command",
+    "compare": "groklab.report:compare_command",
+}
+
+
+def resolve(command: Callable[[list[str]], None] | str) -> Callable[[list[str]], None]:
+    if callable(command):
+        return command
+    import importlib
+
+    module, _, function = command.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command is None:
             raise UserError(f"unknown command {argv[0]!r}: expected one of {', '.join(COMMANDS)}")
-        command(argv[1:])
+        resolve(command)(argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
