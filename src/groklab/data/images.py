@@ -24,6 +24,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in IDX_DTYPES:
         raise UserError(f"{path} is not an IDX file: its magic number is wrong")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated: its header promises {ndim} dimensions")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     count = int(np.prod(dims))
