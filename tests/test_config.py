@@ -1,0 +1,101 @@
+"""Config: overrides from strings and TOML values, validation messages, serialization round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from groklab.config import Config, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
+from groklab.experiments.presets import PRESETS
+
+
+def test_every_field_has_a_docstring() -> None:
+    fields = leaf_fields()
+    assert {"steps", "seed", "split_seed", "eval_every", "task.op", "task.p", "task.train_frac", "optim.lr", "model.init_scale"} <= set(
+        fields
+    )
+    assert all(doc for _, doc in fields.values()), [path for path, (_, doc) in fields.items() if not doc]
+
+
+def test_overrides_coerce_strings_and_toml_values() -> None:
+    cfg = apply_overrides(
+        Config(),
+        {"task.op": "x*y", "task.p": "101", "task.train-frac": "0.4", "optim.weight_decay": 0.5, "steps": "1_000", "seed": 3.0},
+    )
+    assert (cfg.task.op, cfg.task.p, cfg.task.train_frac, cfg.optim.weight_decay, cfg.steps, cfg.seed) == ("x*y", 101, 0.4, 0.5, 1000, 3)
+    assert apply_overrides(Config(), {"model.name": "power"}).model.name == "power"
+    assert Config().task.op == "x+y"  # frozen defaults untouched
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"task.nope": "1"}, "task.nope"),
+        ({"optim.learning_rate": "1"}, "optim.learning_rate"),
+        ({"task.p": "seven"}, "task.p='seven'"),
+        ({"task.p": "7.5"}, "task.p='7.5'"),
+        ({"steps": True}, "steps=True"),
+        ({"model.name": "gpt"}, "model.name='gpt'"),
+        ({"optim.lr": "fast"}, "optim.lr='fast'"),
+        ({"task": "x"}, "task"),
+    ],
+)
+def test_bad_overrides_name_the_value(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(UserError) as err:
+        apply_overrides(Config(), overrides)
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_field_suggests_the_dotted_path() -> None:
+    with pytest.raises(UserError, match=r"did you mean optim\.lr"):
+        apply_overrides(Config(), {"lr": "0.1"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"task.train_frac": "0"}, "task.train_frac=0"),
+        ({"task.train_frac": "1"}, "task.train_frac=1"),
+        ({"task.train_frac": "-0.2"}, "task.train_frac=-0.2"),
+        ({"task.val_frac": "1.5"}, "task.val_frac=1.5"),
+        ({"task.train_frac": "0.8", "task.val_frac": "0.3"}, "task.train_frac + task.val_frac = 1.1"),
+        ({"task.train_frac": "0.75", "task.val_frac": "0.25"}, "task.train_frac + task.val_frac = 1"),
+        ({"task.op": "x/y", "task.p": "96"}, "task.p=96"),
+        ({"task.op": "x/y_or_x-y", "task.p": "1"}, "task.p=1"),
+        ({"task.p": "1"}, "task.p=1"),
+        ({"task.op": "x**y"}, "task.op='x**y'"),
+        ({"optim.lr": "0"}, "optim.lr=0"),
+        ({"model.d_model": "130"}, "model.d_model=130"),
+        ({"model.init_scale": "-1"}, "model.init_scale=-1"),
+        ({"task.name": "parity", "task.k_bits": "50"}, "task.k_bits=50"),
+        ({"task.name": "digits", "model.name": "power"}, "model.name='power'"),
+        ({"task.name": "mnist"}, "task.data_dir"),
+        ({"device": "tpu"}, "device='tpu'"),
+        ({"steps": "0"}, "steps=0"),
+    ],
+)
+def test_validate_rejects_with_one_line(overrides: dict[str, str], named: str) -> None:
+    with pytest.raises(UserError) as err:
+        validate(apply_overrides(Config(), overrides))
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_are_valid_and_round_trip(name: str) -> None:
+    cfg = PRESETS[name].config
+    assert validate(cfg) is cfg
+    data = json.loads(json.dumps(to_dict(cfg)))
+    assert from_dict(data) == cfg
+    assert PRESETS[name].description and "\n" not in PRESETS[name].description
+
+
+def test_from_dict_rejects_unknown_and_mistyped_keys() -> None:
+    data = to_dict(Config())
+    data["task"]["colour"] = "red"
+    with pytest.raises(UserError, match="task.colour"):
+        from_dict(data)
+    data = to_dict(Config())
+    data["task"] = 3
+    with pytest.raises(UserError, match="'task'"):
+        from_dict(data)
