@@ -1,0 +1,168 @@
+"""The sweep driver: expand the spec, prepare the sweep dir, run what is not done, keep runs.parquet current.
+
+Sweep dir layout::
+
+    spec.toml       a copy of the spec (a rerun with a different spec is refused)
+    runs.parquet    one row per run: run_id, run_dir, flattened config, summary (see table.py)
+    runs/<run_id>/  ordinary run directories written by groklab.train.train
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from groklab.config import UserError
+from groklab.runio import atomic_write_bytes
+from groklab.sweep.executors import Task, run_local, run_ray
+from groklab.sweep.spec import PlannedRun, SweepSpec, expand, parse_spec
+from groklab.sweep.table import RunsTable
+from groklab.sweep.worker import kill_hook_from_env
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: its rows (runs.parquet's content) and how long it took."""
+
+    spec: SweepSpec
+    runs: list[PlannedRun]
+    rows: list[dict[str, Any]]
+    skipped: int
+    wall_s: float
+    retries: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_sweep_dir(out: Path, spec: SweepSpec, spec_text: str) -> None:
+    """Create `out` with spec.toml, or accept it if it holds this very spec; refuse anything else."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    existing = out / "spec.toml"
+    if existing.exists():
+        old = parse_spec(existing.read_text(), str(existing))
+        if old.raw != spec.raw:
+            raise UserError(f"--out {out} holds a sweep of a different spec ({existing}): choose another --out")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} is not empty and holds no sweep; choose an empty or new directory")
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise UserError(f"--out {out} is not writable") from None
+    atomic_write_bytes(existing, spec_text.encode())
+
+
+class SweepProgress:
+    """A rich progress bar over runs (done / running / failed, ETA) that also keeps runs.parquet current."""
+
+    def __init__(self, table: RunsTable, total: int, skipped: int, enabled: bool) -> None:
+        self.table = table
+        self.running: set[str] = set()
+        self.done, self.failed = skipped, 0
+        self.retries: dict[str, int] = {}
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]sweep"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("done {task.fields[done]}  running {task.fields[running]}  failed {task.fields[failed]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self.task = self.bar.add_task("sweep", total=total, completed=skipped, done=skipped, running=0, failed=0)
+            self.bar.start()
+
+    def _refresh(self, advance: int = 0) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=advance, done=self.done, running=len(self.running), failed=self.failed)
+
+    def started(self, run_id: str) -> None:
+        self.running.add(run_id)
+        self._refresh()
+
+    def retried(self, run_id: str, reason: str) -> None:
+        self.running.discard(run_id)
+        self.retries[run_id] = self.retries.get(run_id, 0) + 1
+        message = f"run {run_id}: {reason}; retrying (it resumes from its last checkpoint)"
+        if self.bar is not None:
+            self.bar.console.print(message)
+        else:
+            print(message, file=sys.stderr)
+        self._refresh()
+
+    def finished(self, run_id: str, status: str, payload: Any) -> None:
+        self.running.discard(run_id)
+        if status == "ok":
+            self.table.update(run_id, payload)
+            self.done += 1
+        else:
+            self.table.update(run_id, None, status="failed", error=str(payload))
+            self.failed += 1
+            message = f"run {run_id} failed: {payload}"
+            if self.bar is not None:
+                self.bar.console.print(message)
+            else:
+                print(message, file=sys.stderr)
+        self.table.write()
+        self._refresh(advance=1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def run_sweep(
+    spec_path: Path,
+    out: Path,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    max_retries: int = 3,
+) -> SweepResult:
+    """Run every run of the spec at `spec_path` into `out` (resuming a previous sweep of the same spec)."""
+    if backend not in ("local", "ray"):
+        raise UserError(f"--backend {backend!r} is not valid: expected local or ray")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers} is not valid: expected an integer >= 1")
+    if address and backend != "ray":
+        raise UserError("--address only applies to --backend ray")
+    try:
+        spec_text = spec_path.read_text()
+    except OSError as err:
+        raise UserError(f"cannot read sweep spec {spec_path}: {err.strerror}") from None
+    spec = parse_spec(spec_text, spec_path.name)
+    runs = expand(spec, spec_path.name)  # everything is validated before anything is written
+    prepare_sweep_dir(out, spec, spec_text)
+
+    t0 = time.perf_counter()
+    table = RunsTable(out, runs)
+    table.write()
+    todo = [r for r in runs if not table.done(r.run_id)]
+    tasks = [Task(r.run_id, r.config, str((out / r.run_dir).resolve())) for r in todo]
+    # Threads per worker: share this machine's cores; on a cluster each task reserves one CPU.
+    n_workers = workers if workers is not None else (None if address else default_workers())
+    threads = 1 if address else max(1, (os.cpu_count() or 1) // (n_workers or 1))
+    events = SweepProgress(table, len(runs), len(runs) - len(todo), progress)
+    hook = kill_hook_from_env()
+    try:
+        if tasks and backend == "local":
+            run_local(tasks, n_workers or 1, threads, events, hook, max_retries)
+        elif tasks:
+            run_ray(tasks, n_workers, threads, events, hook, max_retries, address)
+    finally:
+        events.close()
+        table.write()
+    return SweepResult(spec, runs, list(table.rows.values()), len(runs) - len(todo), time.perf_counter() - t0, events.retries)
