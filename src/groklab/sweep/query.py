@@ -41,7 +41,7 @@ def connect(sweep_dir: Path) -> Any:
     if jsonls:
         parts.append(
             f"SELECT * FROM read_json({_sql_list(jsonls)}, format = 'newline_delimited', filename = true, "
-            "union_by_name = true, ignore_errors = true)"
+            "union_by_name = true, ignore_errors = true) WHERE step IS NOT NULL"  # a torn last line (kill -9) reads as nulls
         )
     if parts:
         union = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
