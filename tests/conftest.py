@@ -32,5 +32,7 @@ def hash_tree(root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def small_config() -> Config:
-    """An MLP on x+y mod 7 that trains in milliseconds."""
-    return tiny(Config(), {"task.p": 7, "task.train_frac": 0.5, "task.val_frac": 0.25})
+    """A small MLP on x+y mod 7 that trains in milliseconds."""
+    return tiny(
+        Config(), {"task.p": 7, "task.train_frac": 0.5, "task.val_frac": 0.25, "model.d_model": 16, "model.width": 32, "model.depth": 1}
+    )

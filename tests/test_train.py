@@ -1,0 +1,213 @@
+"""Training: a smoke test per preset, the golden-loss regression test, evaluation, summaries, sampling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import tiny
+
+from groklab.config import Config, UserError
+from groklab.data import build_task
+from groklab.experiments.presets import PRESETS, get_preset
+from groklab.losses import make_loss
+from groklab.models import build_model
+from groklab.optim import build_optimizer
+from groklab.runio import load_run, summarize
+from groklab.train import BatchSampler, evaluate, train
+
+SUMMARY_KEYS = {
+    "status",
+    "steps",
+    "wall_s",
+    "final",
+    "steps_to_train_acc_99",
+    "steps_to_val_acc_99",
+    "grokked",
+    "grok_delay",
+    "seed",
+    "split_seed",
+}
+FINAL_KEYS = {"train/acc", "train/loss", "val/acc", "val/loss", "test/acc", "test/loss"}
+METRIC_KEYS = {"step", "time_s", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "norm/total", "lr"}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_smoke(name: str, tmp_path: Path) -> None:
+    config = tiny(get_preset(name), {"steps": 4, "eval_every": 4, "eval_spacing": "linear"})
+    out = tmp_path / name
+    summary = train(config, out, progress=False)
+
+    assert SUMMARY_KEYS <= summary.keys() and FINAL_KEYS == summary["final"].keys()
+    assert summary["status"] == "finished" and summary["steps"] == 4
+    assert json.loads((out / "summary.json").read_text()) == summary
+    saved = json.loads((out / "config.json").read_text())
+    assert {"groklab_version", "schema_version", "config"} <= saved.keys()
+    assert saved["config"]["task"]["name"] == config.task.name
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows]
+    assert steps == [0, 4]
+    assert all(METRIC_KEYS <= row.keys() for row in rows)
+    assert all(0.0 <= row[f"{s}/acc"] <= 1.0 for row in rows for s in ("train", "val", "test"))
+    assert pq.read_table(out / "metrics.parquet").to_pylist() == rows
+
+    ckpts = {p.name for p in (out / "checkpoints").iterdir()}
+    for kind in ("state", "model"):
+        assert f"{kind}-000000004.pt" in ckpts and f"{kind}-000000004.pt.sha256" in ckpts
+    assert {f"model-{s:09d}.pt" for s in (0, 1, 2, 4)} <= ckpts
+
+    run = load_run(out)
+    assert run.config == config and run.metrics == rows and run.summary == summary
+    model = run.load_model()
+    x, _ = build_task(config.task, config.split_seed).split("val")
+    assert model(x[:3]).shape[0] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden losses: the first 20 training losses of the `mlp` preset with its seeds (0, 0), one thread.
+# They pin data split, init, batch order, optimizer and schedule together. If a change is meant to
+# alter any of these, regenerate by printing `replay(get_preset("mlp"), 20)[0]` (6 decimals) and say
+# why in the commit message.
+GOLDEN_MLP_LOSSES = [
+    4.607401, 4.596668, 4.610940, 4.610944, 4.614961, 4.620477, 4.631443, 4.634234, 4.634338, 4.505744,
+    4.480826, 4.486093, 4.487806, 4.487288, 4.491526, 4.479410, 4.484955, 4.509590, 4.368859, 4.363251,
+]  # fmt: skip
+
+
+def replay(config: Config, steps: int, eval_at: tuple[int, ...] = ()) -> tuple[list[float], dict[int, float], torch.nn.Module]:
+    """Re-run the training step outside train(): (minibatch losses, full-train-set loss at `eval_at`, model)."""
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, config.seed)
+    optimizer, schedule = build_optimizer(config.optim, model)
+    loss_fn = make_loss(config.loss, config.loss_dtype)
+    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+    losses, evals = [], {}
+    for step in range(steps + 1):
+        if step in eval_at:
+            evals[step] = evaluate(model, data, loss_fn)["train/loss"]
+        if step == steps:
+            break
+        idx = sampler.next()
+        loss = loss_fn(model(data.x[idx]), data.y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return losses, evals, model
+
+
+def test_golden_losses_mlp() -> None:
+    losses, _, _ = replay(get_preset("mlp"), len(GOLDEN_MLP_LOSSES))
+    assert losses == pytest.approx(GOLDEN_MLP_LOSSES, abs=2e-5)
+
+
+def test_train_matches_replay(tmp_path: Path) -> None:
+    """train() logs the same train/loss as the replay at its evaluation steps and ends with the same weights."""
+    config = tiny(get_preset("mlp"), {"steps": 20, "eval_every": 10, "stop_patience": 0})
+    _, evals, model = replay(config, 20, eval_at=(0, 10, 20))
+    train(config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    logged = {row["step"]: row["train/loss"] for row in run.metrics}
+    assert logged.keys() == evals.keys()
+    for step, value in evals.items():
+        assert logged[step] == pytest.approx(value, abs=1e-5), step
+    saved = run.load_model().state_dict()
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(saved[name], tensor, msg=name)
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path: Path, small_config: Config) -> None:
+    def losses(config: Config, out: str) -> list[float]:
+        train(config, tmp_path / out, progress=False)
+        return [row["val/loss"] for row in load_run(tmp_path / out).metrics]
+
+    base = losses(small_config, "a")
+    assert losses(small_config, "b") == base
+    assert losses(tiny(small_config, {"seed": 1}), "c") != base
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the loop.
+
+
+def test_evaluate_counts_correct_predictions(small_config: Config) -> None:
+    data = build_task(small_config.task, 0)
+
+    class Oracle(torch.nn.Module):
+        """Right on every example whose first operand is even, wrong otherwise."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            answer = (x[:, 0] + x[:, 2]) % 7
+            guess = torch.where(x[:, 0] % 2 == 0, answer, (answer + 1) % 7)
+            return torch.nn.functional.one_hot(guess, 7).float() * 10
+
+    out = evaluate(Oracle(), data, make_loss("cross_entropy", "float32"))
+    for split in ("train", "val", "test"):
+        x, _ = data.split(split)
+        assert out[f"{split}/acc"] == pytest.approx(float((x[:, 0] % 2 == 0).float().mean()))
+        assert out[f"{split}/loss"] > 0
+
+
+def test_batch_sampler_epochs_and_full_batch() -> None:
+    idx = torch.arange(100, 110)
+    sampler = BatchSampler(idx, batch_size=4, seed=0)
+    epoch = [sampler.next() for _ in range(2)]  # 8 of 10 indices; the ragged tail of 2 is dropped
+    seen = torch.cat(epoch)
+    assert len(set(seen.tolist())) == 8 and set(seen.tolist()) <= set(idx.tolist())
+    assert all(len(b) == 4 for b in epoch)
+    again = BatchSampler(idx, batch_size=4, seed=0)
+    assert all(torch.equal(again.next(), b) for b in epoch)
+    full = BatchSampler(idx, batch_size=0, seed=0)
+    assert torch.equal(full.next(), idx) and torch.equal(BatchSampler(idx, batch_size=50, seed=0).next(), idx)
+
+
+def test_summarize_grok_delay() -> None:
+    rows = [
+        {"step": 0, "train/acc": 0.1, "val/acc": 0.0},
+        {"step": 100, "train/acc": 0.995, "val/acc": 0.3},
+        {"step": 300, "train/acc": 1.0, "val/acc": 0.99},
+    ]
+    summary = summarize(rows, "finished", 300, 1.0)
+    assert (summary["steps_to_train_acc_99"], summary["steps_to_val_acc_99"], summary["grokked"], summary["grok_delay"]) == (
+        100,
+        300,
+        True,
+        200,
+    )
+    never = summarize(rows[:2], "finished", 100, 1.0)
+    assert never["grokked"] is False and never["grok_delay"] is None and never["steps_to_val_acc_99"] is None
+
+
+def test_stop_patience_stops_on_val_only(tmp_path: Path) -> None:
+    config = tiny(get_preset("mlp"), {"task.p": 11, "steps": 400, "eval_every": 10, "stop_patience": 30, "optim.weight_decay": 0.0})
+    summary = train(config, tmp_path / "run", progress=False)
+    rows = load_run(tmp_path / "run").metrics
+    if summary.get("stopped_early"):
+        v99 = summary["steps_to_val_acc_99"]
+        assert summary["steps"] - v99 >= 30 and summary["steps"] < 400
+        assert all(row["val/acc"] >= 0.99 for row in rows if row["step"] >= v99)
+    else:
+        assert summary["steps"] == 400
+
+
+def test_log_spaced_evaluation(tmp_path: Path, small_config: Config) -> None:
+    config = tiny(small_config, {"steps": 300, "eval_spacing": "log", "eval_every": 1})
+    train(config, tmp_path / "run", progress=False)
+    steps = [row["step"] for row in load_run(tmp_path / "run").metrics]
+    assert steps[:6] == [0, 1, 2, 3, 4, 5] and steps[-1] == 300
+    assert steps == sorted(set(steps))
+    assert 30 <= len(steps) <= 50  # about 20 per decade over 2.5 decades (fewer below 10: steps are integers), not 300
+
+
+def test_rerun_of_finished_run_changes_nothing(tmp_path: Path, small_config: Config) -> None:
+    first = train(small_config, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    assert train(small_config, tmp_path / "run", progress=False) == first
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+    with pytest.raises(UserError, match="different run"):
+        train(tiny(small_config, {"seed": 5}), tmp_path / "run", progress=False)
