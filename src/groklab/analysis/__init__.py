@@ -1,0 +1,287 @@
+"""Mechanism measurements for a run: Fourier circuits, norms, RQI, sharpness, embeddings and phases.
+
+The submodules hold pure functions (tensors in, numbers out). This module glues them to models and runs:
+``analyze_run(run)`` measures one checkpoint of a run directory, ``training_metrics`` produces the extra
+metric keys that ``--analysis fourier,norms,rqi,sharpness`` logs during training, and ``command`` is
+``groklab analyze``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from groklab.analysis import embeddings, fourier, norms, phases, rqi, sharpness
+from groklab.config import Config, UserError
+from groklab.data import Dataset, build_task
+from groklab.data.permutations import S5_OPS
+from groklab.losses import LossFn, make_loss
+
+Tensor = torch.Tensor
+
+ANALYSES = ("fourier", "norms", "rqi", "sharpness")
+"""Measurements `--analysis` can log during training."""
+LINEAR_OPS = {"x+y": 1, "x-y": -1}
+"""Ops c = a + s·b whose Fourier circuit uses cos(w(a + s·b − c)): restricted/excluded loss and RQI apply."""
+
+
+def parse_analysis(spec: str) -> list[str]:
+    """`"fourier,norms"` -> ["fourier", "norms"], or a UserError naming the unknown entry."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for name in names:
+        if name not in ANALYSES:
+            raise UserError(f"analysis={name!r} is not valid: expected a comma-separated list of {', '.join(ANALYSES)}")
+    return names
+
+
+def is_modular(config: Config) -> bool:
+    return config.task.name == "binop" and config.task.op not in S5_OPS
+
+
+def input_embedding(model: nn.Module, p: int) -> Tensor:
+    """The operand-token embedding rows 0..p−1: (p, d_model)."""
+    return model.embed.weight[:p].detach()  # type: ignore[union-attr,index]
+
+
+@torch.no_grad()
+def all_pair_logits(model: nn.Module, data: Dataset, p: int) -> Tensor:
+    """Logits of every pair (a, b) of a modular op with all p² pairs: (p, p, n_classes), [a, b, c]."""
+    return model(data.x).reshape(p, p, -1)  # data.x holds every pair in row-major (a, b) order
+
+
+def fourier_measures(model: nn.Module, data: Dataset, config: Config, with_variance: bool = True) -> dict[str, Any]:
+    """The `fourier` dict of analyze_run for a modular task (loss fields None for ops that are not a ± b)."""
+    p = config.task.p
+    power = fourier.spectrum(input_embedding(model, p))
+    keys = fourier.key_frequencies(power)
+    out: dict[str, Any] = {
+        "key_frequencies": keys,
+        "gini": fourier.spectrum_gini(power),
+        "restricted_loss": None,
+        "excluded_loss": None,
+        "full_loss": None,
+        "spectrum": power.tolist(),
+        "logit_variance_explained": None,
+    }
+    sign = LINEAR_OPS.get(config.task.op)
+    if sign is None:
+        return out
+    logits = all_pair_logits(model, data, p)
+    restricted, excluded = fourier.restricted_excluded_logits(logits, keys, sign)
+    y, train = data.y, data.train
+    out["full_loss"] = fourier.cross_entropy_on(logits, y, train)
+    out["restricted_loss"] = fourier.cross_entropy_on(restricted, y, train)
+    out["excluded_loss"] = fourier.cross_entropy_on(excluded, y, train)
+    if with_variance:
+        out["logit_variance_explained"] = fourier.logit_variance_explained(logits, keys, sign)
+    return out
+
+
+def train_loss_closure(model: nn.Module, data: Dataset, loss_fn: LossFn):  # noqa: ANN201
+    """A closure returning the full-train-set loss of `model` (for the sharpness measures)."""
+    x, y = data.split("train")
+    return lambda: loss_fn(model(x), y)
+
+
+def sharpness_measures(model: nn.Module, data: Dataset, loss_fn: LossFn, iters: int = 20) -> dict[str, float]:
+    params = [q for q in model.parameters() if q.requires_grad]
+    closure = train_loss_closure(model, data, loss_fn)
+    with torch.enable_grad():
+        return {
+            "top_eigenvalue": sharpness.top_hessian_eigenvalue(closure, params, iters=iters),
+            "eps_sharpness": sharpness.eps_sharpness(closure, params),
+        }
+
+
+def _rqi(model: nn.Module, config: Config) -> float | None:
+    if not is_modular(config) or config.task.op != "x+y":
+        return None
+    return rqi.rqi(input_embedding(model, config.task.p))
+
+
+def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: LossFn) -> dict[str, float]:
+    """Extra metric keys for one evaluation row: the measurements named by `config.analysis`.
+
+    Keys: fourier/gini, fourier/n_key, fourier/restricted_loss, fourier/excluded_loss (modular tasks);
+    norm/layer/<parameter>, norm/last_layer; rqi (x+y); sharpness/top_eig, sharpness/eps. The model is put
+    in eval mode for the measurement and restored.
+    """
+    names = parse_analysis(config.analysis)
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    try:
+        if "fourier" in names and is_modular(config):
+            f = fourier_measures(model, data, config, with_variance=False)
+            out["fourier/gini"], out["fourier/n_key"] = f["gini"], len(f["key_frequencies"])
+            if f["full_loss"] is not None:
+                out["fourier/restricted_loss"], out["fourier/excluded_loss"] = f["restricted_loss"], f["excluded_loss"]
+        if "norms" in names:
+            n = norms.model_norms(model)
+            out.update({f"norm/layer/{k}": v for k, v in n["per_layer"].items()})  # type: ignore[union-attr]
+            out["norm/last_layer"] = n["last_layer"]  # type: ignore[assignment]
+        if "rqi" in names and (value := _rqi(model, config)) is not None:
+            out["rqi"] = value
+        if "sharpness" in names:
+            s = sharpness_measures(model, data, loss_fn, iters=10)
+            out["sharpness/top_eig"], out["sharpness/eps"] = s["top_eigenvalue"], s["eps_sharpness"]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> dict[str, Any]:
+    """Every measurement of one model checkpoint of `run` (from groklab.runio.load_run), as a JSON-able dict.
+
+    step picks the weights-only checkpoint (default: the newest). Keys: step, fourier, norms, rqi,
+    sharpness, phase, phase_boundaries, embeddings (see the README's Analysis section).
+    """
+    config: Config = run.config
+    if step is None:
+        from groklab.runio import checkpoint_steps
+
+        available = checkpoint_steps(run.path / "checkpoints", "model")
+        step = available[-1] if available else None
+    model = run.load_model(step)
+    model.eval()
+    data = build_task(config.task, config.split_seed)
+    modular = is_modular(config)
+    rows = run.metrics
+    col = lambda key: [r.get(key) for r in rows]  # noqa: E731
+    steps = col("step")
+    result: dict[str, Any] = {
+        "step": step,
+        "fourier": fourier_measures(model, data, config) if modular else None,
+        "norms": norms.model_norms(model),
+        "rqi": _rqi(model, config),
+        "sharpness": sharpness_measures(model, data, make_loss(config.loss, config.loss_dtype)) if sharpness else None,
+        "phase": phases.classify_phase(steps, col("train/acc"), col("val/acc")),
+        "phase_boundaries": phases.phase_boundaries(
+            steps,
+            col("train/acc"),
+            col("val/acc"),
+            col("val/loss"),
+            col("fourier/gini") if any("fourier/gini" in r for r in rows) else None,
+        ),
+        "embeddings": embeddings.embedding_summary(input_embedding(model, config.task.p)) if modular else None,
+    }
+    return _jsonable(result)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Non-finite floats become None so the result is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# `groklab analyze`.
+
+ANALYZE_HELP = """\
+usage: groklab analyze RUN [--step N] [--json] [--no-sharpness]
+
+Measure the mechanism of a run's newest (or step N's) model checkpoint: Fourier key frequencies, Gini,
+restricted / excluded loss (modular tasks), weight norms, RQI (x+y), sharpness, embedding circularity,
+the run's phase and Nanda's phase boundaries.
+
+options:
+  --step N         analyze the weights-only checkpoint of step N (see RUN/checkpoints/model-*.pt)
+  --json           print the result as one JSON object instead of tables
+  --no-sharpness   skip the Hessian power iteration (the slowest part)
+
+examples:
+  groklab analyze runs/mlp
+  groklab analyze runs/mlp --step 512 --json
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _print_tables(result: dict[str, Any], run_path: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    main = Table(title=f"{run_path} at step {result['step']}", show_header=False)
+    main.add_column("measure", style="bold")
+    main.add_column("value")
+    main.add_row("phase", result["phase"])
+    if (b := result["phase_boundaries"]) is not None:
+        main.add_row(
+            "Nanda phases",
+            f"memorization → {b['memorization_end']}, circuit formation → {_fmt(b['circuit_formation_end'])}, "
+            f"cleanup → {_fmt(b['cleanup_end'])} (from {b['cleanup_from']})",
+        )
+    if (f := result["fourier"]) is not None:
+        main.add_row("key frequencies", f"{', '.join(map(str, f['key_frequencies'])) or 'none'}  ({len(f['key_frequencies'])})")
+        for key in ("gini", "full_loss", "restricted_loss", "excluded_loss", "logit_variance_explained"):
+            main.add_row(key.replace("_", " "), _fmt(f[key]))
+    n = result["norms"]
+    main.add_row("weight norm total", _fmt(n["total"]))
+    main.add_row("last-layer norm", _fmt(n["last_layer"]))
+    neurons = sorted(n["per_neuron"], reverse=True)
+    if neurons:
+        main.add_row("neuron norms", f"max {neurons[0]:.4g}, median {neurons[len(neurons) // 2]:.4g}, min {neurons[-1]:.4g}")
+    main.add_row("RQI", _fmt(result["rqi"]))
+    if (s := result["sharpness"]) is not None:
+        main.add_row("top Hessian eigenvalue", _fmt(s["top_eigenvalue"]))
+        main.add_row("ε-sharpness", _fmt(s["eps_sharpness"]))
+    if (e := result["embeddings"]) is not None:
+        main.add_row("embedding circularity", _fmt(e["circularity"]))
+    console.print(main)
+    layers = Table(title="per-parameter norms")
+    layers.add_column("parameter")
+    layers.add_column("norm", justify="right")
+    for name, value in n["per_layer"].items():
+        layers.add_row(name, _fmt(value))
+    console.print(layers)
+
+
+def command(args: list[str]) -> None:
+    """`groklab analyze RUN [--step N] [--json] [--no-sharpness]`."""
+    if not args or args[0] in ("-h", "--help") or "--help" in args:
+        print(ANALYZE_HELP)
+        if not args:
+            raise UserError("groklab analyze needs a run directory: groklab analyze RUN")
+        return
+    from pathlib import Path
+
+    from groklab.cli import parse_options
+    from groklab.runio import load_run
+
+    known, unknown = parse_options(args[1:], flags={"json", "no-sharpness"}, options={"step"})
+    if unknown:
+        raise UserError(f"unknown option --{next(iter(unknown))} for groklab analyze: expected --step N, --json, --no-sharpness")
+    step = None
+    if "step" in known:
+        try:
+            step = int(str(known["step"]))
+        except ValueError:
+            raise UserError(f"--step {known['step']!r} is not valid: expected an integer step with a model checkpoint") from None
+    path = Path(args[0])
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory holding a groklab run")
+    run = load_run(path)
+    result = analyze_run(run, step=step, sharpness=not known.get("no-sharpness"))
+    if known.get("json"):
+        print(json.dumps(result))
+    else:
+        _print_tables(result, path)
+
+
+__all__ = ["ANALYSES", "analyze_run", "command", "parse_analysis", "training_metrics"]
