@@ -15,6 +15,7 @@ EXIT_USAGE = 2
 
 TRAIN_HELP = """\
 usage: groklab train --preset NAME --out DIR [--quiet] [--<field> VALUE ...]
+       groklab train --preset NAME --out DIR --seeds N [...]   (N seeds at once, as one vmapped ensemble)
 
 Train one run into DIR (created; if DIR already holds this very run, it is resumed).
 
@@ -89,13 +90,20 @@ def cmd_train(args: list[str]) -> None:
     if "--help" in args or "-h" in args:
         print(TRAIN_HELP + field_help())
         return
-    known, overrides = parse_options(args, flags={"quiet"}, options={"preset", "out"})
+    known, overrides = parse_options(args, flags={"quiet"}, options={"preset", "out", "seeds"})
     if "out" not in known:
         raise UserError("groklab train needs --out DIR (where the run directory is written)")
     from groklab.config import apply_overrides, validate
     from groklab.experiments.presets import get_preset
 
     config = validate(apply_overrides(get_preset(str(known.get("preset", "mlp"))), overrides))
+    if "seeds" in known:  # N seeds as one vmapped ensemble: one run directory per seed, DIR/seed-<k>/
+        from groklab.ensemble import parse_seeds, train_ensemble
+
+        out = Path(str(known["out"]))
+        for k, summary in enumerate(train_ensemble(config, out, parse_seeds(str(known["seeds"])), progress=not known.get("quiet"))):
+            report(summary, out / f"seed-{k}", bool(known.get("quiet")))
+        return
     from groklab.train import train
 
     report(train(config, Path(str(known["out"])), progress=not known.get("quiet")), Path(str(known["out"])), bool(known.get("quiet")))

@@ -121,6 +121,8 @@ class Config:
     """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
+    compile: bool = False
+    """torch.compile the training forward (faster steps after a few seconds of compiling); falls back to eager with a warning where unavailable."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,50 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 6553
     return out
 
 
+def optimizer_step(
+    model: nn.Module,
+    forward: Callable[[Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: LossFn,
+    x: Tensor,
+    y: Tensor,
+) -> bool:
+    """One optimizer step on the batch x (batch, ...) -> y (batch,); False, with no update, if the loss or gradient is not finite.
+
+    `forward` is the model itself or its compiled forward (`compiled_forward`); the benchmark times this very function.
+    """
+    loss = loss_fn(forward(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in model.parameters() if p.grad is not None])))
+    if not bool(torch.isfinite(loss + grad_norm)):  # one sync per step: cheaper than a check per tensor
+        return False
+    optimizer.step()
+    schedule.step()
+    return True
+
+
+def compiled_forward(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
+    """`torch.compile(model)` for training, tried once on the batch (x, y); the plain model, with a one-line warning, if that fails.
+
+    Compilation is lazy, so a missing compiler or an unsupported platform only shows at the first call: the trial
+    forward and backward surface it here, before the run has taken a step (RNG states and gradients are left as found).
+    The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
+    """
+    try:
+        compiled = torch.compile(model)
+        with torch.random.fork_rng(devices=[]):
+            loss_fn(compiled(x), y).backward()
+        model.zero_grad(set_to_none=True)
+        return compiled
+    except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
+        model.zero_grad(set_to_none=True)
+        reason = (str(err).strip().splitlines() or [""])[0][:160]
+        print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
+        return model
+
+
 def rng_states() -> dict[str, Any]:
     states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -187,6 +232,8 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
     optimizer, schedule = build_optimizer(config.optim, model)
     loss_fn = make_loss(config.loss, config.loss_dtype)
     sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+    trial = data.train[: sampler.batch_size]  # compile for the training batch shape (static: no recompiles)
+    forward = compiled_forward(model, loss_fn, data.x[trial], data.y[trial]) if config.compile else model
     step, elapsed, held_since = 0, 0.0, None
 
     # Resume: restore every piece of state from the newest valid checkpoint; drop metrics past it.
@@ -236,17 +283,9 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
 
             # One optimizer step; a non-finite loss or gradient stops the run before the update is applied.
             idx = sampler.next()
-            loss = loss_fn(model(data.x[idx]), data.y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.linalg.vector_norm(
-                torch.stack(torch._foreach_norm([p.grad for p in model.parameters() if p.grad is not None]))
-            )
-            if not bool(torch.isfinite(loss + grad_norm)):
+            if not optimizer_step(model, forward, optimizer, schedule, loss_fn, data.x[idx], data.y[idx]):
                 status, extra["diverged_at_step"] = "diverged", step + 1
                 break
-            optimizer.step()
-            schedule.step()
             step += 1
             bar.update(step)
             if step & (step - 1) == 0:  # weights at log-spaced steps 1, 2, 4, ... for analysis over time
