@@ -132,12 +132,17 @@ def cmd_resume(args: list[str]) -> None:
 
 def report(summary: dict, out: Path, quiet: bool) -> None:
     """One paragraph saying what happened and where to look."""
+    if summary["status"] == "interrupted":
+        print(f"interrupted at step {summary['steps']}; continue with: groklab resume {out}", file=sys.stderr)
+        raise SystemExit(130)
     if quiet:
         print(out)
         return
     final = summary["final"]
     print(f"status {summary['status']} after {summary['steps']} steps in {summary['wall_s']:.1f} s")
     print(f"final acc  train {final['train/acc']:.3f}  val {final['val/acc']:.3f}  test {final['test/acc']:.3f}")
+    if summary["status"] == "diverged":
+        print(f"diverged: non-finite loss or gradient at step {summary['diverged_at_step']}; the update was not applied")
     t99, v99 = summary["steps_to_train_acc_99"], summary["steps_to_val_acc_99"]
     if summary["grokked"]:
         print(f"grokked: train acc reached 0.99 at step {t99}, val acc at step {v99} (delay {summary['grok_delay']} steps)")

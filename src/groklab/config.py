@@ -123,6 +123,10 @@ class Config:
     """CPU threads for torch; 0 keeps torch's default."""
     compile: bool = False
     """torch.compile the training forward (faster steps after a few seconds of compiling); falls back to eager with a warning where unavailable."""
+    analysis: str = ""
+    """Measurements logged into metrics.jsonl during training, comma-separated: fourier, norms, rqi, sharpness (e.g. `fourier,norms`)."""
+    analysis_every: int = 10
+    """Log the `analysis` measurements every this many evaluations (they cost more than an evaluation)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +318,11 @@ def validate(config: Config) -> Config:
     _check(config.stop_patience >= 0, f"stop_patience={config.stop_patience} is not valid: expected an integer >= 0")
     _check(config.checkpoint_every >= 1, f"checkpoint_every={config.checkpoint_every} is not valid: expected an integer >= 1")
     _check(config.checkpoint_seconds > 0, f"checkpoint_seconds={config.checkpoint_seconds} is not valid: expected a number > 0")
+    _check(config.analysis_every >= 1, f"analysis_every={config.analysis_every} is not valid: expected an integer >= 1")
+    _check(
+        all(name.strip() in ("fourier", "norms", "rqi", "sharpness") for name in config.analysis.split(",") if name.strip()),
+        f"analysis={config.analysis!r} is not valid: expected a comma-separated list of fourier, norms, rqi, sharpness",
+    )
     _check(config.threads >= 0, f"threads={config.threads} is not valid: expected an integer >= 0 (0 = torch default)")
     _check(
         config.device == "auto" or config.device in ("cpu", "cuda", "mps") or config.device.startswith("cuda:"),

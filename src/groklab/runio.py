@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +86,11 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def config_digest(config: Config) -> str:
+    """A fingerprint of the resolved config, stored in each checkpoint to catch an edited config.json."""
+    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: torch.save files with a sha256 beside each, so a torn or corrupted one is detected.
 
@@ -104,15 +108,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's state, or None (with one line on stderr) if it is missing, torn or corrupt."""
+    """The checkpoint's state, or None if it is missing, torn or corrupt (its sha256 does not match)."""
     sha = path.with_name(path.name + ".sha256")
     try:
         data, expected = path.read_bytes(), sha.read_text().strip()
     except OSError:
-        print(f"warning: checkpoint {path} has no checksum file; skipping it", file=sys.stderr)
         return None
     if _sha256(data) != expected:
-        print(f"warning: checkpoint {path} is corrupt (checksum mismatch); skipping it", file=sys.stderr)
         return None
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
@@ -193,8 +195,8 @@ class RunDir:
         try:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.config_path, {"groklab_version": version(), "schema_version": SCHEMA_VERSION, "config": to_dict(config)})
-        except PermissionError:
-            raise UserError(f"--out {self.path} is not writable") from None
+        except OSError as err:
+            raise UserError(f"--out {self.path} cannot be written: {err.strerror}") from None
         return False
 
     def append_metrics(self, row: dict[str, Any]) -> None:
@@ -209,13 +211,16 @@ class RunDir:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
         return rows
 
-    def latest_state(self) -> dict[str, Any] | None:
-        """The newest valid resumable checkpoint, falling back to older ones if it is corrupt."""
+    def latest_state(self) -> tuple[dict[str, Any] | None, list[Path]]:
+        """The newest valid resumable checkpoint (falling back to older ones) and the corrupt ones skipped on the way."""
+        skipped = []
         for step in reversed(checkpoint_steps(self.ckpt_dir, "state")):
-            state = load_checkpoint(checkpoint_path(self.ckpt_dir, "state", step))
+            path = checkpoint_path(self.ckpt_dir, "state", step)
+            state = load_checkpoint(path)
             if state is not None:
-                return state
-        return None
+                return state, skipped
+            skipped.append(path)
+        return None, skipped
 
     def save_state(self, step: int, state: dict[str, Any], keep: int = 2) -> None:
         save_checkpoint(checkpoint_path(self.ckpt_dir, "state", step), state)

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from groklab.config import Config, validate
+from groklab.config import Config, UserError, validate
 from groklab.data import Dataset, build_task
 from groklab.losses import LossFn, make_loss
 from groklab.models import build_model
 from groklab.optim import build_optimizer
-from groklab.runio import GROK_ACC, RunDir, summarize
+from groklab.runio import GROK_ACC, RunDir, config_digest, read_metrics, summarize
 
 Tensor = torch.Tensor
 
@@ -237,7 +237,13 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
     step, elapsed, held_since = 0, 0.0, None
 
     # Resume: restore every piece of state from the newest valid checkpoint; drop metrics past it.
-    state = run.latest_state() if existing else None
+    state, corrupt = run.latest_state() if existing else (None, [])
+    if state is None and read_metrics(run.metrics_path):
+        raise UserError(f"{run.ckpt_dir} holds no valid checkpoint ({len(corrupt)} corrupt): the run cannot be resumed exactly; train it again into a new --out")
+    if corrupt:
+        print(f"warning: skipped corrupt checkpoint(s) {', '.join(p.name for p in corrupt)}; resuming from an older one", file=sys.stderr)
+    if state is not None and state["config_digest"] != config_digest(config):
+        raise UserError(f"{run.config_path} differs from the config its checkpoints were trained with (was it edited?); train into a new --out instead")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -249,7 +255,7 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
 
     def checkpoint() -> None:
         run.save_state(step, {
-            "step": step, "elapsed": elapsed, "held_since": held_since, "model": model.state_dict(),
+            "config_digest": config_digest(config), "step": step, "elapsed": elapsed, "held_since": held_since, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "sampler": sampler.state_dict(), "rng": rng_states(),
         })  # fmt: skip
@@ -268,6 +274,10 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
                 row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, data, loss_fn)}
                 row["norm/total"] = weight_norm(model)
                 row["lr"] = schedule.get_last_lr()[0]
+                if config.analysis and len(rows) % config.analysis_every == 0:  # mechanism measurements (--analysis)
+                    from groklab.analysis import training_metrics
+
+                    row.update(training_metrics(model, data, config, loss_fn))
                 run.append_metrics(row)
                 rows.append(row)
                 bar.update(step, row)

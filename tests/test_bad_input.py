@@ -1,0 +1,129 @@
+"""Every bad input: one clear line on stderr naming the value, exit code 2, no traceback, no file changed.
+
+One finished run and one directory of unrelated files are built once; each case may tamper with a copy of
+the run (in its own folder), then the whole tree is hashed before and after the command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from groklab.runio import checkpoint_path, checkpoint_steps
+
+TINY = ["--steps", "20", "--eval-every", "10", "--threads", "1"]
+
+
+def groklab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "groklab.cli", *args], capture_output=True, text=True)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "run"
+    result = groklab("train", "--out", str(run), "--quiet", *TINY)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def _edit_config(run: Path, edit: Callable[[dict], None]) -> None:
+    raw = json.loads((run / "config.json").read_text())
+    edit(raw)
+    (run / "config.json").write_text(json.dumps(raw))
+
+
+def _unfinished(run: Path) -> None:
+    (run / "summary.json").unlink()
+
+
+def _truncate_every_state(run: Path) -> None:
+    _unfinished(run)
+    for step in checkpoint_steps(run / "checkpoints", "state"):
+        path = checkpoint_path(run / "checkpoints", "state", step)
+        path.write_bytes(path.read_bytes()[:100])
+
+
+def _set(section: str | None, key: str, value: object) -> Callable[[Path], None]:
+    def tamper(run: Path) -> None:
+        def edit(raw: dict) -> None:
+            (raw["config"][section] if section else raw["config"])[key] = value
+
+        _unfinished(run)
+        _edit_config(run, edit)
+
+    return tamper
+
+
+# (id, argv with {run} = a tampered copy of the finished run and {other} = a folder of unrelated files,
+#  tamper function or None, text the error line must contain)
+CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
+    ("unknown-command", ["fly"], None, "'fly'"),
+    ("unknown-preset", ["train", "--preset", "nope", "--out", "{new}"], None, "'nope'"),
+    ("unknown-op", ["train", "--task.op", "x**y", "--out", "{new}"], None, "'x**y'"),
+    ("unknown-field", ["train", "--task.opp", "x+y", "--out", "{new}"], None, "task.opp"),
+    ("int-not-a-number", ["train", "--steps", "ten", "--out", "{new}"], None, "'ten'"),
+    ("float-not-a-number", ["train", "--optim.lr", "fast", "--out", "{new}"], None, "'fast'"),
+    ("int-fractional", ["train", "--steps", "10.5", "--out", "{new}"], None, "'10.5'"),
+    ("train-frac-zero", ["train", "--task.train-frac", "0", "--out", "{new}"], None, "train_frac=0"),
+    ("train-frac-above-one", ["train", "--task.train-frac", "1.5", "--out", "{new}"], None, "train_frac=1.5"),
+    ("fractions-sum-past-one", ["train", "--task.train-frac", "0.6", "--task.val-frac", "0.5", "--out", "{new}"], None, "1.1"),
+    ("non-prime-division", ["train", "--task.op", "x/y", "--task.p", "12", "--out", "{new}"], None, "task.p=12"),
+    ("p-below-two", ["train", "--task.p", "1", "--out", "{new}"], None, "task.p=1"),
+    ("negative-steps", ["train", "--steps", "-5", "--out", "{new}"], None, "steps=-5"),
+    ("unknown-model", ["train", "--model.name", "cnn", "--out", "{new}"], None, "'cnn'"),
+    ("dropout-out-of-range", ["train", "--model.dropout", "1.5", "--out", "{new}"], None, "dropout=1.5"),
+    ("init-scale-zero", ["train", "--model.init-scale", "0", "--out", "{new}"], None, "init_scale=0"),
+    ("bad-device", ["train", "--device", "tpu", "--out", "{new}"], None, "'tpu'"),
+    ("parity-k-above-n", ["train", "--task.name", "parity", "--task.n-bits", "4", "--task.k-bits", "6", "--out", "{new}"], None, "k_bits=6"),
+    ("transformer-on-images", ["train", "--task.name", "digits", "--model.name", "power", "--out", "{new}"], None, "'power'"),
+    ("missing-out", ["train", "--preset", "mlp"], None, "--out"),
+    ("missing-value", ["train", "--out", "{new}", "--steps"], None, "--steps"),
+    ("out-holds-another-run", ["train", "--out", "{run}", "--seed", "7", *TINY], None, "different run"),
+    ("out-not-empty", ["train", "--out", "{other}", *TINY], None, "not empty"),
+    ("out-is-a-file", ["train", "--out", "{other}/notes.txt", *TINY], None, "is a file"),
+    ("out-unwritable", ["train", "--out", "/proc/groklab-run", *TINY], None, "/proc/groklab-run"),
+    ("resume-not-a-run", ["resume", "{other}"], None, "no config.json"),
+    ("resume-missing-dir", ["resume", "{new}"], None, "not a directory"),
+    ("resume-with-overrides", ["resume", "{run}", "--steps", "5"], None, "--steps"),
+    ("config-not-json", ["resume", "{run}"], lambda run: (run / "config.json").write_text("{oops"), "not valid JSON"),
+    ("config-edited-invalid", ["resume", "{run}"], _set("task", "train_frac", 3), "train_frac=3"),
+    ("config-edited-unknown-key", ["resume", "{run}"], _set("optim", "momentum", 0.9), "optim.momentum"),
+    ("config-edited-wrong-type", ["resume", "{run}"], _set(None, "steps", "many"), "'many'"),
+    ("config-edited-valid", ["resume", "{run}"], _set(None, "steps", 40), "edited"),
+    ("config-newer-schema", ["resume", "{run}"], lambda run: _edit_config(run, lambda raw: raw.update(schema_version=99)), "schema_version=99"),
+    ("checkpoints-truncated", ["resume", "{run}"], _truncate_every_state, "no valid checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("argv", "tamper", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    tmp_path: Path, finished_run: Path, argv: list[str], tamper: Callable[[Path], None] | None, needle: str
+) -> None:
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(finished_run, run)
+    other.mkdir()
+    (other / "notes.txt").write_text("my own notes\n")
+    if tamper is not None:
+        tamper(run)
+    before = tree_digest(tmp_path)
+    args = [a.format(run=run, other=other, new=tmp_path / "new") for a in argv]
+
+    result = groklab(*args)
+
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert tree_digest(tmp_path) == before

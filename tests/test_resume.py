@@ -1,0 +1,139 @@
+"""Nothing lost: a run killed at any moment resumes bitwise identically; signals, divergence, corrupt checkpoints."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from groklab.runio import checkpoint_path, checkpoint_steps, read_metrics
+
+MLP_ARGS = ["--preset", "mlp", "--steps", "400", "--eval-every", "20", "--checkpoint-every", "30", "--threads", "1", "--stop-patience", "0"]
+# A transformer with dropout exercises the forward pass's RNG state.
+DROPOUT_ARGS = [
+    *("--preset", "power-fig1", "--task.op", "x+y", "--task.p", "23", "--model.d-model", "32", "--model.d-mlp", "64"),
+    *("--model.dropout", "0.1", "--steps", "240", "--eval-spacing", "linear", "--eval-every", "20"),
+    *("--checkpoint-every", "25", "--threads", "1"),
+]
+
+
+def groklab(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "groklab.cli", *args], capture_output=True, text=True, **kw)
+
+
+def rows_without_time(run: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in read_metrics(run / "metrics.jsonl")]
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    step = checkpoint_steps(run / "checkpoints", "model")[-1]
+    return torch.load(checkpoint_path(run / "checkpoints", "model", step))
+
+
+def kill_when(proc: subprocess.Popen, run: Path, min_rows: int) -> None:
+    """SIGKILL the training process once its metrics file has at least `min_rows` rows (or it has ended)."""
+    while proc.poll() is None:
+        path = run / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= min_rows:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [MLP_ARGS, DROPOUT_ARGS], ids=["mlp", "transformer-dropout"])
+def test_kill9_three_times_then_resume_is_bitwise_identical(tmp_path: Path, args: list[str]) -> None:
+    reference = tmp_path / "reference"
+    assert groklab("train", "--out", str(reference), "--quiet", *args).returncode == 0
+    n_rows = len(read_metrics(reference / "metrics.jsonl"))
+
+    run = tmp_path / "killed"
+    rng = random.Random(1234)
+    kill_rows = sorted(rng.sample(range(2, n_rows - 1), 3))
+    command = [sys.executable, "-m", "groklab.cli", "train", "--out", str(run), "--quiet", *args]
+    for i, rows in enumerate(kill_rows):
+        proc = subprocess.Popen(command if i == 0 else [sys.executable, "-m", "groklab.cli", "resume", str(run), "--quiet"])
+        kill_when(proc, run, rows)
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+        assert not (run / "summary.json").exists()
+    assert groklab("resume", str(run), "--quiet").returncode == 0
+
+    assert rows_without_time(run) == rows_without_time(reference)
+    ours, theirs = final_weights(run), final_weights(reference)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_marks_interrupted(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "groklab.cli", "train", "--out", str(run), "--quiet", *MLP_ARGS, "--steps", "100000"])
+    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    # The checkpoint is at the very step the run stopped at: nothing is lost.
+    assert checkpoint_steps(run / "checkpoints", "state")[-1] == summary["steps"] > 0
+
+
+def test_divergence_stops_before_the_update_and_keeps_the_last_good_state(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = groklab("train", "--out", str(run), "--quiet", "--steps", "50", "--threads", "1", "--optim.name", "sgd", "--optim.lr", "1e30", "--optim.warmup-steps", "0")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    step = summary["diverged_at_step"]
+    assert 1 <= step <= 50 and summary["steps"] == step - 1
+    state = torch.load(checkpoint_path(run / "checkpoints", "state", summary["steps"]), weights_only=False)
+    assert all(torch.isfinite(p).all() for p in state["model"].values())
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--steps", "120", "--eval-every", "20", "--checkpoint-every", "40", "--threads", "1", "--stop-patience", "0"]
+    assert groklab("train", "--out", str(run), "--quiet", *args).returncode == 0
+    reference_rows = rows_without_time(run)
+    # Pretend the run was killed: drop the summary, and flip a byte in the newest resumable checkpoint.
+    (run / "summary.json").unlink()
+    newest = checkpoint_path(run / "checkpoints", "state", checkpoint_steps(run / "checkpoints", "state")[-1])
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    result = groklab("resume", str(run), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "corrupt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert rows_without_time(run) == reference_rows
+
+
+def test_torn_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--steps", "60", "--eval-every", "20", "--checkpoint-every", "20", "--threads", "1", "--stop-patience", "0"]
+    assert groklab("train", "--out", str(run), "--quiet", *args).returncode == 0
+    reference_rows = rows_without_time(run)
+    (run / "summary.json").unlink()
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 80, "train/lo')  # what a kill -9 in the middle of a write leaves
+    assert groklab("resume", str(run), "--quiet").returncode == 0
+    assert rows_without_time(run) == reference_rows
+
+
+def test_resume_of_a_run_with_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert groklab("train", "--out", str(run), "--quiet", "--steps", "5", "--threads", "1").returncode == 0
+    raw = json.loads((run / "config.json").read_text())
+    raw["schema_version"] = 99
+    (run / "config.json").write_text(json.dumps(raw))
+    result = groklab("resume", str(run))
+    assert result.returncode == 2
+    assert "schema_version=99" in result.stderr and "Traceback" not in result.stderr
