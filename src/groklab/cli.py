@@ -34,6 +34,15 @@ commands:
   presets              list the presets with one line each
   train                train one run:  groklab train --preset mlp --out runs/mlp
   resume DIR           continue an interrupted run exactly where its last checkpoint left it
+  sweep SPEC --out DIR run a TOML sweep of many runs, locally or on a Ray cluster
+  query DIR "SQL"      DuckDB SQL over a sweep's `runs` and `metrics` tables
+  recipe NAME --out D  reproduce a published figure (a bundled sweep, its figures, findings.json)
+  analyze RUN          Fourier circuits, norms, RQI, sharpness and phase of a run
+  export-tl RUN        the run's transformer as a TransformerLens model (extra: interp)
+  report DIR           a self-contained HTML report (and PNGs) of a run or a sweep
+  ls DIR               a table of the runs in a sweep or folder
+  compare RUN RUN ...  overlaid curves of several runs in one report
+  bench                speed side by side with the reference implementation
 
 `groklab COMMAND --help` shows each command's options and examples.
 """
