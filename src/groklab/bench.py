@@ -1,0 +1,357 @@
+"""`groklab bench`: groklab's training speed beside the peer implementation's, in one process, on this machine.
+
+Every timed step is the one `train()` takes (the same builders, BatchSampler and `optimizer_step`), and the
+peer is the unmodified danielmamay/grokking code in ../shared/peers. Timing windows of the configs alternate
+(groklab, peer, groklab, peer, ...) and each figure is the median over windows, so a neighbour's burst of load
+hits both sides instead of one. FLOPs are counted from the model's own forward on a real batch (matmuls only),
+times 3 for forward plus backward; the machine's peak is measured with sgemm at the model's shapes and at 512³.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from groklab.config import Config, UserError, apply_overrides
+from groklab.experiments.presets import get_preset
+
+HELP = """\
+usage: groklab bench [--json] [--quick] [--compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]
+
+Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and
+against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,
+MLP batch 512, and a vmapped ensemble of 8 MLPs (64 and 256 on a GPU).
+
+options:
+  --json           print one JSON object instead of a table
+  --quick          short timing windows (seconds, not minutes; for smoke tests)
+  --compile        also time the Power transformer with torch.compile
+  --time-to-grok   also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%)
+  --threads N      CPU threads (default: torch's default for this machine)
+  --peer DIR       the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)
+  --only LIST      time only these configs, comma-separated: power, nanda, mlp, ensemble (sgemm always runs)
+
+examples:
+  groklab bench
+  groklab bench --json --threads 2 --compile --time-to-grok
+"""
+
+PEER_NAME = "danielmamay-grokking"
+CONFIG_KEYS = ("power", "nanda", "mlp", "ensemble")
+# glibc malloc: keep freed blocks instead of returning them to the OS on every step (10-15% on small CPU models).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+
+StepFn = Callable[[], Any]
+
+
+@dataclass
+class Case:
+    """One timed configuration: a step function, the FLOPs it does, and how many model-steps one call is."""
+
+    name: str
+    step: StepFn
+    flops: float
+    models: int = 1
+    peer: StepFn | None = None
+    times: list[float] = field(default_factory=list)
+    peer_times: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the timed steps: groklab's exactly as train() runs them, and the peer's as its README says.
+
+
+def power_config() -> Config:
+    """The side-by-side config: Power et al.'s transformer on x+y mod 97 at 50%, batch 512, AdamW lr 1e-3 wd 1."""
+    return apply_overrides(get_preset("power-fig1"), {"task.op": "x+y"})
+
+
+def groklab_step(config: Config, device: torch.device, compile: bool = False) -> tuple[StepFn, float]:
+    """train()'s step for `config` (same builders, sampler and optimizer_step) and its FLOPs per step."""
+    from groklab.data import build_task
+    from groklab.losses import make_loss
+    from groklab.models import build_model
+    from groklab.optim import build_optimizer
+    from groklab.train import BatchSampler, compiled_forward, optimizer_step
+
+    data = build_task(config.task, config.split_seed).to(device)
+    model = build_model(config.model, data, config.seed).to(device)
+    optimizer, schedule = build_optimizer(config.optim, model)
+    loss_fn = make_loss(config.loss, config.loss_dtype)
+    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+    trial = data.train[: sampler.batch_size]
+    forward = compiled_forward(model, loss_fn, data.x[trial], data.y[trial]) if compile else model
+
+    def step() -> None:
+        idx = sampler.next()
+        optimizer_step(model, forward, optimizer, schedule, loss_fn, data.x[idx], data.y[idx])
+
+    return step, train_flops(model, data.x[trial])
+
+
+def ensemble_step(config: Config, device: torch.device, n: int) -> tuple[StepFn, float]:
+    """One step of an n-member vmapped ensemble (as `--seeds n` runs it) and one member's FLOPs per step."""
+    from groklab.data import build_task
+    from groklab.ensemble import Ensemble
+
+    data = build_task(config.task, config.split_seed).to(device)
+    ens = Ensemble(config, data, n, device)
+    batch = data.train[: ens.samplers[0].batch_size]
+    return ens.step, train_flops(ens.template, data.x[batch])
+
+
+def train_flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Matmul FLOPs of one training step on batch x: the forward's, counted op by op, times 3 (backward ≈ 2× forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return 3.0 * counter.get_total_flops()
+
+
+def peer_dir(explicit: str | None) -> Path | None:
+    """The peer's folder: --peer, else $GROKLAB_PEER_DIR, else ../shared/peers/<name> from here or from the repository."""
+    if explicit:
+        candidates = [explicit]
+    elif "GROKLAB_PEER_DIR" in os.environ:  # an explicit choice too: no further search (an empty value means none)
+        candidates = [os.environ["GROKLAB_PEER_DIR"]]
+    else:
+        repo = Path(__file__).resolve().parents[2]
+        candidates = [str(Path.cwd().parent / "shared" / "peers" / PEER_NAME), str(repo.parent / "shared" / "peers" / PEER_NAME)]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "training_step.py").is_file():
+            return Path(candidate)
+    if explicit:
+        raise UserError(f"--peer {explicit} is not the peer's folder: it has no training_step.py")
+    return None
+
+
+def peer_step(folder: Path, device: torch.device) -> StepFn:
+    """The peer's train_step plus scheduler.step() on random batches of 512 of its own 50% x+y mod 97 train rows."""
+    sys.path.insert(0, str(folder))
+    try:
+        import data as peer_data  # the peer's own modules, found on its folder
+        import training_step as peer_training
+    finally:
+        sys.path.remove(str(folder))
+    model, optimizer, scheduler, criterion = peer_training.setup_model(2, 128, 4, 97, 1e-3, 1.0, device)
+    inputs, labels = peer_data.operation_mod_p_data("x+y", 97, 97, 98)
+    gen = torch.Generator().manual_seed(0)
+    train_rows = torch.randperm(len(inputs), generator=gen)[: len(inputs) // 2]
+    inputs, labels = inputs[train_rows].to(device), labels[train_rows].to(device)
+
+    def step() -> None:
+        idx = torch.randint(len(inputs), (512,), generator=gen).to(device)
+        peer_training.train_step(model, inputs[idx], labels[idx], optimizer, criterion)
+        scheduler.step()
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def window(fn: StepFn, n: int, device: torch.device) -> float:
+    """Seconds per call of fn over n calls."""
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def calls_per_window(fn: StepFn, seconds: float, device: torch.device) -> int:
+    """Warm fn up (allocator, caches) and size a window to about `seconds`."""
+    window(fn, 2, device)
+    return max(1, round(seconds / max(window(fn, 2, device), 1e-6)))
+
+
+def time_interleaved(cases: list[Case], repeats: int, seconds: float, device: torch.device) -> None:
+    """Fill each case's times (and peer_times) with `repeats` windows, alternating between all of them."""
+    sizes = {id(c): calls_per_window(c.step, seconds, device) for c in cases}
+    peer_sizes = {id(c): calls_per_window(c.peer, seconds, device) for c in cases if c.peer is not None}
+    for _ in range(repeats):
+        for c in cases:
+            c.times.append(window(c.step, sizes[id(c)], device))
+            if c.peer is not None:
+                c.peer_times.append(window(c.peer, peer_sizes[id(c)], device))
+
+
+def sgemm_case(name: str, shapes: list[tuple[int, int, int]], device: torch.device) -> Case:
+    """(m, k, n) float32 matmuls, timed together: the best this machine's BLAS does on these shapes."""
+    mats = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in shapes]
+
+    def step() -> None:
+        for a, b in mats:
+            torch.mm(a, b)
+
+    return Case(name, step, flops=float(sum(2 * m * k * n for m, k, n in shapes)))
+
+
+def power_shapes(config: Config) -> list[tuple[int, int, int]]:
+    """The Power transformer's forward matmuls at batch 512 (4 tokens): qkv, proj, MLP in and out, unembed."""
+    rows, d, d_mlp = config.optim.batch_size * 4, config.model.d_model, config.model.d_mlp
+    return [(rows, d, 3 * d), (rows, d, d), (rows, d, d_mlp), (rows, d_mlp, d), (config.optim.batch_size, d, 99)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Time to grok: a fresh `groklab train` process, from its start to the evaluation where val acc reached 0.99.
+
+
+GROK_RUNS: dict[str, list[str]] = {
+    "mlp": ["--preset", "mlp"],
+    # lr 3e-3 (instead of 1e-3) groks x+y at 50% in about 550 steps; everything else is Power et al.'s setting.
+    "power x+y 50%": ["--preset", "power-fig1", "--task.op", "x+y", "--optim.lr", "3e-3", "--eval-spacing", "linear", "--eval-every", "50"],
+}
+
+
+def time_to_grok(args: list[str], threads: int) -> float | None:
+    """Seconds from launching `groklab train` to val acc >= 0.99, start-up included; None if it never grokked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "groklab.cli", "train", *args, "--out", str(out), "--quiet", "--stop-patience", "1"]
+        cmd += ["--threads", str(threads)] if threads else []
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        total = time.perf_counter() - t0
+        summary = json.loads((out / "summary.json").read_text())
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    grok = next((r for r in rows if r["val/acc"] >= 0.99), None)
+    # total - wall_s is the start-up (and the final writes, so this slightly overestimates); time_s counts from the loop's start.
+    return None if grok is None else round(total - summary["wall_s"] + grok["time_s"], 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command.
+
+
+def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, only: set[str] | None = None) -> dict[str, Any]:
+    """Measure every config; return the JSON-ready result."""
+    from groklab.train import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device("auto")
+    repeats, seconds = (2, 0.1) if quick else (7, 1.5)
+    power = power_config()
+    mlp = get_preset("mlp")
+    folder = peer_dir(peer) if only is None or "power" in only else None
+    peer_fn = peer_step(folder, device) if folder is not None else None
+
+    # Built only when chosen (--only): each builds its data and model.
+    builders: list[tuple[str, Callable[[], Case]]] = [("power", lambda: Case("power", *groklab_step(power, device), peer=peer_fn))]
+    if compile:
+        builders.append(("power", lambda: Case("power --compile", *groklab_step(power, device, compile=True), peer=peer_fn)))
+    builders.append(("nanda", lambda: Case("nanda full batch", *groklab_step(get_preset("nanda"), device))))
+    builders.append(("mlp", lambda: Case("mlp batch 512", *groklab_step(mlp, device))))
+    for n in (8, 64, 256) if device.type == "cuda" else (8,):
+        builders.append(("ensemble", lambda n=n: Case(f"ensemble mlp N={n} (per model)", *ensemble_step(mlp, device, n), models=n)))
+    cases = [sgemm_case("sgemm 512x512x512", [(512, 512, 512)], device), sgemm_case("sgemm Power shapes", power_shapes(power), device)]
+    cases += [build() for key, build in builders if only is None or key in only]
+    time_interleaved(cases, repeats, seconds, device)
+
+    peak = max(c.flops / statistics.median(c.times) for c in cases if c.name.startswith("sgemm")) / 1e9
+    configs = []
+    for c in cases:
+        ms = 1000 * statistics.median(c.times) / c.models
+        gflops = c.flops / (ms / 1000) / 1e9
+        peer_ms = 1000 * statistics.median(c.peer_times) if c.peer_times else None
+        configs.append({
+            "name": c.name, "ms_per_step": round(ms, 3), "steps_per_s": round(1000 / ms, 2), "gflops": round(gflops, 1),
+            "fraction_of_peak": round(gflops / peak, 3), "peer_ms_per_step": None if peer_ms is None else round(peer_ms, 3),
+            "ratio_vs_peer": None if peer_ms is None else round(peer_ms / ms, 2),
+        })  # fmt: skip
+    return {"device": describe(device), "threads": torch.get_num_threads(), "peak_gflops": round(peak, 1), "configs": configs}
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)"
+
+
+def print_table(result: dict[str, Any], grok: dict[str, float | None] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s")
+    for column in ("config", "ms/step", "steps/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for c in result["configs"]:
+        peer = "-" if c["peer_ms_per_step"] is None else f"{c['peer_ms_per_step']:.1f}"
+        ratio = "-" if c["ratio_vs_peer"] is None else f"{c['ratio_vs_peer']:.2f}"
+        table.add_row(
+            c["name"],
+            f"{c['ms_per_step']:.2f}",
+            f"{c['steps_per_s']:.1f}",
+            f"{c['gflops']:.1f}",
+            f"{c['fraction_of_peak']:.0%}",
+            peer,
+            ratio,
+        )
+    console = Console()
+    console.print(table)
+    if grok is not None:
+        for name, seconds in grok.items():
+            console.print(
+                f"time to grok ({name}): " + ("never within budget" if seconds is None else f"{seconds:.1f} s from process start")
+            )
+
+
+def command(args: list[str]) -> None:
+    from groklab.cli import parse_options
+
+    if "--help" in args or "-h" in args:
+        print(HELP)
+        return
+    known, unknown = parse_options(args, flags={"json", "quick", "compile", "time-to-grok"}, options={"threads", "peer", "only"})
+    if unknown:
+        raise UserError(f"groklab bench has no option --{next(iter(unknown))} (see groklab bench --help)")
+    threads_arg = str(known.get("threads", "0"))
+    if not threads_arg.isdigit():
+        raise UserError(f"--threads={threads_arg!r} is not valid: expected an integer >= 1")
+    only = None
+    if "only" in known:
+        only = {name.strip() for name in str(known["only"]).split(",") if name.strip()}
+        if not only or not only <= set(CONFIG_KEYS):
+            raise UserError(f"--only={known['only']!r} is not valid: expected a comma-separated list of {', '.join(CONFIG_KEYS)}")
+    reexec_with_malloc_env()
+    threads = int(threads_arg)
+    result = run_bench(
+        quick=bool(known.get("quick")), compile=bool(known.get("compile")), threads=threads, peer=known.get("peer"), only=only
+    )
+    grok = {name: time_to_grok(run_args, threads) for name, run_args in GROK_RUNS.items()} if known.get("time-to-grok") else None
+    if known.get("json"):
+        if grok is not None:
+            result = {**result, "time_to_grok_s": grok}
+        print(json.dumps(result))
+    else:
+        print_table(result, grok)
+
+
+def reexec_with_malloc_env() -> None:
+    """Restart this `groklab bench` process with MALLOC_ENV set (glibc reads it only at start-up); a no-op elsewhere."""
+    started_as_bench = sys.argv[1:2] == ["bench"]
+    if sys.platform != "linux" or not started_as_bench or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+        return
+    os.execve(sys.executable, [sys.executable, "-m", "groklab.cli", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})

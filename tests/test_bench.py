@@ -1,0 +1,93 @@
+"""`groklab bench`: the JSON schema, the peer's absence, and the counted FLOPs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from groklab.bench import PEER_NAME, peer_dir, power_config, train_flops
+from groklab.cli import main
+from groklab.data import build_task
+from groklab.models import build_model
+
+CONFIG_KEYS = {"name", "ms_per_step", "steps_per_s", "gflops", "fraction_of_peak", "peer_ms_per_step", "ratio_vs_peer"}
+
+
+def check_schema(result: dict) -> None:
+    assert set(result) == {"device", "threads", "peak_gflops", "configs"}
+    assert result["peak_gflops"] > 0 and result["threads"] >= 1
+    for c in result["configs"]:
+        assert set(c) == CONFIG_KEYS
+        assert c["ms_per_step"] > 0 and c["gflops"] > 0
+        assert c["steps_per_s"] == pytest.approx(1000 / c["ms_per_step"], rel=0.01)
+        assert 0 < c["fraction_of_peak"]
+
+
+def test_bench_json_without_the_peer_reports_null(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GROKLAB_PEER_DIR", str(tmp_path / "no-peer-here"))
+    assert main(["bench", "--json", "--quick", "--only", "power", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    check_schema(result)
+    names = [c["name"] for c in result["configs"]]
+    assert names == ["sgemm 512x512x512", "sgemm Power shapes", "power"]
+    power = result["configs"][-1]
+    assert power["peer_ms_per_step"] is None and power["ratio_vs_peer"] is None
+    # The sgemm peak is the best of the sgemm entries, so each one's fraction is at most 1.
+    assert max(c["fraction_of_peak"] for c in result["configs"][:2]) == pytest.approx(1.0, abs=0.01)
+
+
+def test_bench_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--only", "resnet"]) == 2
+    assert main(["bench", "--threads", "two"]) == 2
+    assert main(["bench", "--frobnicate", "1"]) == 2
+    assert capsys.readouterr().err.count("error:") == 3
+
+
+def test_power_flops_match_the_architecture_formula() -> None:
+    """3 × forward matmul FLOPs of the last-position Power model at batch 512, counted by hand."""
+    config = power_config()
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, 0)
+    b, s, d, d_mlp, n_classes = 512, 4, 128, 512, data.n_classes
+    full_layer = s * (2 * d * 3 * d + 2 * d * d + 2 * 2 * d * d_mlp) + 2 * 2 * s * s * d  # qkv, proj, MLP; scores and mixing
+    last_layer = s * 2 * d * 3 * d + 2 * 2 * s * d + 2 * d * d + 2 * 2 * d * d_mlp + 2 * d * n_classes
+    expected = 3 * b * (full_layer + last_layer)
+    assert train_flops(model, data.x[data.train[:b]]) == pytest.approx(expected, rel=1e-6)
+    assert 3.3e9 < expected < 3.6e9  # the design's 3.38 GFLOP per step
+
+
+def test_peer_dir_env_var_is_an_explicit_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "training_step.py").write_text("")
+    monkeypatch.setenv("GROKLAB_PEER_DIR", str(tmp_path))
+    assert peer_dir(None) == tmp_path
+    monkeypatch.setenv("GROKLAB_PEER_DIR", "")
+    assert peer_dir(None) is None
+
+
+REPO = Path(__file__).resolve().parents[1]
+PEER = REPO.parent / "shared" / "peers" / PEER_NAME
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEER.is_dir(), reason="the peer folder ../shared/peers is not beside this checkout")
+def test_bench_cli_against_the_peer() -> None:
+    """The real command line, all configs, the peer timed in the same process."""
+    env = {k: v for k, v in os.environ.items() if k != "GROKLAB_PEER_DIR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "groklab.cli", "bench", "--json", "--quick", "--threads", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result = json.loads(proc.stdout)
+    check_schema(result)
+    by_name = {c["name"]: c for c in result["configs"]}
+    assert {"power", "nanda full batch", "mlp batch 512", "ensemble mlp N=8 (per model)"} <= set(by_name)
+    power = by_name["power"]
+    assert power["peer_ms_per_step"] > 0
+    assert power["ratio_vs_peer"] == pytest.approx(power["peer_ms_per_step"] / power["ms_per_step"], rel=0.01)
