@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from groklab.config import UserError
 from groklab.report.data import (
     SEED_COLUMNS,
@@ -46,7 +44,7 @@ def run_phase(run: RunData) -> str | None:
         from groklab.analysis.phases import classify_phase
     except (ImportError, AttributeError):
         return None
-    to_list = lambda a: [None if np.isnan(v) else float(v) for v in a]  # noqa: E731
+    to_list = lambda a: [None if v != v else v for v in a.tolist()]  # noqa: E731  (NaN -> None)
     return classify_phase(run.steps.astype(int).tolist(), to_list(run.columns["train/acc"]), to_list(run.columns["val/acc"]))
 
 

@@ -117,7 +117,9 @@ def sortable_table(columns: list[str], rows: list[dict[str, Any]], links: dict[i
             text = esc(fmt(value))
             if j == 0 and i in links:
                 text = f'<a href="{esc(links[i])}">{text}</a>'
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value is None:  # sorts last, whatever the column holds
+                cells.append(f'<td data-v="NaN">{text}</td>')
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 cells.append(f'<td class="num" data-v="{value if value == value else "NaN"}">{text}</td>')
             else:
                 cells.append(f"<td>{text}</td>")

@@ -31,6 +31,8 @@ SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 PHASE_COLORS = {"comprehension": "#2ca02c", "grokking": "#1f77b4", "memorization": "#ff7f0e", "confusion": "#d62728"}
 STEP_LABEL = "step (optimizer updates, log scale)"
+CYCLIC_SCALE = [[0.0, "#e2d9e2"], [0.25, "#5e8fc1"], [0.5, "#2f1436"], [0.75, "#b6553f"], [1.0, "#e2d9e2"]]
+"""Matplotlib's cyclic 'twilight' map at five stops: token 0 and token p-1 are neighbours on a circle."""
 
 
 @dataclass
@@ -82,17 +84,11 @@ class Figure:
 
 
 def _clean(values: Any) -> list[Any]:
-    """JSON-safe values: NaN and inf become null (Plotly leaves a gap)."""
-    out = []
-    for v in values:
-        if isinstance(v, (float, np.floating)):
-            v = float(v)
-            out.append(v if math.isfinite(v) else None)
-        elif isinstance(v, np.integer):
-            out.append(int(v))
-        else:
-            out.append(v)
-    return out
+    """JSON-safe values: NaN and inf become null (Plotly leaves a gap); labels pass through."""
+    values = list(values)
+    if any(isinstance(v, str) or v is None for v in values):
+        return [v if isinstance(v, str) or v is None or math.isfinite(v) else None for v in values]
+    return [v if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
 def to_plotly(fig: Figure) -> dict[str, Any]:
@@ -135,7 +131,7 @@ def to_plotly(fig: Figure) -> dict[str, Any]:
         else:
             marker: dict[str, Any] = {"color": s.color, "symbol": s.symbol, "size": 8 if s.kind == "markers" else 5}
             if s.values is not None:
-                marker.update(color=_clean(s.values), colorscale="Twilight", showscale=True, colorbar={"title": {"text": "token"}})
+                marker.update(color=_clean(s.values), colorscale=CYCLIC_SCALE, showscale=True, colorbar={"title": {"text": "token"}})
             mode = "markers" if s.kind == "markers" else "lines"
             line = {"color": s.color, "dash": "dash" if s.dash else "solid"}
             data.append({**base, "y": _clean(s.y), "type": "scatter", "mode": mode, "marker": marker, "line": line})
@@ -178,8 +174,8 @@ def to_plotly(fig: Figure) -> dict[str, Any]:
         )
     layout = {
         "title": {"text": fig.title},
-        "xaxis": {"title": {"text": fig.xlabel}, "type": "log" if fig.xlog else "-", "automargin": True},
-        "yaxis": {"title": {"text": fig.ylabel}, "type": "log" if fig.ylog else "-", "automargin": True},
+        "xaxis": {"title": {"text": fig.xlabel}, "type": "log" if fig.xlog else "category" if fig.heatmap else "-", "automargin": True},
+        "yaxis": {"title": {"text": fig.ylabel}, "type": "log" if fig.ylog else "category" if fig.heatmap else "-", "automargin": True},
         "shapes": shapes,
         "annotations": annotations,
         "margin": {"t": 70, "r": 20, "b": 50, "l": 60},
