@@ -61,7 +61,8 @@ PRESETS: dict[str, Preset] = {
             task=TaskConfig(name="digits", train_size=1000, val_frac=0.2),
             model=ModelConfig(name="mlp", width=200, depth=2),
             optim=OptimConfig(lr=1e-3, weight_decay=0.01, batch_size=200, warmup_steps=0),
-            steps=3000,
+            steps=1000,
+            eval_every=50,
         ),
     ),
 }
