@@ -18,7 +18,7 @@ from groklab.data import build_task
 from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.optim import build_optimizer
-from groklab.train import BatchSampler, optimizer_step
+from groklab.train import BatchSampler, compiled_forward, optimizer_step
 
 Tensor = torch.Tensor
 
@@ -112,3 +112,43 @@ def test_first_100_training_losses_match_the_reference(model_name: str) -> None:
     assert ref_losses[-1] < ref_losses[0] - 0.3  # and it learns
     gaps = [abs(a - b) for a, b in zip(fast_losses, ref_losses, strict=True)]
     assert max(gaps) < 1e-4, f"largest loss gap {max(gaps):.2e} at step {gaps.index(max(gaps))}"
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken_compile(model: torch.nn.Module) -> torch.nn.Module:
+        raise RuntimeError("no C++ compiler found\nsecond line of a long traceback")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    config = small("mlp")
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, 0)
+    forward = compiled_forward(model, make_loss("cross_entropy", "float32"), data.x[:8], data.y[:8])
+    assert forward is model
+    assert all(p.grad is None for p in model.parameters())
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--compile" in err and "no C++ compiler found" in err
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager() -> None:
+    """--compile changes speed, not results: the first 20 losses of the Power model agree with eager ones."""
+    config = small("power")
+    data = build_task(config.task, config.split_seed)
+    loss_fn = make_loss(config.loss, config.loss_dtype)
+    runs = []
+    for compile in (False, True):
+        model = build_model(config.model, data, config.seed)
+        optimizer, schedule = build_optimizer(config.optim, model)
+        sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+        trial = data.train[: sampler.batch_size]
+        forward = compiled_forward(model, loss_fn, data.x[trial], data.y[trial]) if compile else model
+        assert (forward is not model) == compile
+        losses = []
+        for _ in range(20):
+            idx = sampler.next()
+            losses.append(float(loss_fn(forward(data.x[idx]), data.y[idx])))
+            optimizer_step(model, forward, optimizer, schedule, loss_fn, data.x[idx], data.y[idx])
+        runs.append(losses)
+    assert max(abs(a - b) for a, b in zip(*runs, strict=True)) < 1e-4

@@ -27,7 +27,7 @@ from groklab.config import Config, UserError, apply_overrides
 from groklab.experiments.presets import get_preset
 
 HELP = """\
-usage: groklab bench [--json] [--quick] [--compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]
+usage: groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]
 
 Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and
 against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,
@@ -35,8 +35,8 @@ MLP batch 512, and a vmapped ensemble of 8 MLPs (64 and 256 on a GPU).
 
 options:
   --json           print one JSON object instead of a table
-  --quick          short timing windows (seconds, not minutes; for smoke tests)
-  --compile        also time the Power transformer with torch.compile
+  --quick          short timing windows and no compiled variants (seconds, not minutes; for smoke tests)
+  --no-compile     skip the torch.compile variants (by default each transformer/MLP config is also timed compiled)
   --time-to-grok   also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%)
   --threads N      CPU threads (default: torch's default for this machine)
   --peer DIR       the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)
@@ -44,7 +44,8 @@ options:
 
 examples:
   groklab bench
-  groklab bench --json --threads 2 --compile --time-to-grok
+  groklab bench --json --threads 2 --time-to-grok
+  groklab bench --quick --only power,mlp
 """
 
 PEER_NAME = "danielmamay-grokking"
@@ -256,12 +257,14 @@ def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, onl
     folder = peer_dir(peer) if only is None or "power" in only else None
     peer_fn = peer_step(folder, device) if folder is not None else None
 
-    # Built only when chosen (--only): each builds its data and model.
-    builders: list[tuple[str, Callable[[], Case]]] = [("power", lambda: Case("power", *groklab_step(power, device), peer=peer_fn))]
-    if compile:
-        builders.append(("power", lambda: Case("power --compile", *groklab_step(power, device, compile=True), peer=peer_fn)))
-    builders.append(("nanda", lambda: Case("nanda full batch", *groklab_step(get_preset("nanda"), device))))
-    builders.append(("mlp", lambda: Case("mlp batch 512", *groklab_step(mlp, device))))
+    # Built only when chosen (--only): each builds its data and model; compiled variants as `--compile` trains.
+    builders: list[tuple[str, Callable[[], Case]]] = []
+    for suffix, compiled in [("", False), (" --compile", True)] if compile else [("", False)]:
+        builders += [
+            ("power", lambda c=compiled, n=suffix: Case("power" + n, *groklab_step(power, device, c), peer=peer_fn)),
+            ("nanda", lambda c=compiled, n=suffix: Case("nanda full batch" + n, *groklab_step(get_preset("nanda"), device, c))),
+            ("mlp", lambda c=compiled, n=suffix: Case("mlp batch 512" + n, *groklab_step(mlp, device, c))),
+        ]
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
         builders.append(("ensemble", lambda n=n: Case(f"ensemble mlp N={n} (per model)", *ensemble_step(mlp, device, n), models=n)))
     cases = [sgemm_case("sgemm 512x512x512", [(512, 512, 512)], device), sgemm_case("sgemm Power shapes", power_shapes(power), device)]
@@ -324,7 +327,7 @@ def command(args: list[str]) -> None:
     if "--help" in args or "-h" in args:
         print(HELP)
         return
-    known, unknown = parse_options(args, flags={"json", "quick", "compile", "time-to-grok"}, options={"threads", "peer", "only"})
+    known, unknown = parse_options(args, flags={"json", "quick", "no-compile", "time-to-grok"}, options={"threads", "peer", "only"})
     if unknown:
         raise UserError(f"groklab bench has no option --{next(iter(unknown))} (see groklab bench --help)")
     threads_arg = str(known.get("threads", "0"))
@@ -338,7 +341,11 @@ def command(args: list[str]) -> None:
     reexec_with_malloc_env()
     threads = int(threads_arg)
     result = run_bench(
-        quick=bool(known.get("quick")), compile=bool(known.get("compile")), threads=threads, peer=known.get("peer"), only=only
+        quick=bool(known.get("quick")),
+        compile=not (known.get("quick") or known.get("no-compile")),
+        threads=threads,
+        peer=known.get("peer"),
+        only=only,
     )
     grok = {name: time_to_grok(run_args, threads) for name, run_args in GROK_RUNS.items()} if known.get("time-to-grok") else None
     if known.get("json"):
