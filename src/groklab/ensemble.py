@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: b
             )
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.compile:  # the vmapped step is not compiled (yet): say so rather than silently ignore the flag
+        print("warning: --compile is not applied to --seeds ensembles; training them eagerly", file=sys.stderr)
     device = resolve_device(config.device)
     data = build_task(config.task, config.split_seed).to(device)
     ens = Ensemble(config, data, n_seeds, device)
