@@ -87,6 +87,22 @@ class OptimConfig:
     """Linear learning-rate warm-up from lr/warmup_steps to lr over this many steps."""
     batch_size: int = 512
     """Minibatch size; 0 (or at least the training-set size) means full batch."""
+    grokfast: Literal["none", "ema", "ma"] = "none"
+    """Grokfast gradient filter (Lee et al. 2024): `ema` adds λ·EMA(gradient), `ma` adds λ·mean of the last `grokfast_window` gradients."""
+    grokfast_alpha: float = 0.98
+    """Grokfast-EMA momentum α in [0, 1): ema <- α·ema + (1-α)·gradient."""
+    grokfast_lamb: float = 2.0
+    """Grokfast amplification λ >= 0 of the slow gradient (note: it also raises the effective learning rate about 1+λ times)."""
+    grokfast_window: int = 100
+    """Grokfast-MA window: number of recent gradients averaged (the filter starts once the window is full)."""
+    wd_target: Literal["zero", "init"] = "zero"
+    """Weight decay pulls the weights towards zero, or towards their initial values (Power et al.'s intervention)."""
+    grad_noise: float = 0.0
+    """Standard deviation of Gaussian noise added to every gradient entry before the update (0 = off)."""
+    orthograd: bool = False
+    """⊥Grad (Prieto et al. 2025): use only each parameter's gradient component orthogonal to the parameter, rescaled to the gradient's norm."""
+    norm_constraint: float = 0.0
+    """Omnigrok's constrained training: if > 0, rescale all parameters after every step to this factor times their initial total L2 norm (1 = stay on the init sphere; 0 = off)."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +119,8 @@ class Config:
     """Seed of initialization, batch order and dropout."""
     split_seed: int = 0
     """Seed of the train / val / test split (separate, so seeds vary the model on the same data)."""
-    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
-    """Training loss: cross-entropy on logits, or MSE between logits and one-hot targets (Omnigrok)."""
+    loss: Literal["cross_entropy", "mse", "stablemax"] = "cross_entropy"
+    """Training loss: cross-entropy on logits, MSE between logits and one-hot targets (Omnigrok), or StableMax cross-entropy (Prieto et al.)."""
     loss_dtype: Literal["float32", "float64"] = "float32"
     """Precision of the loss computation (float64 delays softmax collapse)."""
     eval_every: int = 100
@@ -311,6 +327,17 @@ def validate(config: Config) -> Config:
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} is not valid: expected a number >= 0")
     _check(o.warmup_steps >= 0, f"optim.warmup_steps={o.warmup_steps} is not valid: expected an integer >= 0")
     _check(o.batch_size >= 0, f"optim.batch_size={o.batch_size} is not valid: expected an integer >= 0 (0 = full batch)")
+    _check(0 <= o.grokfast_alpha < 1, f"optim.grokfast_alpha={o.grokfast_alpha} is not valid: expected a number in [0, 1)")
+    _check(
+        o.grokfast_lamb >= 0 and math.isfinite(o.grokfast_lamb),
+        f"optim.grokfast_lamb={o.grokfast_lamb} is not valid: expected a number >= 0",
+    )
+    _check(o.grokfast_window >= 1, f"optim.grokfast_window={o.grokfast_window} is not valid: expected an integer >= 1")
+    _check(o.grad_noise >= 0 and math.isfinite(o.grad_noise), f"optim.grad_noise={o.grad_noise} is not valid: expected a number >= 0")
+    _check(
+        o.norm_constraint >= 0 and math.isfinite(o.norm_constraint),
+        f"optim.norm_constraint={o.norm_constraint} is not valid: expected a number >= 0 (a factor of the initial norm; 0 = off)",
+    )
     _check(config.steps >= 1, f"steps={config.steps} is not valid: expected an integer >= 1")
     _check(config.seed >= 0, f"seed={config.seed} is not valid: expected an integer >= 0")
     _check(config.split_seed >= 0, f"split_seed={config.split_seed} is not valid: expected an integer >= 0")

@@ -1,22 +1,213 @@
-"""Optimizers and learning-rate schedules."""
+"""Optimizers, the warm-up schedule, and the grokking interventions that act around an optimizer's step.
+
+The interventions from the literature (all off by default, each a field of OptimConfig):
+
+- Grokfast gradient filters (Lee et al. 2024): amplify the slow component of the gradient, g <- g + λ·ema(g)
+  (`grokfast = "ema"`) or g <- g + λ·mean(last `window` gradients) (`grokfast = "ma"`).
+- ⊥Grad (Prieto et al. 2025): keep only the part of each parameter's gradient orthogonal to the parameter,
+  rescaled to the gradient's norm, so the update cannot just grow the weights along themselves (the route to
+  softmax collapse).
+- Gradient noise and weight decay towards the initial weights instead of zero (Power et al.'s interventions).
+- Weight-norm-constrained training (Liu et al. 2023, Omnigrok): after each step the parameters are rescaled to a
+  fixed total norm.
+
+With none of them on, `build_optimizer` returns torch's own optimizer, so the common path is torch's step alone.
+Otherwise it returns an `Interventions` wrapper with the same interface (step, zero_grad, param_groups,
+state_dict, load_state_dict); the training loop does not know the difference. The order inside one step is:
+gradient noise, Grokfast filter, ⊥Grad, weight decay towards init, the inner optimizer's update, norm projection.
+Every piece of state (filter buffers, initial weights, the noise generator) is in state_dict, so a resumed run
+continues bitwise identically.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from groklab.config import OptimConfig
 
+Tensor = torch.Tensor
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer over all parameters (weight decay on every weight, as in Power et al.) and its warm-up schedule."""
+
+class EMAFilter:
+    """Grokfast-EMA: ema <- α·ema + (1-α)·g, then g <- g + λ·ema (the first gradient seeds the average)."""
+
+    def __init__(self, alpha: float, lamb: float) -> None:
+        self.alpha, self.lamb = alpha, lamb
+        self.ema: list[Tensor] | None = None
+
+    def __call__(self, grads: list[Tensor]) -> None:
+        """Filter `grads` (one tensor per parameter) in place."""
+        if self.ema is None:
+            self.ema = [g.detach().clone() for g in grads]
+        else:
+            torch._foreach_mul_(self.ema, self.alpha)
+            torch._foreach_add_(self.ema, grads, alpha=1 - self.alpha)
+        torch._foreach_add_(grads, self.ema, alpha=self.lamb)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self.ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ema = state["ema"]
+
+
+class MAFilter:
+    """Grokfast-MA: g <- g + λ·mean(last `window` gradients), applied once `window` gradients have been seen.
+
+    A ring buffer (window, *shape) per parameter holds the recent gradients and a float64 running sum their total,
+    so one step costs O(parameters) instead of O(window · parameters).
+    """
+
+    def __init__(self, window: int, lamb: float) -> None:
+        self.window, self.lamb = window, lamb
+        self.seen = 0
+        self.buffers: list[Tensor] | None = None  # each (window, *param.shape)
+        self.sums: list[Tensor] | None = None  # each param.shape, float64
+
+    def __call__(self, grads: list[Tensor]) -> None:
+        """Filter `grads` (one tensor per parameter) in place."""
+        if self.buffers is None or self.sums is None:
+            self.buffers = [g.new_zeros((self.window, *g.shape)) for g in grads]
+            self.sums = [torch.zeros_like(g, dtype=torch.float64) for g in grads]
+        slot = self.seen % self.window
+        for g, buf, total in zip(grads, self.buffers, self.sums, strict=True):
+            total.sub_(buf[slot]).add_(g)
+            buf[slot] = g
+        self.seen += 1
+        if self.seen >= self.window:
+            for g, total in zip(grads, self.sums, strict=True):
+                g.add_((total * (self.lamb / self.window)).to(g.dtype))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "buffers": self.buffers, "sums": self.sums}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen, self.buffers, self.sums = state["seen"], state["buffers"], state["sums"]
+
+
+def orthogonalize_(params: list[Tensor], grads: list[Tensor], eps: float = 1e-30) -> None:
+    """⊥Grad in place: each gradient loses its component along its own parameter and keeps its norm.
+
+    A parameter that is all zeros (a fresh bias) leaves its gradient unchanged.
+    """
+    for w, g in zip(params, grads, strict=True):
+        w_flat, g_flat = w.detach().flatten(), g.flatten()
+        along = torch.dot(w_flat, g_flat) / (torch.dot(w_flat, w_flat) + eps)
+        g_norm = torch.linalg.vector_norm(g_flat)
+        g_flat.sub_(along * w_flat)  # g_flat is a view of g: g is updated in place
+        g_flat.mul_(g_norm / (torch.linalg.vector_norm(g_flat) + eps))
+
+
+def total_norm(tensors: list[Tensor]) -> Tensor:
+    """The L2 norm of all tensors taken together, as a 0-d tensor (no host sync)."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+class Interventions:
+    """An optimizer (`inner`) plus the enabled interventions of `cfg`, applied around each `step()`.
+
+    `params` must be the same list, in the same order, as the inner optimizer's; their current values are taken as
+    the initial weights (for weight decay towards init and the norm constraint).
+    """
+
+    def __init__(self, cfg: OptimConfig, params: list[nn.Parameter], inner: torch.optim.Optimizer, seed: int) -> None:
+        self.cfg, self.params, self.inner = cfg, params, inner
+        self.filter: EMAFilter | MAFilter | None = None
+        if cfg.grokfast == "ema":
+            self.filter = EMAFilter(cfg.grokfast_alpha, cfg.grokfast_lamb)
+        elif cfg.grokfast == "ma":
+            self.filter = MAFilter(cfg.grokfast_window, cfg.grokfast_lamb)
+        device = params[0].device
+        self.noise_gen = torch.Generator(device=device).manual_seed(seed) if cfg.grad_noise > 0 else None
+        self.init = [p.detach().clone() for p in params] if cfg.wd_target == "init" else None
+        with torch.no_grad():
+            self.target_norm = cfg.norm_constraint * float(total_norm(params)) if cfg.norm_constraint > 0 else 0.0
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.inner.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        cfg = self.cfg
+        live = [p for p in self.params if p.grad is not None]
+        grads = [p.grad for p in live]
+        if self.noise_gen is not None:
+            for g in grads:
+                g.add_(torch.randn(g.shape, generator=self.noise_gen, device=g.device, dtype=g.dtype), alpha=cfg.grad_noise)
+        if self.filter is not None:
+            self.filter(grads)  # type: ignore[arg-type]
+        if cfg.orthograd:
+            orthogonalize_(live, grads)  # type: ignore[arg-type]
+        if self.init is not None and cfg.weight_decay > 0:
+            self._decay_towards_init()
+        self.inner.step()
+        if self.target_norm > 0:
+            torch._foreach_mul_(self.params, self.target_norm / total_norm(self.params))
+
+    def _decay_towards_init(self) -> None:
+        """Pull each weight towards its initial value: decoupled for AdamW (p -= lr·wd·(p - p0)), as L2 in the gradient otherwise."""
+        assert self.init is not None
+        diff = torch._foreach_sub(self.params, self.init)
+        if self.cfg.name == "adamw":
+            torch._foreach_add_(self.params, diff, alpha=-self.inner.param_groups[0]["lr"] * self.cfg.weight_decay)
+        else:
+            live = [(p.grad, d) for p, d in zip(self.params, diff, strict=True) if p.grad is not None]
+            torch._foreach_add_([g for g, _ in live], [d for _, d in live], alpha=self.cfg.weight_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The inner optimizer's state_dict plus a `groklab` entry with every intervention's state."""
+        extra = {
+            "filter": self.filter.state_dict() if self.filter is not None else None,
+            "noise_gen": self.noise_gen.get_state() if self.noise_gen is not None else None,
+            "init": self.init,
+            "target_norm": self.target_norm,
+        }
+        return {**self.inner.state_dict(), "groklab": extra}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        extra = state.pop("groklab")
+        self.inner.load_state_dict(state)
+        if self.filter is not None:
+            self.filter.load_state_dict(extra["filter"])
+        if self.noise_gen is not None:
+            self.noise_gen.set_state(extra["noise_gen"])
+        if self.init is not None:
+            self.init = [t.to(p.device) for t, p in zip(extra["init"], self.params, strict=True)]
+        self.target_norm = extra["target_norm"]
+
+
+def has_interventions(cfg: OptimConfig) -> bool:
+    """True when any intervention of `cfg` is on (then build_optimizer returns an Interventions wrapper)."""
+    return cfg.grokfast != "none" or cfg.orthograd or cfg.grad_noise > 0 or cfg.wd_target == "init" or cfg.norm_constraint > 0
+
+
+def build_optimizer(
+    cfg: OptimConfig, model: nn.Module, seed: int = 0
+) -> tuple[torch.optim.Optimizer | Interventions, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimizer over all parameters (weight decay on every weight, as in Power et al.) and its warm-up schedule.
+
+    `seed` seeds the gradient-noise generator (used only when cfg.grad_noise > 0). The model's current weights are
+    the "initial" weights of weight decay towards init and of the norm constraint.
+    """
     params = list(model.parameters())
+    # Decay towards init replaces the inner optimizer's decay towards zero.
+    wd = 0.0 if cfg.wd_target == "init" else cfg.weight_decay
     if cfg.name == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
     elif cfg.name == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
     else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
     warmup = cfg.warmup_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-    return opt, schedule
+    if not has_interventions(cfg):
+        return opt, schedule
+    return Interventions(cfg, params, opt, seed), schedule

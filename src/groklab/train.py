@@ -229,7 +229,7 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
     device = resolve_device(config.device)
     data = build_task(config.task, config.split_seed).to(device)
     model = build_model(config.model, data, config.seed).to(device)
-    optimizer, schedule = build_optimizer(config.optim, model)
+    optimizer, schedule = build_optimizer(config.optim, model, seed=config.seed)
     loss_fn = make_loss(config.loss, config.loss_dtype)
     sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
     trial = data.train[: sampler.batch_size]  # compile for the training batch shape (static: no recompiles)

@@ -1,0 +1,230 @@
+"""Optimizer interventions: Grokfast filters, ⊥Grad, weight decay towards init, gradient noise, the norm constraint.
+
+Each transform is checked against a hand computation on a tiny parameter; state round trips and a resumed
+training run prove that every piece of state they add is saved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny
+from torch import nn
+
+from groklab.config import Config, OptimConfig, UserError, apply_overrides, validate
+from groklab.experiments.presets import get_preset
+from groklab.optim import EMAFilter, Interventions, MAFilter, build_optimizer, orthogonalize_, total_norm
+from groklab.runio import checkpoint_path, checkpoint_steps, read_metrics
+from groklab.train import train
+
+
+def grads_of(*values: list[float]) -> list[torch.Tensor]:
+    return [torch.tensor(v) for v in values]
+
+
+def test_ema_filter_matches_hand_computation() -> None:
+    f = EMAFilter(alpha=0.5, lamb=2.0)
+    g1 = grads_of([1.0, -2.0])
+    f(g1)  # the first gradient seeds the average: ema = g1, g = g1 + 2·g1
+    assert torch.allclose(g1[0], torch.tensor([3.0, -6.0]))
+    g2 = grads_of([3.0, 0.0])
+    f(g2)  # ema = 0.5·[1, -2] + 0.5·[3, 0] = [2, -1]; g = [3, 0] + 2·[2, -1]
+    assert torch.allclose(g2[0], torch.tensor([7.0, -2.0]))
+    g3 = grads_of([0.0, 4.0])
+    f(g3)  # ema = 0.5·[2, -1] + 0.5·[0, 4] = [1, 1.5]; g = [0, 4] + 2·[1, 1.5]
+    assert torch.allclose(g3[0], torch.tensor([2.0, 7.0]))
+
+
+def test_ma_filter_waits_for_a_full_window_then_adds_the_window_mean() -> None:
+    f = MAFilter(window=2, lamb=5.0)
+    history = [[1.0, 2.0], [3.0, -2.0], [-1.0, 0.5], [0.0, 4.0]]
+    expected = [
+        [1.0, 2.0],  # window not yet full: unchanged
+        [3.0 + 5 * 2.0, -2.0 + 5 * 0.0],  # mean of [1, 2] and [3, -2] is [2, 0]
+        [-1.0 + 5 * 1.0, 0.5 + 5 * -0.75],  # mean of [3, -2] and [-1, 0.5]
+        [0.0 + 5 * -0.5, 4.0 + 5 * 2.25],  # mean of [-1, 0.5] and [0, 4]: the oldest has left the window
+    ]
+    for g, want in zip(history, expected, strict=True):
+        grads = grads_of(g)
+        f(grads)
+        assert torch.allclose(grads[0], torch.tensor(want)), (g, grads[0], want)
+
+
+def test_orthograd_removes_the_component_along_the_weights_and_keeps_the_norm() -> None:
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen), torch.zeros(4)]
+    grads = [w * 0.7 + torch.randn(w.shape, generator=gen) for w in weights]  # strongly aligned with the weights
+    before = [g.clone() for g in grads]
+    orthogonalize_(weights, grads)
+    for w, g, g0 in zip(weights[:2], grads[:2], before[:2], strict=True):
+        cosine = torch.dot(w.flatten(), g.flatten()) / (w.norm() * g.norm())
+        assert abs(float(cosine)) < 1e-5
+        assert float(g.norm()) == pytest.approx(float(g0.norm()), rel=1e-5)
+        assert not torch.allclose(g, g0)
+    assert torch.equal(grads[2], before[2])  # a zero parameter has no direction to remove
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def take_steps(model: nn.Module, optimizer, schedule, n: int, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x, y = torch.randn(16, 4, generator=gen), torch.randint(0, 3, (16,), generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        schedule.step()
+
+
+def params_of(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.5, 3.0])
+def test_norm_constraint_holds_after_every_step(factor: float) -> None:
+    model = tiny_model()
+    initial = float(total_norm([p.detach() for p in model.parameters()]))
+    optimizer, schedule = build_optimizer(OptimConfig(lr=0.05, weight_decay=1.0, norm_constraint=factor), model)
+    for _ in range(5):
+        take_steps(model, optimizer, schedule, 1)
+        assert float(total_norm([p.detach() for p in model.parameters()])) == pytest.approx(factor * initial, rel=1e-5)
+
+
+def test_weight_decay_towards_init_adamw_is_decoupled() -> None:
+    """With a zero loss gradient Adam moves nothing, so one step is exactly p <- p - lr·wd·(p - p0)."""
+    p = nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    model = nn.ParameterList([p])
+    optimizer, schedule = build_optimizer(OptimConfig(name="adamw", lr=0.1, weight_decay=0.5, warmup_steps=0, wd_target="init"), model)
+    init = p.detach().clone()
+    with torch.no_grad():
+        p.add_(torch.tensor([2.0, 2.0, -1.0]))
+    moved = p.detach().clone()
+    p.grad = torch.zeros_like(p)
+    optimizer.step()
+    assert torch.allclose(p.detach(), moved - 0.1 * 0.5 * (moved - init))
+
+
+def test_weight_decay_towards_init_adam_is_l2_in_the_gradient() -> None:
+    """Adam's first step moves each entry by lr·sign(gradient); the L2 pull wd·(p - p0) flips the sign of a zero-ish gradient."""
+    p = nn.Parameter(torch.tensor([1.0, -2.0]))
+    model = nn.ParameterList([p])
+    optimizer, _ = build_optimizer(OptimConfig(name="adam", lr=0.01, weight_decay=1.0, warmup_steps=0, wd_target="init"), model)
+    with torch.no_grad():
+        p.add_(torch.tensor([3.0, -3.0]))  # now p - p0 = [3, -3]
+    moved = p.detach().clone()
+    p.grad = torch.tensor([-1.0, 1.0])  # the total gradient is [-1 + 3, 1 - 3] = [2, -2]
+    optimizer.step()
+    assert torch.allclose(p.detach(), moved - 0.01 * torch.tensor([1.0, -1.0]), atol=1e-6)
+
+
+def test_weight_decay_towards_zero_is_torchs_own() -> None:
+    optimizer, _ = build_optimizer(OptimConfig(weight_decay=0.3), tiny_model())
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.3
+
+
+def test_gradient_noise_has_the_configured_std_and_follows_the_seed() -> None:
+    def noise(seed: int) -> torch.Tensor:
+        p = nn.Parameter(torch.zeros(20_000))
+        optimizer, _ = build_optimizer(
+            OptimConfig(name="sgd", lr=1.0, beta1=0.0, weight_decay=0.0, warmup_steps=0, grad_noise=0.1), nn.ParameterList([p]), seed=seed
+        )
+        p.grad = torch.zeros_like(p)
+        optimizer.step()  # p = -lr · noise
+        return -p.detach()
+
+    a, b, c = noise(0), noise(0), noise(1)
+    assert float(a.std()) == pytest.approx(0.1, rel=0.03) and abs(float(a.mean())) < 0.005
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+ALL_ON = [
+    {"grokfast": "ema", "grokfast_alpha": 0.9, "grokfast_lamb": 2.0},
+    {"grokfast": "ma", "grokfast_window": 3, "grokfast_lamb": 1.0, "grad_noise": 0.01, "wd_target": "init"},
+    {"orthograd": True, "norm_constraint": 1.0, "name": "adam", "wd_target": "init"},
+]
+
+
+@pytest.mark.parametrize("fields", ALL_ON, ids=["ema", "ma-noise-init", "orthograd-norm-adam"])
+def test_state_dict_round_trip_continues_identically(fields: dict) -> None:
+    """Steps after load_state_dict into a freshly built optimizer equal the steps of the uninterrupted one."""
+    cfg = OptimConfig(lr=0.01, warmup_steps=2, **fields)
+    model = tiny_model()
+    optimizer, schedule = build_optimizer(cfg, model, seed=3)
+    assert isinstance(optimizer, Interventions)
+    take_steps(model, optimizer, schedule, 5, seed=1)
+    buffer = io.BytesIO()
+    torch.save((model.state_dict(), optimizer.state_dict(), schedule.state_dict()), buffer)  # as a checkpoint does
+    take_steps(model, optimizer, schedule, 5, seed=2)
+
+    # Other initial weights and another noise seed: filter buffers, init weights, target norm and the noise
+    # generator must all come from the saved state.
+    resumed = tiny_model(seed=9)
+    optimizer2, schedule2 = build_optimizer(cfg, resumed, seed=4)
+    buffer.seek(0)
+    model_state, optimizer_state, schedule_state = torch.load(buffer, weights_only=False)
+    resumed.load_state_dict(model_state)
+    optimizer2.load_state_dict(optimizer_state)
+    schedule2.load_state_dict(schedule_state)
+    take_steps(resumed, optimizer2, schedule2, 5, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), params_of(resumed), strict=True))
+
+
+def test_no_intervention_means_torchs_optimizer_unwrapped() -> None:
+    optimizer, _ = build_optimizer(OptimConfig(), tiny_model())
+    assert type(optimizer) is torch.optim.AdamW
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("optim.grokfast_alpha", "1.0", "[0, 1)"),
+        ("optim.grokfast_alpha", "-0.1", "[0, 1)"),
+        ("optim.grokfast_window", "0", ">= 1"),
+        ("optim.grokfast_lamb", "-1", ">= 0"),
+        ("optim.grad_noise", "-0.5", ">= 0"),
+        ("optim.norm_constraint", "-1", ">= 0"),
+        ("optim.grokfast", "fast", "one of none, ema, ma"),
+        ("optim.wd_target", "one", "one of zero, init"),
+    ],
+)
+def test_invalid_intervention_settings_are_one_line_errors(field: str, value: str, allowed: str) -> None:
+    with pytest.raises(UserError) as err:
+        validate(apply_overrides(Config(), {field: value}))
+    message = str(err.value)
+    assert field in message and allowed in message and "\n" not in message
+
+
+def test_resumed_grokfast_run_is_bitwise_identical(tmp_path: Path) -> None:
+    """A tiny MLP run with Grokfast-EMA, cut back to an earlier checkpoint and resumed, ends exactly as the uninterrupted run."""
+    config = tiny(
+        get_preset("mlp"),
+        {"task.p": 23, "model.d_model": 16, "model.width": 32, "steps": 60, "eval_every": 10, "checkpoint_every": 20,
+         "stop_patience": 0, "optim.grokfast": "ema", "optim.grad_noise": 0.001, "optim.wd_target": "init"},
+    )  # fmt: skip
+    run = tmp_path / "run"
+    train(config, run, progress=False)
+    reference_rows = [{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(run / "metrics.jsonl")]
+    reference_weights = torch.load(checkpoint_path(run / "checkpoints", "model", 60))
+
+    # As if killed after the step-40 checkpoint: no summary, no newer resumable state.
+    (run / "summary.json").unlink()
+    newest = checkpoint_path(run / "checkpoints", "state", checkpoint_steps(run / "checkpoints", "state")[-1])
+    assert newest.name.endswith("000000060.pt")
+    newest.unlink()
+    newest.with_name(newest.name + ".sha256").unlink()
+    assert checkpoint_steps(run / "checkpoints", "state")[-1] == 40
+
+    summary = train(config, run, progress=False)
+    assert summary["status"] == "finished" and summary["steps"] == 60
+    rows = [{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(run / "metrics.jsonl")]
+    assert rows == reference_rows
+    weights = torch.load(checkpoint_path(run / "checkpoints", "model", 60))
+    assert all(torch.equal(weights[k], reference_weights[k]) for k in reference_weights)
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
