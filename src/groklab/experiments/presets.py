@@ -47,12 +47,15 @@ PRESETS: dict[str, Preset] = {
         Config(task=TaskConfig(op="s5:xy", train_frac=0.5), model=POWER_MODEL, optim=POWER_OPTIM, steps=20_000, eval_spacing="log"),
     ),
     "parity": Preset(
-        "Merrill et al. sparse parity: MLP on 40 bits, label = parity of 3, 1,000 training samples",
+        "Merrill et al. sparse parity: MLP on 40 bits, label = parity of 3, 1,000 training samples; groks after memorizing",
         Config(
             task=TaskConfig(name="parity", n_bits=40, k_bits=3, n_samples=2000, train_frac=0.5),
             model=ModelConfig(name="mlp", width=1000, depth=1),
-            optim=OptimConfig(lr=1e-3, weight_decay=0.1, batch_size=32, warmup_steps=0),
-            steps=20_000,
+            # Measured (seeds 0-2): wd 0.1 with lr 1e-3 still sat at chance on val after 20k steps; wd 1 with
+            # lr 3e-3 reaches 99% train by ~900 steps and 99% val at ~1,800-2,500.
+            optim=OptimConfig(lr=3e-3, weight_decay=1.0, batch_size=32, warmup_steps=0),
+            steps=4000,
+            eval_every=100,
         ),
     ),
     "digits": Preset(
