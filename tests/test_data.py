@@ -205,6 +205,11 @@ def test_model_seed_does_not_move_the_split() -> None:
     build_model(Config().model, ds, seed=99)  # seeding the model's RNG must not affect a later split
     again = build_task(task, split_seed=2)
     assert torch.equal(ds.train, again.train) and torch.equal(ds.test, again.test)
+    # ...and the split_seed does not move the initialization.
+    other_split = build_task(task, split_seed=7)
+    assert not torch.equal(ds.train, other_split.train)
+    a, b = build_model(Config().model, ds, seed=3).state_dict(), build_model(Config().model, other_split, seed=3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_empty_split_is_rejected() -> None:
