@@ -64,7 +64,7 @@ spec:
 examples:
   groklab sweep ops.toml --out sweeps/ops --dry-run
   groklab sweep ops.toml --out sweeps/ops --workers 2
-  groklab sweep ops.toml --out /shared/sweeps/ops --backend ray --address auto
+  groklab sweep ops.toml --out /mnt/nfs/sweeps/ops --backend ray --address auto
   groklab query sweeps/ops "SELECT \\"task.op\\", avg(steps_to_val_acc_99) FROM runs GROUP BY 1"
 """
 
@@ -167,7 +167,8 @@ def print_plan(console: object, spec: SweepSpec, runs: list[PlannedRun]) -> None
     from rich.table import Table
 
     columns = [*spec.axes, "seed"]
-    table = Table(title=f"{len(runs)} runs (preset {spec.preset}, fixed: {spec.fixed or 'nothing'})")
+    fixed = ", ".join(f"{k}={v!r}" for k, v in spec.fixed.items()) or "nothing"
+    table = Table(title=f"{len(runs)} runs of preset {spec.preset}", caption=f"fixed: {fixed}")
     table.add_column("run_id")
     for name in columns:
         table.add_column(name)
