@@ -75,7 +75,8 @@ PRESETS: dict[str, Preset] = {
             model=POWER_MODEL,
             # Measured on seeds 0-2 (split seed 0, eval every 20): 95% val at steps 360, 340, 260; Grokfast
             # reported 790. With wd 1 the peer's transformer needed ~540 steps; a Grokfast-EMA filter (α 0.9, λ 1) on top
-            # of lr 3e-3 had not left chance level at step 180.
+            # of lr 3e-3 had not left chance level at step 180; lr 5e-3 wd 2 neither by step 220; wd 3 reached 95% at
+            # step 280 on seed 0 but had fallen back to 32% and 80% val at step 460 on seeds 1 and 2.
             optim=OptimConfig(name="adamw", lr=3e-3, beta1=0.9, beta2=0.98, weight_decay=2.0, warmup_steps=10, batch_size=512),
             steps=2000,
             eval_every=20,
