@@ -17,7 +17,9 @@ from groklab.report.data import (
     SEED_COLUMNS,
     SPLITS,
     RunData,
+    flatten,
     is_run,
+    is_sweep,
     kind_of,
     load_run_data,
     run_row,
@@ -25,9 +27,18 @@ from groklab.report.data import (
     varying_columns,
 )
 from groklab.report.page import badge, esc, figures_html, kv_table, note, sortable_table, write_page, write_plotly_file
-from groklab.report.plots import Figure, compare_figures, phase_heatmap, run_figures, save_png, steps_to_grok_figure, test_acc_figure
+from groklab.report.plots import (
+    Figure,
+    compare_figures,
+    figure_from_dict,
+    phase_heatmap,
+    run_figures,
+    save_png,
+    steps_to_grok_figure,
+    test_acc_figure,
+)
 
-__all__ = ["report", "report_run", "report_sweep", "compare_runs", "command", "ls_command", "compare_command"]
+__all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "command", "ls_command", "compare_command"]
 
 FINAL_KEYS = tuple(f"{s}/{m}" for s in SPLITS for m in ("acc", "loss"))
 
@@ -243,11 +254,45 @@ def compare_runs(paths: list[Path], out: Path) -> Path:
     return page
 
 
+def report_recipe(path: Path, *, quiet: bool = False) -> Path:
+    """The recipe page (`groklab recipe`'s output dir): headline, findings, the recipe's figures (from
+    figures/figures.json) and a sweep report per part, linked. Returns index.html's path."""
+    import json
+
+    meta = json.loads((path / "recipe.json").read_text())
+    findings_file, figures_file = path / "findings.json", path / "figures" / "figures.json"
+    findings = json.loads(findings_file.read_text()) if findings_file.is_file() else None
+    figs = [figure_from_dict(d) for d in json.loads(figures_file.read_text())] if figures_file.is_file() else []
+    out = path / "report"
+    body = [
+        f"<h1>Recipe {esc(meta['recipe'])} <small>({esc(meta['scale'])} scale)</small></h1>",
+        f"<p>{esc(meta.get('description', ''))}</p>",
+    ]
+    if findings is None:
+        body.append(note("No findings.json yet: the recipe's sweeps are unfinished. Rerun the same groklab recipe command to finish them."))
+    else:
+        body += [f"<p><b>{esc(findings.get('headline', ''))}</b></p>", "<h2>Findings</h2>", kv_table(flatten(findings))]
+    body += ["<h2>Figures</h2>", figures_html(figs, {f.key: f"../figures/{f.key}.png" for f in figs}), "<h2>Sweeps</h2><ul>"]
+    for part in meta.get("parts", []):
+        if is_sweep(path / part):
+            report_sweep(path / part, quiet=quiet)
+            body.append(f'<li><a href="../{esc(part)}/report/index.html">{esc(part)}</a>: runs, per-seed statistics, spec</li>')
+        else:
+            body.append(f"<li>{esc(part)}: not started</li>")
+    body.append("</ul>")
+    out.mkdir(parents=True, exist_ok=True)
+    page = out / "index.html"
+    write_page(page, f"groklab recipe {meta['recipe']}", body)
+    return page
+
+
 def report(path: Path, *, quiet: bool = False, analyze: bool = True, sharpness: bool = True) -> Path:
-    """The report for a run, a sweep or a folder of runs; a UserError for any other directory."""
+    """The report for a run, a sweep, a recipe or a folder of runs; a UserError for any other directory."""
     kind = kind_of(path)
     if kind == "run":
         return report_run(path, analyze=analyze, sharpness=sharpness)
+    if kind == "recipe":
+        return report_recipe(path, quiet=quiet)
     return report_sweep(path, quiet=quiet)
 
 

@@ -77,12 +77,18 @@ def child_runs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and is_run(p)) if path.is_dir() else []
 
 
+def is_recipe(path: Path) -> bool:
+    return (path / "recipe.json").is_file()
+
+
 def kind_of(path: Path) -> str:
-    """'run', 'sweep' or 'folder' (a plain folder holding run directories); a UserError for anything else."""
+    """'run', 'sweep', 'recipe' or 'folder' (a plain folder holding run directories); a UserError for anything else."""
     if not path.is_dir():
         raise UserError(f"{path} is not a directory: expected a run directory or a sweep directory")
     if is_run(path):
         return "run"
+    if is_recipe(path):
+        return "recipe"
     if is_sweep(path):
         return "sweep"
     if child_runs(path):

@@ -79,6 +79,15 @@ class Figure:
     caption: str = ""
 
 
+def figure_from_dict(d: dict[str, Any]) -> Figure:
+    """Inverse of dataclasses.asdict(figure): recipes store their figures as JSON so reports can redraw them."""
+    d = dict(d)
+    d["series"] = [Series(**s) for s in d.get("series", [])]
+    d["vlines"] = [tuple(v) for v in d.get("vlines", [])]
+    d["heatmap"] = Heatmap(**d["heatmap"]) if d.get("heatmap") else None
+    return Figure(**d)
+
+
 # ---------------------------------------------------------------------------------------------
 # Renderers.
 

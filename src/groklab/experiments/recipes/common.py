@@ -1,0 +1,120 @@
+"""What every recipe's `analyze` needs: the sweep's rows, per-run curves, seed statistics as JSON, plot pieces.
+
+Recipes read finished sweeps (runs.parquet and run dirs) and never train. Statistics follow the sweep's
+rules (groklab.sweep.stats): 95% t-intervals over seeds; runs that never reached the threshold are censored,
+counted, and never averaged as if they had reached it at the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from groklab.report.data import RunData, load_run_data, sweep_rows
+from groklab.report.plots import PALETTE, SPLIT_COLORS, Series
+from groklab.sweep.stats import Estimate, mean_ci
+
+__all__ = [
+    "PALETTE",
+    "SPLIT_COLORS",
+    "Series",
+    "band",
+    "censored_stats",
+    "estimate",
+    "first_step",
+    "group",
+    "mean_curve",
+    "rows",
+    "run_data",
+    "steps_to",
+    "summary_steps",
+]
+
+
+def rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """runs.parquet as dicts: the flattened config ("task.op", "optim.lr", ...) plus the summary columns."""
+    return sweep_rows(sweep_dir)
+
+
+def run_data(sweep_dir: Path, row: dict[str, Any]) -> RunData:
+    """The run directory of one runs.parquet row, read back as metric columns."""
+    return load_run_data(sweep_dir / str(row["run_dir"]))
+
+
+def group(items: Sequence[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    """Rows grouped by the values of `keys`, in first-seen order (seeds become the members of a group)."""
+    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in items:
+        out.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    return out
+
+
+def first_step(run: RunData, key: str, threshold: float, above: bool = True) -> int | None:
+    """First logged step where metric `key` is >= `threshold` (or <= with above=False); None if never."""
+    values = run.columns.get(key)
+    if values is None:
+        return None
+    hit = np.nonzero(values >= threshold if above else values <= threshold)[0]
+    return int(run.steps[hit[0]]) if hit.size else None
+
+
+def censored_stats(per_seed: Sequence[float | None]) -> dict[str, Any]:
+    """Steps-to-something across seeds as JSON: mean [95% CI] over the seeds that got there, the censored
+    count (never within the budget: not averaged in) and the per-seed values (None = censored)."""
+    per_seed = list(per_seed)
+    return {**estimate(mean_ci([s for s in per_seed if s is not None])), "censored": per_seed.count(None), "per_seed": per_seed}
+
+
+def steps_to(runs: Sequence[RunData], key: str, threshold: float, above: bool = True) -> dict[str, Any]:
+    """`censored_stats` of the first step at which metric `key` crosses `threshold`, per run."""
+    return censored_stats([first_step(r, key, threshold, above) for r in runs])
+
+
+def summary_steps(members: Sequence[dict[str, Any]], column: str = "steps_to_val_acc_99") -> dict[str, Any]:
+    """`censored_stats` of a runs.parquet summary column (e.g. steps_to_val_acc_99) over a group's seeds."""
+    return censored_stats([r.get(column) for r in members])
+
+
+def estimate(e: Estimate) -> dict[str, Any]:
+    """An Estimate as JSON (None for NaN: fewer than 2 values have no interval)."""
+    clean = lambda v: None if v is None or math.isnan(v) else round(float(v), 6)  # noqa: E731
+    return {"mean": clean(e.mean), "lo": clean(e.lo), "hi": clean(e.hi), "n": e.n}
+
+
+def mean_curve(runs: Sequence[RunData], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(steps, mean, lo, hi) of metric `key` across runs at the steps all of them logged (95% t-interval)."""
+    common = None
+    for r in runs:
+        s = set(r.steps[~np.isnan(r.columns[key])].astype(int).tolist()) if key in r.columns else set()
+        common = s if common is None else common & s
+    steps = sorted(common or [])
+    values = []
+    for r in runs:
+        idx = {int(s): i for i, s in enumerate(r.steps.astype(int).tolist())}
+        values.append([float(r.columns[key][idx[s]]) for s in steps])
+    stats = [mean_ci([v[i] for v in values]) for i in range(len(steps))]
+    fill = lambda a, b: b if math.isnan(a) else a  # noqa: E731  (one seed: the band collapses to the mean)
+    return (
+        [float(s) for s in steps],
+        [e.mean for e in stats],
+        [fill(e.lo, e.mean) for e in stats],
+        [fill(e.hi, e.mean) for e in stats],
+    )
+
+
+def band(
+    runs: Sequence[RunData], key: str, name: str, color: str, dash: bool = False, transform: Callable[[float], float] | None = None
+) -> list[Series]:
+    """A mean line with its 95% band across seeds, for metric `key` (steps on x)."""
+    steps, mean, lo, hi = mean_curve(runs, key)
+    if transform is not None:
+        mean, lo, hi = ([transform(v) for v in seq] for seq in (mean, lo, hi))
+    label = f"{name} (mean of {len(runs)} seeds)" if len(runs) > 1 else name
+    return [
+        Series("band", steps, lo, upper=hi, color=color, name=f"{name} 95% CI", legend=False),
+        Series("line", steps, mean, name=label, color=color, dash=dash),
+    ]
