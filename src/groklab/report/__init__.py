@@ -403,7 +403,12 @@ def command(args: list[str]) -> None:
 
 def ls_rows(path: Path) -> list[dict[str, Any]]:
     kind = kind_of(path)
-    return [run_row(path, path.parent)] if kind == "run" else sweep_rows(path)
+    if kind == "run":
+        return [run_row(path, path.parent)]
+    if kind == "recipe":  # every part's runs, their run_dir relative to the recipe dir
+        parts = [d for d in sorted(path.iterdir()) if is_sweep(d)]
+        return [{**row, "run_dir": f"{d.name}/{row.get('run_dir')}"} for d in parts for row in sweep_rows(d)]
+    return sweep_rows(path)
 
 
 def ls_command(args: list[str]) -> None:

@@ -73,8 +73,11 @@ class Recipe:
 def get_recipe(name: str) -> Recipe:
     if name not in MODULES:
         raise UserError(f"unknown recipe {name!r}: expected one of {', '.join(MODULES)}")
-    module = importlib.import_module(f"{__name__}.{MODULES[name]}")
-    return next(r for r in module.RECIPES if r.name == name)
+    try:
+        module = importlib.import_module(f"{__name__}.{MODULES[name]}")
+        return next(r for r in module.RECIPES if r.name == name)
+    except (ModuleNotFoundError, StopIteration):
+        raise UserError(f"recipe {name!r} is not available in this installation of groklab") from None
 
 
 def spec_text(recipe: Recipe, part: str, scale: str) -> str:
@@ -174,7 +177,10 @@ def command(args: list[str]) -> None:
         return
     if "--list" in args:
         for name in MODULES:
-            print(f"{name:20s} {get_recipe(name).description}")
+            try:
+                print(f"{name:20s} {get_recipe(name).description}")
+            except UserError:
+                continue  # a recipe whose module is not installed is simply not offered
         return
     from groklab.cli import parse_options
 
