@@ -238,3 +238,74 @@ def test_fast_grok_preset_reaches_95_percent_val_before_step_790(tmp_path: Path)
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     reached = [row["step"] for row in rows if row["val/acc"] >= 0.95]
     assert reached and reached[0] < 790, f"best val acc {max(row['val/acc'] for row in rows):.3f}"
+
+
+class Embedded(nn.Module):
+    """A token embedding and a decoder, as MLP.embed / Transformer.embed and the layers after them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(5, 3)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embed(x))
+
+
+@pytest.mark.parametrize("intervened", [False, True], ids=["plain", "with-interventions"])
+def test_embed_lr_moves_the_embedding_at_its_own_rate(intervened: bool) -> None:
+    """Plain SGD: each parameter moves by -(its group's lr) x gradient, the embedding by embed_lr, the rest by lr."""
+    extra = {"grad_noise": 0.0, "orthograd": False, "wd_target": "init"} if intervened else {}
+    cfg = OptimConfig(name="sgd", lr=0.1, embed_lr=0.01, beta1=0.0, weight_decay=0.0, warmup_steps=0, **extra)
+    model = Embedded()
+    optimizer, _ = build_optimizer(cfg, model)
+    assert isinstance(optimizer, Interventions) == intervened
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.tensor([0, 3, 4])).pow(2).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    optimizer.step()
+    for name, p in model.named_parameters():
+        lr = 0.01 if name.startswith("embed.") else 0.1
+        assert torch.allclose(p.detach(), before[name] - lr * grads[name], atol=1e-7), name
+
+
+def test_embed_lr_without_an_embedding_is_a_one_line_error() -> None:
+    with pytest.raises(UserError, match="optim.embed_lr"):
+        validate(apply_overrides(get_preset("digits"), {"optim.embed_lr": "0.01"}))
+    with pytest.raises(UserError, match="optim.embed_lr"):
+        build_optimizer(OptimConfig(embed_lr=0.01), tiny_model())
+    with pytest.raises(UserError, match=">= 0"):
+        validate(apply_overrides(Config(), {"optim.embed_lr": "-1"}))
+
+
+def test_embed_lr_state_dict_round_trip_continues_identically() -> None:
+    cfg = OptimConfig(lr=0.05, embed_lr=0.005, warmup_steps=3, wd_target="init")
+    x = torch.tensor([0, 1, 2, 3, 4])
+
+    def steps(model: nn.Module, optimizer, schedule, n: int) -> None:
+        for _ in range(n):
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+            schedule.step()
+
+    model = Embedded()
+    optimizer, schedule = build_optimizer(cfg, model)
+    steps(model, optimizer, schedule, 4)
+    saved = (io.BytesIO(), io.BytesIO())
+    torch.save(model.state_dict(), saved[0])
+    torch.save((optimizer.state_dict(), schedule.state_dict()), saved[1])
+    steps(model, optimizer, schedule, 4)
+    resumed = Embedded()
+    with torch.no_grad():
+        resumed.embed.weight.add_(1.0)  # other initial weights: the init must come from the saved state
+    optimizer2, schedule2 = build_optimizer(cfg, resumed)
+    for buffer in saved:
+        buffer.seek(0)
+    resumed.load_state_dict(torch.load(saved[0]))
+    opt_state, sched_state = torch.load(saved[1], weights_only=False)
+    optimizer2.load_state_dict(opt_state)
+    schedule2.load_state_dict(sched_state)
+    steps(resumed, optimizer2, schedule2, 4)
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), params_of(resumed), strict=True))

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from groklab.config import OptimConfig
+from groklab.config import OptimConfig, UserError
 
 Tensor = torch.Tensor
 
@@ -156,7 +156,11 @@ class Interventions:
         assert self.init is not None
         diff = torch._foreach_sub(self.params, self.init)
         if self.cfg.name == "adamw":
-            torch._foreach_add_(self.params, diff, alpha=-self.inner.param_groups[0]["lr"] * self.cfg.weight_decay)
+            start = 0  # self.params lists the parameter groups' params in group order; each group has its own lr
+            for group in self.inner.param_groups:
+                end = start + len(group["params"])
+                torch._foreach_add_(self.params[start:end], diff[start:end], alpha=-group["lr"] * self.cfg.weight_decay)
+                start = end
         else:
             live = [(p.grad, d) for p, d in zip(self.params, diff, strict=True) if p.grad is not None]
             torch._foreach_add_([g for g, _ in live], [d for _, d in live], alpha=self.cfg.weight_decay)
@@ -189,23 +193,44 @@ def has_interventions(cfg: OptimConfig) -> bool:
     return cfg.grokfast != "none" or cfg.orthograd or cfg.grad_noise > 0 or cfg.wd_target == "init" or cfg.norm_constraint > 0
 
 
+def param_groups(cfg: OptimConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """One group of all parameters, or with cfg.embed_lr > 0 two: the decoder (lr) and the token embedding (embed_lr).
+
+    The embedding is the model's `embed` module (MLP.embed, Transformer.embed): Liu et al. 2022's representation,
+    whose learning rate their second phase diagram varies independently of the decoder's.
+    """
+    params = list(model.parameters())
+    if cfg.embed_lr == 0:
+        return [{"params": params}]
+    embed = getattr(model, "embed", None)
+    if not isinstance(embed, nn.Module):
+        raise UserError(
+            f"optim.embed_lr={cfg.embed_lr} needs a model with a token embedding trained one seed at a time (not --seeds): use 0"
+        )
+    embedding = list(embed.parameters())
+    ids = {id(p) for p in embedding}
+    return [{"params": [p for p in params if id(p) not in ids]}, {"params": embedding, "lr": cfg.embed_lr}]
+
+
 def build_optimizer(
     cfg: OptimConfig, model: nn.Module, seed: int = 0
 ) -> tuple[torch.optim.Optimizer | Interventions, torch.optim.lr_scheduler.LambdaLR]:
     """The optimizer over all parameters (weight decay on every weight, as in Power et al.) and its warm-up schedule.
 
     `seed` seeds the gradient-noise generator (used only when cfg.grad_noise > 0). The model's current weights are
-    the "initial" weights of weight decay towards init and of the norm constraint.
+    the "initial" weights of weight decay towards init and of the norm constraint. With cfg.embed_lr > 0 the
+    embedding is a second parameter group with its own learning rate (the warm-up scales both).
     """
-    params = list(model.parameters())
+    groups = param_groups(cfg, model)
+    params = [p for group in groups for p in group["params"]]
     # Decay towards init replaces the inner optimizer's decay towards zero.
     wd = 0.0 if cfg.wd_target == "init" else cfg.weight_decay
     if cfg.name == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
     elif cfg.name == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
     else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
     warmup = cfg.warmup_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
     if not has_interventions(cfg):
