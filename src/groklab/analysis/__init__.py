@@ -15,15 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from groklab.analysis import embeddings, fourier, norms, phases, rqi, sharpness
+from groklab.analysis import circuits, embeddings, fourier, norms, phases, rqi, sharpness
 from groklab.config import Config, UserError
 from groklab.data import Dataset, build_task
 from groklab.data.permutations import S5_OPS
-from groklab.losses import LossFn, make_loss
+from groklab.losses import LossFn, make_loss, softmax_collapse_fraction
 
 Tensor = torch.Tensor
 
-ANALYSES = ("fourier", "norms", "rqi", "sharpness")
+ANALYSES = ("fourier", "norms", "rqi", "sharpness", "collapse", "circuit")
 """Measurements `--analysis` can log during training."""
 LINEAR_OPS = {"x+y": 1, "x-y": -1}
 """Ops c = a + s·b whose Fourier circuit uses cos(w(a + s·b − c)): restricted/excluded loss and RQI apply."""
@@ -116,7 +116,10 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
     """Extra metric keys for one evaluation row: the measurements named by `config.analysis`.
 
     Keys: fourier/gini, fourier/n_key, fourier/restricted_loss, fourier/excluded_loss (modular tasks);
-    norm/layer/<parameter>, norm/last_layer; rqi (x+y); sharpness/top_eig, sharpness/eps. The model is put
+    norm/layer/<parameter>, norm/last_layer; rqi (x+y); sharpness/top_eig, sharpness/eps; collapse/train (the
+    fraction of training samples whose float32 softmax cross-entropy gradient is exactly zero, Prieto et al.);
+    circuit/sparse, circuit/dense, circuit/sparse_share, circuit/n_sparse (sparse parity with a one-hidden-layer
+    MLP: the norms of the neurons reading mostly the k relevant bits vs the rest, Merrill et al.). The model is put
     in eval mode for the measurement and restored.
     """
     names = parse_analysis(config.analysis)
@@ -138,6 +141,13 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
         if "sharpness" in names:
             s = sharpness_measures(model, data, loss_fn, iters=10)
             out["sharpness/top_eig"], out["sharpness/eps"] = s["top_eigenvalue"], s["eps_sharpness"]
+        if "collapse" in names:
+            with torch.no_grad():
+                logits = model(data.x[data.train])  # (n_train, n_classes)
+            out["collapse/train"] = softmax_collapse_fraction(logits, data.y[data.train])
+        if "circuit" in names and config.task.name == "parity" and len(model.hidden) == 1:  # type: ignore[arg-type]
+            c = circuits.circuit_norms(model.hidden[0].weight, model.out.weight, model.hidden[0].bias, config.task.k_bits)  # type: ignore[index,union-attr]
+            out.update({f"circuit/{k}": v for k, v in c.items()})
     finally:
         model.train(was_training)
     return out

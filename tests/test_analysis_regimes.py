@@ -1,0 +1,74 @@
+"""Spike detection (slingshot), the sparse-parity circuit norms, and their `--analysis` logging."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from groklab.analysis.circuits import circuit_norms, relevant_fraction
+from groklab.analysis.spikes import loss_spikes, norm_jumps
+from groklab.config import Config, apply_overrides
+from groklab.experiments.presets import get_preset
+from groklab.train import train
+
+
+def test_loss_spikes_finds_planted_bursts_and_not_the_descent() -> None:
+    loss = np.geomspace(5.0, 1e-2, 60)  # an ordinary descent: never a spike
+    loss = np.concatenate([loss, np.full(40, 1e-2)])
+    loss[70:73] = [0.5, 1.0, 0.3]  # one burst over three logged points: counted once
+    loss[90] = 0.2
+    assert loss_spikes(loss) == [70, 90]
+    assert loss_spikes(np.geomspace(5.0, 1e-4, 100)) == []
+
+
+def test_loss_spikes_ignores_jumps_below_the_floor() -> None:
+    loss = np.full(50, 1e-9)
+    loss[30] = 1e-6  # 1000x, but still rounding-level loss
+    assert loss_spikes(loss, floor=1e-3) == []
+    assert loss_spikes(loss, floor=1e-7) == [30]
+
+
+def test_norm_jumps_finds_steps_in_a_slowly_growing_norm() -> None:
+    rng = np.random.default_rng(0)
+    growth = 1 + 0.002 + 0.0005 * rng.standard_normal(200)  # steady drift with noise
+    growth[[80, 150]] = 1.15  # two slingshot jumps of 15%
+    norm = 10 * np.cumprod(growth)
+    assert norm_jumps(norm) == [80, 150]
+    assert norm_jumps(10 * np.cumprod(np.abs(growth[:70]))) == []
+
+
+def test_circuit_norms_separate_sparse_from_dense_neurons() -> None:
+    n, k = 20, 3
+    w_in = 0.01 * torch.ones(6, n)
+    w_in[:2, :k] = 1.0  # two neurons read the relevant bits
+    w_out = torch.ones(2, 6)
+    frac = relevant_fraction(w_in, k)
+    assert frac[:2].min() > 0.9 and frac[2:].max() < 0.2
+    c = circuit_norms(w_in, w_out, None, k)
+    assert c["n_sparse"] == 2
+    expect_sparse = float((w_in[:2].double().pow(2).sum() + w_out[:, :2].double().pow(2).sum()).sqrt())
+    assert abs(c["sparse"] - expect_sparse) < 1e-9
+    assert abs(c["sparse"] ** 2 / (c["sparse"] ** 2 + c["dense"] ** 2) - c["sparse_share"]) < 1e-12
+
+
+def test_collapse_and_circuit_are_logged_during_training(tmp_path) -> None:
+    parity: Config = apply_overrides(
+        get_preset("parity"),
+        {
+            "task.n_bits": 12,
+            "task.n_samples": 400,
+            "model.width": 32,
+            "steps": 20,
+            "eval_every": 10,
+            "analysis": "collapse,circuit",
+            "analysis_every": 1,
+            "threads": 1,
+        },
+    )
+    train(parity, tmp_path / "p", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 <= r["collapse/train"] <= 1.0 for r in rows)
+    assert all(0.0 <= r["circuit/sparse_share"] <= 1.0 and r["circuit/n_sparse"] >= 0 for r in rows)
+    assert {"circuit/sparse", "circuit/dense"} <= set(rows[0])
