@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from groklab.cli import main
 from groklab.experiments.recipes import MODULES, SCALES, get_recipe, spec_text
 from groklab.sweep import expand, parse_spec
 
 BUILT = [name for name in MODULES if (Path(__file__).parents[1] / "src/groklab/experiments/recipes/specs" / name).is_dir()]
 
 
-def groklab(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "groklab.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+def groklab(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI in this process: (exit code, stdout, stderr)."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.mark.parametrize("name", BUILT)
@@ -44,13 +46,13 @@ def test_paper_scale_is_not_smaller_than_quick(name: str) -> None:
         assert max(r.config.steps for r in paper) >= max(r.config.steps for r in quick)
 
 
-def test_list_and_print_spec() -> None:
-    listed = groklab("recipe", "--list")
-    assert listed.returncode == 0
-    assert {line.split()[0] for line in listed.stdout.splitlines()} == set(BUILT)
-    printed = groklab("recipe", "power-fig1", "--print-spec", "sweep", "--scale", "paper")
-    assert printed.returncode == 0
-    assert parse_spec(printed.stdout, "printed").preset == "power-fig1"
+def test_list_and_print_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = groklab(capsys, "recipe", "--list")
+    assert code == 0
+    assert {line.split()[0] for line in out.splitlines()} == set(BUILT)
+    code, out, _ = groklab(capsys, "recipe", "power-fig1", "--print-spec", "sweep", "--scale", "paper")
+    assert code == 0
+    assert parse_spec(out, "printed").preset == "power-fig1"
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -71,7 +73,9 @@ def snapshot(root: Path) -> dict[str, str]:
         (["power-fig1", "--out", "{out}", "--bogus", "1"], "--bogus"),
     ],
 )
-def test_bad_recipe_input_is_one_line_and_changes_nothing(tmp_path: Path, args: list[str], needle: str) -> None:
+def test_bad_recipe_input_is_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "notes.txt").write_text("mine")
@@ -80,9 +84,8 @@ def test_bad_recipe_input_is_one_line_and_changes_nothing(tmp_path: Path, args: 
     (recipe / "recipe.json").write_text(json.dumps({"recipe": "power-fig1", "scale": "quick", "parts": ["sweep"]}))
     before = snapshot(tmp_path)
     paths = {"out": str(tmp_path / "new"), "existing": str(existing), "recipe": str(recipe)}
-    result = groklab("recipe", *[a.format(**paths) for a in args])
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    code, _, err = groklab(capsys, "recipe", *[a.format(**paths) for a in args])
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], err
     assert snapshot(tmp_path) == before
