@@ -77,6 +77,8 @@ class OptimConfig:
     """Optimizer. `adam` applies weight decay as L2 in the gradient; `adamw` decouples it."""
     lr: float = 1e-3
     """Peak learning rate."""
+    embed_lr: float = 0.0
+    """Peak learning rate of the token embedding alone (Liu et al. 2022's representation lr; `lr` then acts as the decoder lr); 0 = same as `lr`."""
     beta1: float = 0.9
     """Adam β1 (also SGD momentum)."""
     beta2: float = 0.98
@@ -322,6 +324,11 @@ def validate(config: Config) -> Config:
     _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} is not valid: expected a number in [0, 1)")
     _check(m.init_scale > 0 and math.isfinite(m.init_scale), f"model.init_scale={m.init_scale} is not valid: expected a number > 0")
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} is not valid: expected a number > 0")
+    _check(o.embed_lr >= 0 and math.isfinite(o.embed_lr), f"optim.embed_lr={o.embed_lr} is not valid: expected a number >= 0 (0 = same as optim.lr)")
+    _check(
+        o.embed_lr == 0 or t.name == "binop",
+        f"optim.embed_lr={o.embed_lr} is not valid for task.name={t.name!r}: only token tasks (binop) have an embedding; use 0",
+    )
     _check(0 <= o.beta1 < 1, f"optim.beta1={o.beta1} is not valid: expected a number in [0, 1)")
     _check(0 <= o.beta2 < 1, f"optim.beta2={o.beta2} is not valid: expected a number in [0, 1)")
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} is not valid: expected a number >= 0")
