@@ -22,6 +22,7 @@ __all__ = [
     "PALETTE",
     "SPLIT_COLORS",
     "Series",
+    "arms",
     "band",
     "censored_stats",
     "estimate",
@@ -50,6 +51,17 @@ def group(items: Sequence[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], 
     out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in items:
         out.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+    return out
+
+
+def arms(sweep_dir: Path, label: Callable[[dict[str, Any]], str]) -> dict[str, tuple[list[dict[str, Any]], list[RunData]]]:
+    """Runs grouped into named arms by `label(row)`, in first-seen order: each arm's rows and their curves (seeds
+    are the members). For recipes whose arms differ in several config fields at once (a [zip] of settings)."""
+    out: dict[str, tuple[list[dict[str, Any]], list[RunData]]] = {}
+    for row in rows(sweep_dir):
+        members, runs = out.setdefault(label(row), ([], []))
+        members.append(row)
+        runs.append(run_data(sweep_dir, row))
     return out
 
 

@@ -1,0 +1,131 @@
+"""Sparse parity and the two circuits (Merrill et al. 2023): an MLP on n random bits whose label is the parity of k
+of them first memorizes with a dense circuit (all neurons, all bits); a sparse circuit of a few neurons reading
+only the k relevant bits grows in norm, and the network generalizes when it overtakes the dense one (weight decay
+shrinks the dense circuit, which needs more norm for the same margin).
+
+parity: one sweep over the dataset size (task.n_samples) with `--analysis circuit`, which logs the norms of the
+sparse neurons (most of their input weight on the k relevant bits) and of the rest. Findings: the grokking delay
+(99% train -> 99% val) per dataset size, and the step at which the sparse circuit's norm overtakes the dense one
+next to the step of 99% val.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from groklab.experiments.recipes import Findings, Recipe
+from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, censored_stats, first_step, group, rows, run_data, summary_steps
+from groklab.report.data import RunData
+from groklab.report.plots import Figure, Series
+
+
+def overtake_step(run: RunData) -> int | None:
+    """First logged step at which the sparse circuit's norm is above the dense circuit's (None if never)."""
+    sparse, dense = run.columns.get("circuit/sparse"), run.columns.get("circuit/dense")
+    if sparse is None or dense is None:
+        return None
+    hit = np.nonzero(sparse > dense)[0]  # NaN rows (no analysis) compare False
+    return int(run.steps[hit[0]]) if hit.size else None
+
+
+def analyze(dirs: dict[str, Path], scale: str) -> Findings:
+    sweep = dirs["sweep"]
+    by_size = group(rows(sweep), "task.n_samples")
+    per_size: dict[str, Any] = {}
+    xs, means, errs, labels = [], [], [], []
+    circuit_fig = None
+    for (n_samples,), members in sorted(by_size.items()):
+        runs = [run_data(sweep, r) for r in members]
+        delay = summary_steps(members, "grok_delay")
+        overtakes = [overtake_step(r) for r in runs]
+        val99 = [first_step(r, "val/acc", 0.99) for r in runs]
+        per_size[str(n_samples)] = {
+            "n_train": int(round(n_samples * members[0]["task.train_frac"])),
+            "grok_delay": delay,
+            "steps_to_train_acc_99": summary_steps(members, "steps_to_train_acc_99"),
+            "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
+            "sparse_overtakes_dense": censored_stats(overtakes),
+            "overtake_before_val_99": [o is not None and v is not None and o <= v for o, v in zip(overtakes, val99, strict=True)],
+            "final_val_acc": [r.get("val/acc") for r in members],
+        }
+        if delay["mean"] is not None:
+            xs.append(n_samples)
+            means.append(delay["mean"])
+            errs.append(delay["hi"] - delay["mean"] if delay["hi"] is not None else 0.0)
+            labels.append(f"{delay['n']} grokked, {delay['censored']} censored")
+        if circuit_fig is None and delay["n"]:
+            circuit_fig = circuits_figure(runs[0], members[0])
+    first = next(iter(by_size.values()))[0]
+    setting = f"n={first['task.n_bits']}, k={first['task.k_bits']}, MLP width {first['model.width']}, wd {first['optim.weight_decay']:g}"
+    delay_fig = Figure(
+        "parity_delay",
+        f"Sparse parity: grokking delay vs dataset size ({setting})",
+        "samples drawn (train + val + test)",
+        "steps from 99% train to 99% val",
+        [Series("markers", xs, means, name="grokking delay (mean, 95% CI)", color=PALETTE[0], error=errs, text=labels)],
+        xlog=True,
+        caption="Mean over the seeds that grokked; seeds that never reached 99% val are censored and counted in the labels.",
+    )
+    figures = [delay_fig] + ([circuit_fig] if circuit_fig is not None else [])
+    return Findings({"headline": headline(per_size), "setting": setting, "per_n_samples": per_size}, figures)
+
+
+def circuits_figure(run: RunData, row: dict[str, Any]) -> Figure:
+    keep = ~np.isnan(run.columns["circuit/sparse"])
+    steps = run.steps[keep].tolist()
+    series = [
+        Series(
+            "line",
+            steps,
+            run.columns["circuit/sparse"][keep].tolist(),
+            name="sparse circuit norm (neurons on the k bits)",
+            color=PALETTE[2],
+        ),
+        Series("line", steps, run.columns["circuit/dense"][keep].tolist(), name="dense circuit norm (the other neurons)", color=PALETTE[3]),
+    ]
+    acc = [
+        s for s in band([run], "val/acc", "val acc (x10)", SPLIT_COLORS["val"], dash=True, transform=lambda v: 10 * v) if s.kind == "line"
+    ]
+    marks = [
+        (s, label, c)
+        for s, label, c in (
+            (overtake_step(run), "sparse > dense", PALETTE[2]),
+            (first_step(run, "val/acc", 0.99), "val 99%", SPLIT_COLORS["val"]),
+        )
+        if s is not None
+    ]
+    return Figure(
+        "parity_circuits",
+        f"Two circuits: per-neuron norm competition ({row['task.n_samples']} samples, seed {row['seed']})",
+        "step (optimizer updates)",
+        "L2 norm (val acc x10)",
+        series + acc,
+        vlines=marks,
+        caption="A neuron is sparse when more than half of its squared input weight is on the k relevant bits.",
+    )
+
+
+def headline(per_size: dict[str, Any]) -> str:
+    parts = []
+    for n, a in per_size.items():
+        d = a["grok_delay"]
+        total = d["n"] + d["censored"]
+        if d["n"]:
+            parts.append(f"{n} samples: delay {d['mean']:.0f} steps ({d['n']}/{total} grokked)")
+        else:
+            parts.append(f"{n} samples: never grokked (0/{total})")
+    overt = [x for a in per_size.values() for x in a["overtake_before_val_99"]]
+    return "; ".join(parts) + f"; the sparse circuit overtook the dense one before 99% val in {sum(overt)}/{len(overt)} runs"
+
+
+RECIPES = [
+    Recipe(
+        "parity",
+        "Merrill et al. 2023: sparse parity with an MLP; sparse vs dense circuit norms, grokking delay vs dataset size",
+        ("sweep",),
+        analyze,
+    ),
+]

@@ -1,0 +1,90 @@
+"""Softmax collapse (Prieto et al. 2025): without weight decay, once the training set is fitted the logits keep
+growing along the same direction until float32 rounds softmax to an exact one-hot; those samples then give no
+gradient at all and learning stops before the network generalizes. StableMax (a softmax whose exponential is
+replaced by a function that grows linearly) and ⊥Grad (the gradient's part orthogonal to the weights) prevent it
+and give grokking without weight decay; computing the loss in float64 delays it.
+
+stablemax: one sweep, no weight decay anywhere, arms ([zip] in the spec) softmax cross-entropy (the baseline),
+StableMax, StableMax with ⊥Grad, softmax with ⊥Grad and softmax in float64, with `--analysis collapse` logging the
+fraction of training samples whose float32 softmax cross-entropy gradient is exactly zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from groklab.experiments.recipes import Findings, Recipe
+from groklab.experiments.recipes.common import PALETTE, arms, band, estimate, summary_steps
+from groklab.report.plots import Figure
+from groklab.sweep.stats import mean_ci
+
+LOSS_NAMES = {"cross_entropy": "softmax CE", "stablemax": "StableMax CE", "mse": "MSE"}
+
+
+def arm_label(row: dict[str, Any]) -> str:
+    name = LOSS_NAMES.get(row["loss"], row["loss"])
+    if row["loss_dtype"] == "float64":
+        name += " (float64)"
+    if row["optim.orthograd"]:
+        name += " + ⊥Grad"
+    return name
+
+
+def analyze(dirs: dict[str, Path], scale: str) -> Findings:
+    groups = arms(dirs["sweep"], arm_label)
+    per_arm: dict[str, Any] = {}
+    acc_series, collapse_series = [], []
+    for i, (name, (members, runs)) in enumerate(groups.items()):
+        color = PALETTE[i % len(PALETTE)]
+        collapse = [r.columns["collapse/train"] for r in runs]
+        per_arm[name] = {
+            "steps": members[0]["steps"],
+            "weight_decay": members[0]["optim.weight_decay"],
+            "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
+            "final_val_acc": estimate(mean_ci([float(r["val/acc"]) for r in members])),
+            "final_test_acc": estimate(mean_ci([float(r["test/acc"]) for r in members])),
+            "final_collapse_fraction": estimate(mean_ci([float(c[~np.isnan(c)][-1]) for c in collapse])),
+            "max_collapse_fraction": estimate(mean_ci([float(np.nanmax(c)) for c in collapse])),
+        }
+        acc_series += band(runs, "val/acc", name, color)
+        collapse_series += band(runs, "collapse/train", name, color)
+    acc_fig = Figure(
+        "stablemax_val_acc",
+        "Grokking without weight decay: val accuracy per loss",
+        "step (optimizer updates)",
+        "val accuracy",
+        acc_series,
+        caption="Mean over seeds with 95% t-bands; no arm uses weight decay.",
+    )
+    collapse_fig = Figure(
+        "stablemax_collapse",
+        "Softmax collapse: training samples whose float32 loss gradient is exactly zero",
+        "step (optimizer updates)",
+        "fraction of training samples",
+        collapse_series,
+        caption="Measured with softmax cross-entropy in float32 on every run's logits (also for StableMax runs, to compare the logits themselves).",
+    )
+    return Findings({"headline": headline(per_arm), "arms": per_arm}, [acc_fig, collapse_fig])
+
+
+def headline(per_arm: dict[str, Any]) -> str:
+    parts = []
+    for name, a in per_arm.items():
+        val, n = a["steps_to_val_acc_99"], len(a["steps_to_val_acc_99"]["per_seed"])
+        got = n - val["censored"]
+        reach = f"val 99% at step {val['mean']:.0f} ({got}/{n} seeds)" if got else f"val never 99% (final {a['final_val_acc']['mean']:.2f})"
+        parts.append(f"{name}: {reach}, collapsed fraction at the end {a['final_collapse_fraction']['mean']:.2f}")
+    return "no weight decay; " + "; ".join(parts)
+
+
+RECIPES = [
+    Recipe(
+        "stablemax",
+        "Prieto et al. 2025: softmax collapse stops learning without wd; StableMax, ⊥Grad and float64 vs softmax CE",
+        ("sweep",),
+        analyze,
+    ),
+]
