@@ -39,6 +39,8 @@ usage: groklab sweep SPEC --out DIR [--backend local|ray] [--workers N] [--addre
 Run every run of the sweep spec SPEC (TOML) into DIR: DIR/spec.toml, DIR/runs.parquet (one row per run:
 flattened config + summary) and DIR/runs/<run_id>/ (ordinary run dirs). Rerunning the same command skips
 finished runs and resumes interrupted ones. A failed run does not stop the others (exit code 1 at the end).
+Two sweeps may run on one DIR at once: each run is trained by one of them only (DIR/locks/), the other
+skips it as "running elsewhere", and runs.parquet keeps the results of both.
 
 options:
   --backend local|ray  local: a process pool on this machine (default); ray: Ray core tasks
@@ -153,9 +155,10 @@ def command(args: list[str]) -> None:
         print(out)
     else:
         console.print(stats_table(group_stats(result.rows, result.spec.axes), result.spec.axes))
-        ran = len(result.runs) - result.skipped
+        ran = len(result.runs) - result.skipped - len(result.elsewhere)
+        elsewhere = f", {len(result.elsewhere)} running elsewhere (another process holds them)" if result.elsewhere else ""
         console.print(
-            f"{len(result.runs)} runs: {ran} run now, {result.skipped} already done, {failed} failed, in {result.wall_s:.1f} s\n"
+            f"{len(result.runs)} runs: {ran} run now, {result.skipped} already done, {failed} failed{elsewhere}, in {result.wall_s:.1f} s\n"
             f'sweep dir: {out}  (runs.parquet; query it with `groklab query {out} "SELECT ... FROM runs"`)'
         )
     if failed:

@@ -25,10 +25,12 @@ class Task:
     config: Config
     run_dir: str
     """Absolute path of the run directory (on a cluster: a path every node can reach)."""
+    lock: str
+    """Absolute path of the run's lock file (see locks.py): held by the worker while it trains the run."""
 
 
 class Events(Protocol):
-    """What the driver hears: `finished` gets ("ok", summary) or ("failed", error line)."""
+    """What the driver hears: `finished` gets ("ok", summary), ("failed", error line) or ("busy", holder)."""
 
     def started(self, run_id: str) -> None: ...
 
@@ -50,7 +52,7 @@ def _worker_main(conn: Connection, threads: int, hook: KillHook | None) -> None:
         task: Task | None = conn.recv()
         if task is None:
             return
-        conn.send((task.run_id, *run_attempt(task.config, task.run_dir, threads, hook)))
+        conn.send((task.run_id, *run_attempt(task.config, task.run_dir, task.lock, threads, hook)))
 
 
 @dataclass
@@ -169,7 +171,7 @@ def run_ray(
         while queue or pending:
             while queue and len(pending) < workers:
                 task = queue.popleft()
-                pending[remote(task.config, task.run_dir, threads, hook)] = task
+                pending[remote(task.config, task.run_dir, task.lock, threads, hook)] = task
                 events.started(task.run_id)
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

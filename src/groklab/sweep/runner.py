@@ -5,6 +5,11 @@ Sweep dir layout::
     spec.toml       a copy of the spec (a rerun with a different spec is refused)
     runs.parquet    one row per run: run_id, run_dir, flattened config, summary (see table.py)
     runs/<run_id>/  ordinary run directories written by groklab.train.train
+    locks/          one lock file per run and one for runs.parquet (see locks.py)
+
+Two sweep processes on one dir (a rerun started while the first still runs, or one driver per node) share
+the work: a worker trains a run only while it holds the run's lock, a run another process holds is skipped
+and reported as running elsewhere, and runs.parquet is merged and rewritten under its own lock.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from groklab.config import UserError
 from groklab.runio import atomic_write_bytes
 from groklab.sweep.executors import Task, run_local, run_ray
+from groklab.sweep.locks import locked, run_lock_path
 from groklab.sweep.spec import PlannedRun, SweepSpec, expand, parse_spec
 from groklab.sweep.table import RunsTable
 from groklab.sweep.worker import kill_hook_from_env
@@ -34,25 +40,36 @@ class SweepResult:
     skipped: int
     wall_s: float
     retries: dict[str, int] = field(default_factory=dict)
+    elsewhere: dict[str, str] = field(default_factory=dict)
+    """Runs skipped because another live process held their lock: run_id -> that holder's `host pid`."""
 
 
 def prepare_sweep_dir(out: Path, spec: SweepSpec, spec_text: str) -> None:
-    """Create `out` with spec.toml, or accept it if it holds this very spec; refuse anything else."""
+    """Create `out` with spec.toml, or accept it if it holds this very spec; refuse anything else.
+
+    The checks run under a lock on the directory itself, so two sweeps started together on a new dir agree:
+    one writes spec.toml, the other finds it.
+    """
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    existing = out / "spec.toml"
-    if existing.exists():
-        old = parse_spec(existing.read_text(), str(existing))
-        if old.raw != spec.raw:
-            raise UserError(f"--out {out} holds a sweep of a different spec ({existing}): choose another --out")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} is not empty and holds no sweep; choose an empty or new directory")
     try:
-        (out / "runs").mkdir(parents=True, exist_ok=True)
-    except PermissionError:
-        raise UserError(f"--out {out} is not writable") from None
-    atomic_write_bytes(existing, spec_text.encode())
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--out {out} is not writable: {err.strerror}") from None
+    existing = out / "spec.toml"
+    with locked(out):
+        if existing.exists():
+            old = parse_spec(existing.read_text(), str(existing))
+            if old.raw != spec.raw:
+                raise UserError(f"--out {out} holds a sweep of a different spec ({existing}): choose another --out")
+            return
+        if any(out.iterdir()):
+            raise UserError(f"--out {out} is not empty and holds no sweep; choose an empty or new directory")
+        try:
+            (out / "runs").mkdir()
+            atomic_write_bytes(existing, spec_text.encode())
+        except OSError as err:
+            raise UserError(f"--out {out} is not writable: {err.strerror}") from None
 
 
 class SweepProgress:
@@ -63,6 +80,7 @@ class SweepProgress:
         self.running: set[str] = set()
         self.done, self.failed = skipped, 0
         self.retries: dict[str, int] = {}
+        self.elsewhere: dict[str, str] = {}
         self.bar = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -71,45 +89,52 @@ class SweepProgress:
                 TextColumn("[bold]sweep"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("done {task.fields[done]}  running {task.fields[running]}  failed {task.fields[failed]}"),
+                TextColumn(
+                    "done {task.fields[done]}  running {task.fields[running]}  failed {task.fields[failed]}"
+                    "  elsewhere {task.fields[elsewhere]}"
+                ),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
             )
-            self.task = self.bar.add_task("sweep", total=total, completed=skipped, done=skipped, running=0, failed=0)
+            self.task = self.bar.add_task("sweep", total=total, completed=skipped, done=skipped, running=0, failed=0, elsewhere=0)
             self.bar.start()
 
     def _refresh(self, advance: int = 0) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, advance=advance, done=self.done, running=len(self.running), failed=self.failed)
+            fields = {"done": self.done, "running": len(self.running), "failed": self.failed, "elsewhere": len(self.elsewhere)}
+            self.bar.update(self.task, advance=advance, **fields)
 
     def started(self, run_id: str) -> None:
         self.running.add(run_id)
         self._refresh()
 
-    def retried(self, run_id: str, reason: str) -> None:
-        self.running.discard(run_id)
-        self.retries[run_id] = self.retries.get(run_id, 0) + 1
-        message = f"run {run_id}: {reason}; retrying (it resumes from its last checkpoint)"
+    def _say(self, message: str) -> None:
         if self.bar is not None:
             self.bar.console.print(message)
         else:
             print(message, file=sys.stderr)
+
+    def retried(self, run_id: str, reason: str) -> None:
+        self.running.discard(run_id)
+        self.retries[run_id] = self.retries.get(run_id, 0) + 1
+        self._say(f"run {run_id}: {reason}; retrying (it resumes from its last checkpoint)")
         self._refresh()
 
     def finished(self, run_id: str, status: str, payload: Any) -> None:
         self.running.discard(run_id)
+        if status == "busy":  # another sweep process holds this run: leave it (and its row) to that one
+            self.elsewhere[run_id] = str(payload)
+            self._say(f"run {run_id} is running elsewhere (held by {payload}): skipped here")
+            self._refresh(advance=1)
+            return
         if status == "ok":
             self.table.update(run_id, payload)
             self.done += 1
         else:
             self.table.update(run_id, None, status="failed", error=str(payload))
             self.failed += 1
-            message = f"run {run_id} failed: {payload}"
-            if self.bar is not None:
-                self.bar.console.print(message)
-            else:
-                print(message, file=sys.stderr)
+            self._say(f"run {run_id} failed: {payload}")
         self.table.write()
         self._refresh(advance=1)
 
@@ -151,7 +176,8 @@ def run_sweep(
     table = RunsTable(out, runs)
     table.write()
     todo = [r for r in runs if not table.done(r.run_id)]
-    tasks = [Task(r.run_id, r.config, str((out / r.run_dir).resolve())) for r in todo]
+    root = out.resolve()
+    tasks = [Task(r.run_id, r.config, str(root / r.run_dir), str(run_lock_path(root, r.run_id))) for r in todo]
     # Threads per worker: share this machine's cores; on a cluster each task reserves one CPU.
     n_workers = workers if workers is not None else (None if address else default_workers())
     threads = 1 if address else max(1, (os.cpu_count() or 1) // (n_workers or 1))
@@ -165,4 +191,5 @@ def run_sweep(
     finally:
         events.close()
         table.write()
-    return SweepResult(spec, runs, list(table.rows.values()), len(runs) - len(todo), time.perf_counter() - t0, events.retries)
+    wall_s = time.perf_counter() - t0
+    return SweepResult(spec, runs, list(table.rows.values()), len(runs) - len(todo), wall_s, events.retries, events.elsewhere)

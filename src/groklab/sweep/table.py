@@ -3,6 +3,9 @@
 The rows live in memory and are rewritten atomically after every finished run, so that a query during a
 sweep, or after the driver was killed, sees a complete, readable file. The schema is fixed (typed from
 the Config's fields), so columns keep their types even while every value in them is still null.
+
+Two sweep processes may share a sweep dir (see locks.py): each write happens under the table lock and first
+takes in the finished and diverged rows the other one wrote, so neither erases the other's results.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from groklab.config import leaf_fields, to_dict
 from groklab.runio import RunDir, atomic_write_bytes
+from groklab.sweep.locks import LOCK_DIR, TABLE_LOCK, locked
 from groklab.sweep.spec import PlannedRun
 
 FINAL_KEYS = ("train/acc", "val/acc", "test/acc", "train/loss", "val/loss", "test/loss")
@@ -72,6 +76,7 @@ class RunsTable:
 
     def __init__(self, sweep_dir: Path, runs: list[PlannedRun]) -> None:
         self.path = sweep_dir / "runs.parquet"
+        self.lock = sweep_dir / LOCK_DIR / TABLE_LOCK
         self.rows: dict[str, dict[str, Any]] = {}
         for run in runs:
             summary = RunDir(sweep_dir / run.run_dir).read_summary()
@@ -84,10 +89,29 @@ class RunsTable:
     def update(self, run_id: str, summary: dict[str, Any] | None, status: str | None = None, error: str | None = None) -> None:
         self.rows[run_id].update(summary_columns(summary, status, error))
 
-    def write(self) -> None:
+    def merge_from_disk(self) -> None:
+        """Take in the rows that runs.parquet says are done and this table does not (another sweep ran them)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(list(self.rows.values()), schema=schema()), buf, compression="zstd")
-        atomic_write_bytes(self.path, buf.getvalue())
+        if not self.path.exists():
+            return
+        try:
+            disk = pq.read_table(self.path, columns=["run_id", *SUMMARY_COLUMNS]).to_pylist()
+        except (OSError, pa.ArrowException):  # unreadable or of another schema: derived data, rewritten below
+            return
+        for row in disk:
+            mine = self.rows.get(row["run_id"])
+            if mine is not None and row["status"] in DONE and mine["status"] not in DONE:
+                mine.update(row)
+
+    def write(self) -> None:
+        """Merge with the file on disk and replace it atomically, all under the table lock."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with locked(self.lock):
+            self.merge_from_disk()
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(list(self.rows.values()), schema=schema()), buf, compression="zstd")
+            atomic_write_bytes(self.path, buf.getvalue())

@@ -1,10 +1,11 @@
-"""What a sweep worker does with one run, the same on every backend: set threads, train, report.
+"""What a sweep worker does with one run, the same on every backend: lock the run, set threads, train, report.
 
-Test hook (documented, off unless set): ``GROKLAB_SWEEP_TEST_KILL=STEP:MARKER`` in the environment of
-the ``groklab sweep`` process makes the first worker whose run logs a metric row at step >= STEP create
-the file MARKER and kill its own process with SIGKILL, exactly once per MARKER. Tests use it to prove
-that a worker dying mid-run is retried and resumes; the driver reads the variable and hands it to the
-workers explicitly, so it works the same for the process pool and for Ray.
+Test hook (documented, off unless set): ``GROKLAB_SWEEP_TEST_KILL=STEP:MARKER[:COUNT]`` in the environment of
+the ``groklab sweep`` process makes a worker whose run logs a metric row at step >= STEP create the file
+MARKER.<i> (holding the run dir) and kill its own process with SIGKILL, for i = 1 .. COUNT (default 1), each
+time in a different run. Tests use it to prove that a worker dying mid-run is retried and resumes; the
+driver reads the variable and hands it to the workers explicitly, so it works the same for the process
+pool and for Ray.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from groklab.config import Config
+from groklab.sweep.locks import holder_of, try_lock
 
 KILL_HOOK_ENV = "GROKLAB_SWEEP_TEST_KILL"
 
@@ -25,14 +27,16 @@ KILL_HOOK_ENV = "GROKLAB_SWEEP_TEST_KILL"
 class KillHook:
     step: int
     marker: str
+    count: int = 1
 
 
 def kill_hook_from_env() -> KillHook | None:
     value = os.environ.get(KILL_HOOK_ENV)
     if not value:
         return None
-    step, _, marker = value.partition(":")
-    return KillHook(int(step), marker)
+    step, _, rest = value.partition(":")
+    marker, _, count = rest.partition(":")
+    return KillHook(int(step), marker, int(count or 1))
 
 
 def _install_kill_hook(hook: KillHook) -> None:
@@ -45,24 +49,38 @@ def _install_kill_hook(hook: KillHook) -> None:
 
     def append_metrics(self: RunDir, row: dict[str, Any]) -> None:
         if row["step"] >= hook.step:
-            try:
-                os.close(os.open(hook.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                pass  # already killed once: behave normally
-            else:
-                os.kill(os.getpid(), signal.SIGKILL)
+            markers = [Path(f"{hook.marker}.{i}") for i in range(1, hook.count + 1)]
+            if str(self.path) not in {m.read_text() for m in markers if m.exists()}:  # each run is killed once at most
+                for marker in markers:
+                    try:
+                        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                    except FileExistsError:
+                        continue
+                    os.write(fd, str(self.path).encode())
+                    os.close(fd)
+                    os.kill(os.getpid(), signal.SIGKILL)
         original(self, row)
 
     append_metrics._kill_hook = True  # type: ignore[attr-defined]
     RunDir.append_metrics = append_metrics  # type: ignore[method-assign]
 
 
-def run_attempt(config: Config, run_dir: str, threads: int, hook: KillHook | None = None) -> tuple[str, Any]:
+def run_attempt(config: Config, run_dir: str, lock: str, threads: int, hook: KillHook | None = None) -> tuple[str, Any]:
     """Train `config` into `run_dir` (resuming it if it holds this run): ("ok", summary) or ("failed", error line).
 
-    A Python exception is returned, not raised, so a bad run never stops the others; only a dead process
-    (which the backend retries) escapes.
+    The run is trained only while this process holds the lock file `lock` (see locks.py); if another live
+    process holds it (a second sweep on the same dir), nothing is touched and the
+    result is ("busy", "host pid" of the holder). A Python exception is returned, not raised, so a bad run
+    never stops the others; only a dead process (which the backend retries) escapes.
     """
+    try:
+        with try_lock(Path(lock)) as taken:
+            return _train(config, run_dir, threads, hook) if taken else ("busy", holder_of(Path(lock)))
+    except OSError as err:  # e.g. a filesystem without lock support: fail the run rather than run it unprotected
+        return "failed", f"cannot lock {lock}: {err.strerror or err}"
+
+
+def _train(config: Config, run_dir: str, threads: int, hook: KillHook | None) -> tuple[str, Any]:
     import torch
 
     from groklab.train import train
