@@ -85,7 +85,12 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("dropout-out-of-range", ["train", "--model.dropout", "1.5", "--out", "{new}"], None, "dropout=1.5"),
     ("init-scale-zero", ["train", "--model.init-scale", "0", "--out", "{new}"], None, "init_scale=0"),
     ("bad-device", ["train", "--device", "tpu", "--out", "{new}"], None, "'tpu'"),
-    ("parity-k-above-n", ["train", "--task.name", "parity", "--task.n-bits", "4", "--task.k-bits", "6", "--out", "{new}"], None, "k_bits=6"),
+    (
+        "parity-k-above-n",
+        ["train", "--task.name", "parity", "--task.n-bits", "4", "--task.k-bits", "6", "--out", "{new}"],
+        None,
+        "k_bits=6",
+    ),
     ("transformer-on-images", ["train", "--task.name", "digits", "--model.name", "power", "--out", "{new}"], None, "'power'"),
     ("missing-out", ["train", "--preset", "mlp"], None, "--out"),
     ("missing-value", ["train", "--out", "{new}", "--steps"], None, "--steps"),
@@ -101,7 +106,12 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("config-edited-unknown-key", ["resume", "{run}"], _set("optim", "momentum", 0.9), "optim.momentum"),
     ("config-edited-wrong-type", ["resume", "{run}"], _set(None, "steps", "many"), "'many'"),
     ("config-edited-valid", ["resume", "{run}"], _set(None, "steps", 40), "edited"),
-    ("config-newer-schema", ["resume", "{run}"], lambda run: _edit_config(run, lambda raw: raw.update(schema_version=99)), "schema_version=99"),
+    (
+        "config-newer-schema",
+        ["resume", "{run}"],
+        lambda run: _edit_config(run, lambda raw: raw.update(schema_version=99)),
+        "schema_version=99",
+    ),
     ("checkpoints-truncated", ["resume", "{run}"], _truncate_every_state, "no valid checkpoint"),
 ]
 
@@ -119,11 +129,54 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     before = tree_digest(tmp_path)
     args = [a.format(run=run, other=other, new=tmp_path / "new") for a in argv]
 
-    result = groklab(*args)
+    check_refused(groklab(*args), needle, tmp_path, before)
+    assert not (tmp_path / "new").exists()
 
+
+def check_refused(result: subprocess.CompletedProcess, needle: str, root: Path, before: dict[str, str]) -> None:
+    """One line on stderr holding `needle`, exit code 2, no traceback, every file under `root` unchanged."""
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
-    assert tree_digest(tmp_path) == before
+    assert tree_digest(root) == before
+
+
+EXISTING_SPEC = '[set]\nsteps = 20\n"task.p" = 7\n'
+
+# (id, sweep spec TOML, --out: "new" (a new dir) or "sweep" (a sweep dir holding EXISTING_SPEC), text the
+# error line must contain). Run in-process through cli.main (the same code path as the command, much faster).
+SPEC_CASES: list[tuple[str, str, str, str]] = [
+    ("spec-unknown-top-level-key", "sweeps = 3\n", "new", "'sweeps'"),
+    ("spec-unknown-grid-field", '[grid]\n"task.opp" = ["x+y"]\n', "new", "task.opp"),
+    ("spec-wrong-type", '[set]\nsteps = "many"\n', "new", "'many'"),
+    ("spec-wrong-type-in-grid", '[grid]\n"optim.lr" = [1e-3, "fast"]\n', "new", "'fast'"),
+    ("spec-empty-grid-list", '[grid]\n"task.op" = []\n', "new", "non-empty list"),
+    ("spec-grid-not-a-list", '[grid]\n"task.op" = "x+y"\n', "new", "non-empty list"),
+    ("spec-seeds-zero", "seeds = 0\n", "new", "seeds=0"),
+    ("spec-seeds-wrong-type", 'seeds = "3"\n', "new", "seeds='3'"),
+    ("spec-zip-unequal", '[zip]\n"optim.lr" = [1e-3, 3e-3]\n"optim.weight_decay" = [1.0]\n', "new", "equal lengths"),
+    ("spec-not-toml", "preset = \n", "new", "not valid TOML"),
+    ("spec-differs-from-existing-sweep", EXISTING_SPEC.replace("20", "30"), "sweep", "different spec"),
+]
+
+
+@pytest.mark.parametrize(("text", "out", "needle"), [c[1:] for c in SPEC_CASES], ids=[c[0] for c in SPEC_CASES])
+def test_bad_sweep_spec_is_one_clear_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, out: str, needle: str
+) -> None:
+    from groklab.cli import main
+
+    existing = tmp_path / "sweep"
+    (existing / "runs").mkdir(parents=True)
+    (existing / "spec.toml").write_text(EXISTING_SPEC)
+    (tmp_path / "spec.toml").write_text(text)
+    before = tree_digest(tmp_path)
+
+    code = main(["sweep", str(tmp_path / "spec.toml"), "--out", str(tmp_path / out)])
+
+    err = capsys.readouterr().err
+    check_refused(subprocess.CompletedProcess([], code, "", err), needle, tmp_path, before)
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in existing.iterdir()) == ["runs", "spec.toml"]
