@@ -98,23 +98,25 @@ def estimate(e: Estimate) -> dict[str, Any]:
 
 
 def mean_curve(runs: Sequence[RunData], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
-    """(steps, mean, lo, hi) of metric `key` across runs at the steps all of them logged (95% t-interval)."""
-    common = None
-    for r in runs:
-        s = set(r.steps[~np.isnan(r.columns[key])].astype(int).tolist()) if key in r.columns else set()
-        common = s if common is None else common & s
-    steps = sorted(common or [])
-    values = []
-    for r in runs:
-        idx = {int(s): i for i, s in enumerate(r.steps.astype(int).tolist())}
-        values.append([float(r.columns[key][idx[s]]) for s in steps])
-    stats = [mean_ci([v[i] for v in values]) for i in range(len(steps))]
-    fill = lambda a, b: b if math.isnan(a) else a  # noqa: E731  (one seed: the band collapses to the mean)
+    """(steps, mean, lo, hi) of metric `key` across runs (95% t-interval), over every step any run logged.
+
+    A run that stopped early (stop_patience: its val acc held 99%) keeps its last value after its end, so
+    the mean does not jump when the first seed stops; accuracies' intervals are clipped to [0, 1]."""
+    logged = [(r.steps[~np.isnan(r.columns[key])].astype(int), r.columns[key][~np.isnan(r.columns[key])]) for r in runs if key in r.columns]
+    steps = sorted(set().union(*(set(s.tolist()) for s, _ in logged))) if logged else []
+    table = []
+    for s, v in logged:
+        at = dict(zip(s.tolist(), v.tolist(), strict=True))
+        last = int(s[-1]) if len(s) else -1
+        table.append([at.get(t, float(v[-1]) if t > last else math.nan) for t in steps])
+    stats = [mean_ci([row[i] for row in table]) for i in range(len(steps))]
+    low, high = (0.0, 1.0) if key.endswith("/acc") else (-math.inf, math.inf)
+    fill = lambda a, b: b if math.isnan(a) else a  # noqa: E731  (one value: the band collapses to the mean)
     return (
-        [float(s) for s in steps],
+        [float(t) for t in steps],
         [e.mean for e in stats],
-        [fill(e.lo, e.mean) for e in stats],
-        [fill(e.hi, e.mean) for e in stats],
+        [max(fill(e.lo, e.mean), low) for e in stats],
+        [min(fill(e.hi, e.mean), high) for e in stats],
     )
 
 

@@ -41,10 +41,10 @@ def fig1(dirs: dict[str, Path], scale: str) -> Findings:
     if ratios:
         headline = (
             f"train acc reached 99% at step {train['mean']:.0f} and val acc only at step {val['mean']:.0f} "
-            f"({min(ratios):.1f}-{max(ratios):.1f}x later; {grokked}/{len(members)} seeds grokked within {first['steps']} steps)"
+            f"({min(ratios):.1f}-{max(ratios):.1f}x later; {grokked}/{len(members)} seeds grokked within a budget of {runs[0].config['steps']} steps)"
         )
     else:
-        headline = f"no seed reached 99% val acc within {first['steps']} steps (train 99%: {len(members) - train['censored']}/{len(members)} seeds)"
+        headline = f"no seed reached 99% val acc within {runs[0].config['steps']} steps (train 99%: {len(members) - train['censored']}/{len(members)} seeds)"
     numbers = {
         "headline": headline,
         "setting": setting,
