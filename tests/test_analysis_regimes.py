@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from groklab.analysis.circuits import circuit_norms, relevant_fraction
-from groklab.analysis.spikes import loss_spikes, norm_jumps
+from groklab.analysis.spikes import loss_spikes, norm_breaks
 from groklab.config import Config, apply_overrides
 from groklab.experiments.presets import get_preset
 from groklab.train import train
@@ -30,13 +30,15 @@ def test_loss_spikes_ignores_jumps_below_the_floor() -> None:
     assert loss_spikes(loss, floor=1e-7) == [30]
 
 
-def test_norm_jumps_finds_steps_in_a_slowly_growing_norm() -> None:
+def test_norm_breaks_finds_jumps_and_stalls_but_not_steady_or_smoothly_slowing_growth() -> None:
     rng = np.random.default_rng(0)
-    growth = 1 + 0.002 + 0.0005 * rng.standard_normal(200)  # steady drift with noise
-    growth[[80, 150]] = 1.15  # two slingshot jumps of 15%
+    growth = 1 + 0.003 + 0.0002 * rng.standard_normal(200)  # steady growth with noise
+    growth[80] = 1.05  # a jump of 5%
+    growth[150:] = 1.0002  # a stall: the norm stops growing (what the MLP shows after a loss spike)
     norm = 10 * np.cumprod(growth)
-    assert norm_jumps(norm) == [80, 150]
-    assert norm_jumps(10 * np.cumprod(np.abs(growth[:70]))) == []
+    assert norm_breaks(norm) == [80, 150]
+    slowing = 10 * np.cumprod(1 + 0.05 * np.exp(-np.arange(200) / 40))  # the smooth early deceleration
+    assert norm_breaks(slowing) == []
 
 
 def test_circuit_norms_separate_sparse_from_dense_neurons() -> None:
@@ -72,3 +74,16 @@ def test_collapse_and_circuit_are_logged_during_training(tmp_path) -> None:
     assert all(0.0 <= r["collapse/train"] <= 1.0 for r in rows)
     assert all(0.0 <= r["circuit/sparse_share"] <= 1.0 and r["circuit/n_sparse"] >= 0 for r in rows)
     assert {"circuit/sparse", "circuit/dense"} <= set(rows[0])
+
+
+def test_zero_gradient_fraction_sees_collapse_under_the_runs_own_loss() -> None:
+    from groklab.analysis.collapse import zero_gradient_fraction
+    from groklab.losses import make_loss
+
+    logits = torch.zeros(4, 5)
+    y = torch.tensor([0, 1, 2, 3])
+    logits[torch.arange(4), y] = torch.tensor([200.0, 200.0, 1.0, 1.0])  # two samples far past float32 softmax's range
+    assert zero_gradient_fraction(make_loss("cross_entropy", "float32"), logits, y) == 0.5
+    # A float64 loss resolves e^-200, but its gradient returns to the float32 logits and rounds to zero there.
+    assert zero_gradient_fraction(make_loss("cross_entropy", "float64"), logits, y) == 0.5
+    assert zero_gradient_fraction(make_loss("stablemax", "float32"), logits, y) == 0.0  # StableMax decays only like 1/x

@@ -1,9 +1,10 @@
 """The slingshot mechanism (Thilak et al. 2022): Adam without weight decay, trained long past fitting the training
-set, goes through cycles in which the last-layer weight norm jumps and the training loss bursts back up, then
+set, goes through cycles in which the training loss bursts back up by orders of magnitude and the last-layer
+weight norm's steady growth breaks (Thilak et al. see it jump; the MLP here mostly stalls after the burst), then
 settles again. The spikes act as an implicit regularizer (Pope's review).
 
 slingshot: one sweep, Adam with no weight decay and `--analysis norms` (which logs norm/last_layer). The spikes of the
-last-layer norm (relative jumps far outside the norm's recent growth, analysis.spikes.norm_jumps) and of the training
+last-layer norm (abrupt breaks of its growth, a jump or a stall: analysis.spikes.norm_breaks) and of the training
 loss (bursts far above its recent level, analysis.spikes.loss_spikes) are detected per run, counted, and marked on the
 figures. A control arm with weight decay (AdamW) can sit beside it in the spec: its norm is held down, so the count
 there says whether the detector fires without the mechanism.
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from groklab.analysis.spikes import loss_spikes, norm_jumps
+from groklab.analysis.spikes import loss_spikes, norm_breaks
 from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, arms, censored_stats
 from groklab.report.data import RunData
@@ -32,12 +33,12 @@ def arm_label(row: dict[str, Any]) -> str:
 
 
 def detect(run: RunData) -> dict[str, list[int]]:
-    """The logged steps at which the last-layer norm jumped and the training loss burst, for one run."""
+    """The logged steps at which the last-layer norm's growth broke (jump or stall) and the training loss burst, for one run."""
     norm = run.columns["norm/last_layer"]
     keep = ~np.isnan(norm)  # analysis rows only (analysis_every may skip evaluations)
     norm_steps = run.steps[keep]
     return {
-        "norm_jumps": [int(norm_steps[i]) for i in norm_jumps(norm[keep])],
+        "norm_breaks": [int(norm_steps[i]) for i in norm_breaks(norm[keep])],
         "loss_spikes": [int(run.steps[i]) for i in loss_spikes(run.columns["train/loss"], floor=LOSS_FLOOR)],
     }
 
@@ -51,11 +52,11 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         per_arm[name] = {
             "weight_decay": members[0]["optim.weight_decay"],
             "steps": members[0]["steps"],
-            "norm_jumps_per_seed": [len(f["norm_jumps"]) for f in found],
+            "norm_breaks_per_seed": [len(f["norm_breaks"]) for f in found],
             "loss_spikes_per_seed": [len(f["loss_spikes"]) for f in found],
-            "norm_jump_steps": [f["norm_jumps"] for f in found],
+            "norm_break_steps": [f["norm_breaks"] for f in found],
             "loss_spike_steps": [f["loss_spikes"] for f in found],
-            "first_norm_jump": censored_stats([f["norm_jumps"][0] if f["norm_jumps"] else None for f in found]),
+            "first_norm_break": censored_stats([f["norm_breaks"][0] if f["norm_breaks"] else None for f in found]),
             "final_val_acc": [r.get("val/acc") for r in members],
         }
         run, spots, color = runs[0], found[0], PALETTE[i % len(PALETTE)]
@@ -72,7 +73,7 @@ def trace_figure(key: str, name: str, seed: int, run: RunData, spots: dict[str, 
         Series("line", run.steps[keep].tolist(), norm[keep].tolist(), name="last-layer weight norm", color=color),
         Series("line", run.steps.tolist(), loss.tolist(), name="log10 train loss", color=PALETTE[3], dash=True),
     ]
-    vlines = [(s, "norm jump", PALETTE[2]) for s in spots["norm_jumps"]] + [(s, "loss spike", PALETTE[3]) for s in spots["loss_spikes"]]
+    vlines = [(s, "norm break", PALETTE[2]) for s in spots["norm_breaks"]] + [(s, "loss spike", PALETTE[3]) for s in spots["loss_spikes"]]
     return Figure(
         key,
         f"Slingshot: last-layer norm and train loss ({name}, seed {seed})",
@@ -80,18 +81,18 @@ def trace_figure(key: str, name: str, seed: int, run: RunData, spots: dict[str, 
         "L2 norm / log10 loss",
         series,
         vlines=vlines,
-        caption=f"{len(spots['norm_jumps'])} norm jumps and {len(spots['loss_spikes'])} loss spikes detected (vertical lines).",
+        caption=f"{len(spots['norm_breaks'])} norm breaks and {len(spots['loss_spikes'])} loss spikes detected (vertical lines).",
     )
 
 
 def headline(per_arm: dict[str, Any]) -> str:
     parts = []
     for name, a in per_arm.items():
-        jumps, spikes = a["norm_jumps_per_seed"], a["loss_spikes_per_seed"]
-        first = a["first_norm_jump"]["per_seed"]
+        breaks, spikes = a["norm_breaks_per_seed"], a["loss_spikes_per_seed"]
+        first = a["first_norm_break"]["per_seed"]
         when = ", first at step " + "/".join(str(s) if s is not None else "-" for s in first) if any(s is not None for s in first) else ""
         parts.append(
-            f"{name}: {'/'.join(map(str, jumps))} last-layer norm jumps and {'/'.join(map(str, spikes))} loss spikes per seed in {a['steps']} steps{when}"
+            f"{name}: {'/'.join(map(str, breaks))} last-layer norm breaks and {'/'.join(map(str, spikes))} loss spikes per seed in {a['steps']} steps{when}"
         )
     return "; ".join(parts)
 
@@ -99,7 +100,7 @@ def headline(per_arm: dict[str, Any]) -> str:
 RECIPES = [
     Recipe(
         "slingshot",
-        "Thilak et al. 2022: Adam without weight decay, long run; last-layer norm jumps and loss spikes detected and counted",
+        "Thilak et al. 2022: Adam without weight decay, long run; last-layer norm breaks and loss spikes detected and counted",
         ("sweep",),
         analyze,
     ),

@@ -1,0 +1,41 @@
+"""The regime recipes at their quick scale, end to end (slow): each asserts the phenomenon where it should appear
+and its absence where it should not, on fixed seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from groklab.experiments.recipes import run_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def arm(findings: dict, prefix: str) -> dict:
+    """The one arm whose label starts with `prefix`."""
+    (match,) = [a for name, a in findings["arms"].items() if name.startswith(prefix)]
+    return match
+
+
+def test_slingshot_spikes_appear_with_adam_without_weight_decay(tmp_path: Path) -> None:
+    f = run_recipe("slingshot", tmp_path / "r", scale="quick", workers=2, quiet=True)
+    adam, control = arm(f, "adam lr"), arm(f, "adamw lr")
+    assert all(n >= 1 for n in adam["loss_spikes_per_seed"]), adam
+    assert all(n >= 1 for n in adam["norm_breaks_per_seed"]), adam
+    assert sum(control["loss_spikes_per_seed"]) < sum(adam["loss_spikes_per_seed"]), control
+    assert (tmp_path / "r" / "figures" / "slingshot_0.png").is_file()
+    assert "loss spikes" in f["headline"]
+
+
+def test_parity_delay_shrinks_with_data_and_the_sparse_circuit_wins(tmp_path: Path) -> None:
+    f = run_recipe("parity", tmp_path / "r", scale="quick", workers=2, quiet=True)
+    small, mid, large = (f["per_n_samples"][k] for k in ("1000", "2000", "4000"))
+    assert mid["grok_delay"]["n"] == large["grok_delay"]["n"] == 2  # enough data: both seeds grok
+    assert small["grok_delay"]["censored"] == 2  # too little: memorization only, within the budget
+    assert 0 <= large["grok_delay"]["mean"] < mid["grok_delay"]["mean"]
+    # The sparse circuit overtakes the dense one in every run that generalizes, and in none that only memorizes.
+    assert None not in mid["sparse_overtakes_dense"]["per_seed"] + large["sparse_overtakes_dense"]["per_seed"]
+    assert small["sparse_overtakes_dense"]["per_seed"] == [None, None]
+    assert min(mid["final_sparse_share"] + large["final_sparse_share"]) > 0.5 > 0.1 > max(small["final_sparse_share"])
+    assert (tmp_path / "r" / "figures" / "parity_circuits.png").is_file()
