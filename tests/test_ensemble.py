@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny
 
 from groklab.cli import main
-from groklab.config import Config, UserError
+from groklab.config import Config, UserError, apply_overrides
 from groklab.ensemble import parse_seeds, train_ensemble
 from groklab.runio import load_run
 from groklab.train import train
@@ -55,14 +55,47 @@ def test_member_checkpoint_resumes_as_a_single_run(tmp_path: Path) -> None:
     """A member's state checkpoint has train()'s layout: dropping the last one, train() resumes and agrees."""
     config = ensemble_config("mlp")
     train_ensemble(config, tmp_path, 2, progress=False)
-    run_dir = tmp_path / "seed-1"
+    before, after = drop_last_state_and_resume(dataclasses.replace(config, seed=4), tmp_path / "seed-1")
+    assert metric_gap(after, before) < 1e-5
+
+
+def drop_last_state_and_resume(config: Config, run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Delete the final checkpoint and summary of a finished run, resume it with train(); metrics (before, after)."""
     before = load_run(run_dir).metrics
     for name in ("state-000000030.pt", "state-000000030.pt.sha256"):
         (run_dir / "checkpoints" / name).unlink()
     (run_dir / "summary.json").unlink()
-    summary = train(dataclasses.replace(config, seed=4), run_dir, progress=False)
+    summary = train(config, run_dir, progress=False)
     assert summary["status"] == "finished" and summary["steps"] == 30
-    assert metric_gap(load_run(run_dir).metrics, before) < 1e-5
+    return before, load_run(run_dir).metrics
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optim.grokfast": "ema", "optim.grokfast_lamb": 2.0},
+        {"optim.grokfast": "ma", "optim.grokfast_window": 4, "optim.grokfast_lamb": 5.0},
+        {"optim.wd_target": "init", "optim.weight_decay": 1.0},
+    ],
+    ids=["grokfast-ema", "grokfast-ma", "wd-towards-init"],
+)
+def test_elementwise_interventions_match_single_runs_and_resume(tmp_path: Path, overrides: dict) -> None:
+    """Grokfast and weight decay towards init act elementwise, so the ensemble reproduces them, checkpoints included."""
+    config = apply_overrides(ensemble_config("mlp"), overrides)
+    train_ensemble(config, tmp_path / "ens", 2, progress=False)
+    for k in range(2):
+        train(dataclasses.replace(config, seed=config.seed + k), tmp_path / f"single-{k}", progress=False)
+        assert metric_gap(load_run(tmp_path / "ens" / f"seed-{k}").metrics, load_run(tmp_path / f"single-{k}").metrics) < 1e-5
+    before, after = drop_last_state_and_resume(dataclasses.replace(config, seed=config.seed + 1), tmp_path / "ens" / "seed-1")
+    assert metric_gap(after, before) < 1e-5
+
+
+@pytest.mark.parametrize(("field", "value"), [("optim.orthograd", True), ("optim.norm_constraint", 1.0), ("optim.grad_noise", 0.01)])
+def test_interventions_that_would_mix_the_seeds_are_refused(tmp_path: Path, field: str, value: object) -> None:
+    config = apply_overrides(ensemble_config("mlp"), {field: value})
+    with pytest.raises(UserError, match=rf"^{field}={value} is not valid with --seeds"):
+        train_ensemble(config, tmp_path / "ens", 2, progress=False)
+    assert not (tmp_path / "ens").exists()
 
 
 @pytest.mark.parametrize("bad", ["0", "-2", "1.5", "many"])

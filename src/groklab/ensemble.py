@@ -6,6 +6,11 @@ member exactly as its own optimizer would. Member k (seed = config.seed + k) dra
 own BatchSampler, so it follows the same trajectory as `groklab train --seed <seed>` (up to float rounding of
 batched matmuls) and writes an ordinary run directory DIR/seed-<k>/ that `groklab resume` and every other
 command read like any other run. On a GPU, where one small model leaves the device idle, this is the main lever.
+
+Of the optimizer interventions, the elementwise ones are exact here too (Grokfast EMA/MA filters, weight decay
+towards init: their state is stacked like the weights and sliced per member into each checkpoint). Those that
+look at a whole weight tensor or share a random stream (⊥Grad, the norm constraint, gradient noise) would mix
+the members, so they are refused (see UNSUPPORTED).
 """
 
 from __future__ import annotations
@@ -42,6 +47,28 @@ from groklab.train import (
 Tensor = torch.Tensor
 
 
+UNSUPPORTED = {
+    "optim.orthograd": "projects each whole weight tensor, which would mix the stacked seeds",
+    "optim.norm_constraint": "rescales by the norm of all weights together, which would mix the stacked seeds",
+    "optim.grad_noise": "draws one noise stream for all seeds, not each seed's own",
+}
+"""Config fields the vmapped step does not reproduce exactly (while on) -> why."""
+
+
+def check_supported(config: Config) -> None:
+    """Refuse, naming the field, a config whose ensemble would not match its single runs (dropout, some interventions)."""
+    o = config.optim
+    values = {"optim.orthograd": o.orthograd, "optim.norm_constraint": o.norm_constraint, "optim.grad_noise": o.grad_noise}
+    for name, value in values.items():
+        if value:
+            raise UserError(f"{name}={value} is not valid with --seeds: the ensemble {UNSUPPORTED[name]}; train the seeds one by one")
+    if config.model.dropout > 0:
+        raise UserError(
+            f"model.dropout={config.model.dropout} is not valid with --seeds: dropout masks drawn under vmap differ from "
+            "single runs; train the seeds one by one"
+        )
+
+
 def parse_seeds(value: str | int) -> int:
     """The --seeds value as an integer >= 1, or a UserError naming it."""
     try:
@@ -57,11 +84,7 @@ class Ensemble:
     """N members of one config, weights stacked (N, ...), stepped together by one vmapped forward and backward."""
 
     def __init__(self, config: Config, data: Dataset, n: int, device: torch.device) -> None:
-        if config.model.dropout > 0:
-            raise UserError(
-                f"model.dropout={config.model.dropout} is not valid with --seeds: dropout masks drawn under vmap differ from "
-                "single runs; train the seeds one by one"
-            )
+        check_supported(config)
         self.n, self.data = n, data
         self.configs = [dataclasses.replace(config, seed=config.seed + k) for k in range(n)]
         models = [build_model(config.model, data, c.seed).to(device) for c in self.configs]
@@ -114,7 +137,28 @@ class Ensemble:
             i: {key: v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else v for key, v in slot.items()}
             for i, slot in full["state"].items()
         }
-        return {"state": state, "param_groups": full["param_groups"]}
+        out = {"state": state, "param_groups": full["param_groups"]}
+        if "groklab" in full:  # the Interventions wrapper (optim.py): its stacked state sliced the same way
+            out["groklab"] = member_interventions_state(full["groklab"], k)
+        return out
+
+
+def member_interventions_state(extra: dict[str, Any], k: int) -> dict[str, Any]:
+    """Member k's part of Interventions.state_dict()["groklab"]: Grokfast buffers and initial weights, sliced.
+
+    Every tensor there is stacked (N, ...) like the weights, except the MA ring buffers (window, N, ...).
+    The noise generator and norm target are unused (check_supported refuses them).
+    """
+
+    def pick(tensors: list[Tensor] | None, dim: int = 0) -> list[Tensor] | None:
+        return None if tensors is None else [t.select(dim, k).clone() for t in tensors]
+
+    filt = extra["filter"]
+    if filt is not None and "ema" in filt:
+        filt = {"ema": pick(filt["ema"])}
+    elif filt is not None:
+        filt = {"seen": filt["seen"], "buffers": pick(filt["buffers"], dim=1), "sums": pick(filt["sums"])}
+    return {**extra, "filter": filt, "init": pick(extra["init"])}
 
 
 def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: bool = True) -> list[dict[str, Any]]:
