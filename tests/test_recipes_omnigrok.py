@@ -36,7 +36,50 @@ def test_omnigrok_digits_large_init_delays_generalization_and_the_norm_constrain
     assert small["delay"]["mean"] <= 200 and held["delay"]["mean"] <= 200
     # The held norm equals alpha 1's initial norm, and the free alpha 8 run starts 8x larger.
     assert large["initial_norm"] == pytest.approx(8 * small["initial_norm"], rel=1e-3)
-    # LU: train loss falls as the held norm grows; test loss has its minimum inside the range (U).
-    assert numbers["lu_train_falls_with_norm"]
+    # LU: the smallest held norm cannot fit train; test loss has its minimum inside the range (U) and the
+    # test/train gap widens with the norm.
+    assert numbers["lu_small_norm_underfits"]
     assert numbers["lu_test_u_shaped"]
+    assert numbers["lu_gap_grows_with_norm"]
     assert (tmp_path / "digits" / "figures" / "omnigrok-digits_lu.png").is_file()
+
+
+@pytest.mark.slow
+def test_omnigrok_modular_holding_the_norm_small_shortens_the_grokking_delay(tmp_path: Path) -> None:
+    numbers = findings("omnigrok-modular", tmp_path / "modular")
+    s = by_setting(numbers)
+    free, large, held = s[(1.0, 0.0)], s[(4.0, 0.0)], s[(4.0, 0.1)]
+    assert all(x["delay"]["censored"] == 0 for x in (free, large, held))
+    # Modular addition groks at alpha 1 already; held at 0.4x alpha 1's initial norm the delay shrinks by half or more.
+    assert held["delay"]["mean"] <= 0.5 * min(free["delay"]["mean"], large["delay"]["mean"])
+    # LU: held at the initial norm (the largest) it memorizes: test loss far above its minimum, inside the range.
+    assert numbers["lu_test_u_shaped"]
+    assert numbers["lu"][-1]["test_acc"] < 0.5 < max(p["test_acc"] for p in numbers["lu"])
+    assert numbers["lu_small_norm_underfits"]
+
+
+@pytest.mark.slow
+def test_liu_phases_weight_decay_separates_grokking_from_memorization(tmp_path: Path) -> None:
+    numbers = findings("liu-phases", tmp_path / "phases")
+    lr_wd = numbers["lr-wd"]
+    phase = {(c["optim.lr"], c["optim.weight_decay"]): c["phase"] for c in lr_wd["cells"]}
+    assert len(phase) == 16 and None not in phase.values()
+    assert lr_wd["counts"]["grokking"] >= 1
+    # Without weight decay nothing generalizes within the budget; the mlp preset's setting groks.
+    assert all(p in ("memorization", "confusion") for (lr, wd), p in phase.items() if wd == 0)
+    assert phase[(3e-3, 1.0)] == "grokking"
+    embed = numbers["embed-decoder"]
+    assert len(embed["cells"]) == 16
+    assert sum(1 for n in embed["counts"].values() if n) >= 2
+    assert (tmp_path / "phases" / "figures" / "phase_lr_wd.png").is_file()
+    assert (tmp_path / "phases" / "figures" / "phase_embed_decoder.png").is_file()
+
+
+@pytest.mark.slow
+def test_modelwise_test_loss_is_non_monotone_in_width(tmp_path: Path) -> None:
+    numbers = findings("modelwise", tmp_path / "modelwise")
+    widths, loss = numbers["widths"], numbers["final_test_loss"]
+    assert numbers["non_monotone"]
+    peak = numbers["peak_widths"][0]
+    assert widths[0] < peak < widths[-1]
+    assert loss[str(peak)] > loss[str(widths[0])] and loss[str(peak)] > loss[str(widths[-1])]
