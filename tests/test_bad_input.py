@@ -105,6 +105,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("config-edited-invalid", ["resume", "{run}"], _set("task", "train_frac", 3), "train_frac=3"),
     ("config-edited-unknown-key", ["resume", "{run}"], _set("optim", "momentum", 0.9), "optim.momentum"),
     ("config-edited-wrong-type", ["resume", "{run}"], _set(None, "steps", "many"), "'many'"),
+    ("config-edited-task-not-a-table", ["resume", "{run}"], _set(None, "task", 3), "task must be a table"),
     ("config-edited-valid", ["resume", "{run}"], _set(None, "steps", 40), "edited"),
     (
         "config-newer-schema",
@@ -180,3 +181,18 @@ def test_bad_sweep_spec_is_one_clear_line_and_changes_nothing(
     check_refused(subprocess.CompletedProcess([], code, "", err), needle, tmp_path, before)
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in existing.iterdir()) == ["runs", "spec.toml"]
+
+
+@pytest.mark.parametrize("command", ["presets", "ls"])
+def test_a_reader_that_stops_early_gets_no_traceback(finished_run: Path, command: str) -> None:
+    """`groklab ls DIR | head -1`: the pipe closes before groklab has written; it ends quietly, no traceback.
+
+    Plain prints end with exit code 0 (cli.main); rich tables end with 1 (rich's own broken-pipe handling).
+    """
+    args = [command] + ([str(finished_run.parent)] if command == "ls" else [])
+    proc = subprocess.Popen([sys.executable, "-m", "groklab.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait() in (0, 1), err
+    assert err == ""

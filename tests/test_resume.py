@@ -89,7 +89,22 @@ def test_sigterm_checkpoints_and_marks_interrupted(tmp_path: Path) -> None:
 
 def test_divergence_stops_before_the_update_and_keeps_the_last_good_state(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = groklab("train", "--out", str(run), "--quiet", "--steps", "50", "--threads", "1", "--optim.name", "sgd", "--optim.lr", "1e30", "--optim.warmup-steps", "0")
+    result = groklab(
+        "train",
+        "--out",
+        str(run),
+        "--quiet",
+        "--steps",
+        "50",
+        "--threads",
+        "1",
+        "--optim.name",
+        "sgd",
+        "--optim.lr",
+        "1e30",
+        "--optim.warmup-steps",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "diverged"

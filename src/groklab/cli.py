@@ -5,6 +5,7 @@ User errors (bad values, unknown names, a clashing --out) print one line to stde
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -196,9 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         if command is None:
             raise UserError(f"unknown command {argv[0]!r}: expected one of {', '.join(COMMANDS)}")
         resolve(command)(argv[1:])
+        sys.stdout.flush()  # so that a reader that went away is noticed here, not at interpreter exit
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader stopped early (`groklab ls DIR | head -1`): end quietly. Pointing stdout at devnull keeps
+        # the interpreter's final flush of the unwritten rest from raising the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -266,12 +266,13 @@ def to_dict(config: Config) -> dict[str, Any]:
 def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from `to_dict` output (e.g. config.json), rejecting unknown or mistyped keys."""
     flat: dict[str, Any] = {}
+    sections = {path.rsplit(".", 1)[0] for path in leaf_fields() if "." in path}  # task, model, optim
 
     def walk(d: Any, prefix: str) -> None:
         if not isinstance(d, dict):
             raise UserError(f"{prefix.rstrip('.') or 'config'} must be a table of fields, got {d!r}")
         for key, value in d.items():
-            if isinstance(value, dict):
+            if isinstance(value, dict) or prefix + key in sections:
                 walk(value, f"{prefix}{key}.")
             else:
                 flat[prefix + key] = value
@@ -324,7 +325,10 @@ def validate(config: Config) -> Config:
     _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} is not valid: expected a number in [0, 1)")
     _check(m.init_scale > 0 and math.isfinite(m.init_scale), f"model.init_scale={m.init_scale} is not valid: expected a number > 0")
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} is not valid: expected a number > 0")
-    _check(o.embed_lr >= 0 and math.isfinite(o.embed_lr), f"optim.embed_lr={o.embed_lr} is not valid: expected a number >= 0 (0 = same as optim.lr)")
+    _check(
+        o.embed_lr >= 0 and math.isfinite(o.embed_lr),
+        f"optim.embed_lr={o.embed_lr} is not valid: expected a number >= 0 (0 = same as optim.lr)",
+    )
     _check(
         o.embed_lr == 0 or t.name == "binop",
         f"optim.embed_lr={o.embed_lr} is not valid for task.name={t.name!r}: only token tasks (binop) have an embedding; use 0",
@@ -354,7 +358,11 @@ def validate(config: Config) -> Config:
     _check(config.checkpoint_seconds > 0, f"checkpoint_seconds={config.checkpoint_seconds} is not valid: expected a number > 0")
     _check(config.analysis_every >= 1, f"analysis_every={config.analysis_every} is not valid: expected an integer >= 1")
     _check(
-        all(name.strip() in ("fourier", "norms", "rqi", "sharpness", "collapse", "circuit") for name in config.analysis.split(",") if name.strip()),
+        all(
+            name.strip() in ("fourier", "norms", "rqi", "sharpness", "collapse", "circuit")
+            for name in config.analysis.split(",")
+            if name.strip()
+        ),
         f"analysis={config.analysis!r} is not valid: expected a comma-separated list of fourier, norms, rqi, sharpness, collapse, circuit",
     )
     _check(config.threads >= 0, f"threads={config.threads} is not valid: expected an integer >= 0 (0 = torch default)")

@@ -25,7 +25,7 @@ from groklab.config import Config, UserError, validate
 from groklab.data import Dataset, build_task
 from groklab.losses import LossFn, make_loss
 from groklab.models import build_model
-from groklab.optim import build_optimizer
+from groklab.optim import Interventions, build_optimizer
 from groklab.runio import GROK_ACC, RunDir, config_digest, read_metrics, summarize
 
 Tensor = torch.Tensor
@@ -105,7 +105,7 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 6553
 def optimizer_step(
     model: nn.Module,
     forward: Callable[[Tensor], Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | Interventions,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: LossFn,
     x: Tensor,
@@ -239,11 +239,15 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
     # Resume: restore every piece of state from the newest valid checkpoint; drop metrics past it.
     state, corrupt = run.latest_state() if existing else (None, [])
     if state is None and read_metrics(run.metrics_path):
-        raise UserError(f"{run.ckpt_dir} holds no valid checkpoint ({len(corrupt)} corrupt): the run cannot be resumed exactly; train it again into a new --out")
+        raise UserError(
+            f"{run.ckpt_dir} holds no valid checkpoint ({len(corrupt)} corrupt): the run cannot be resumed exactly; train it again into a new --out"
+        )
     if corrupt:
         print(f"warning: skipped corrupt checkpoint(s) {', '.join(p.name for p in corrupt)}; resuming from an older one", file=sys.stderr)
     if state is not None and state["config_digest"] != config_digest(config):
-        raise UserError(f"{run.config_path} differs from the config its checkpoints were trained with (was it edited?); train into a new --out instead")
+        raise UserError(
+            f"{run.config_path} differs from the config its checkpoints were trained with (was it edited?); train into a new --out instead"
+        )
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
