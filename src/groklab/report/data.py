@@ -16,6 +16,7 @@ import numpy as np
 
 from groklab.config import UserError, to_dict
 from groklab.runio import GROK_ACC, RunDir, read_metrics
+from groklab.sweep import stats
 
 SPLITS = ("train", "val", "test")
 STANDARD_KEYS = {"step", "time_s", "lr"} | {f"{s}/{m}" for s in SPLITS for m in ("loss", "acc")}
@@ -223,17 +224,10 @@ def as_float(value: Any) -> float:
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the two-sided Student-t interval across seeds; (mean, mean, mean) for one value."""
-    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    if arr.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(arr.mean())
-    if arr.size == 1:
-        return mean, mean, mean
-    from scipy.special import stdtrit  # Student-t quantile; far lighter to import than scipy.stats
-
-    half = float(stdtrit(arr.size - 1, 0.5 + level / 2) * arr.std(ddof=1) / math.sqrt(arr.size))
-    return mean, mean - half, mean + half
+    """(mean, lo, hi) of sweep.stats.mean_ci's t-interval for plots; (mean, mean, mean) for one value, so a lone seed
+    draws a point without an error bar (nan for none)."""
+    est = stats.mean_ci(values, level)
+    return (est.mean, est.mean, est.mean) if est.n == 1 else (est.mean, est.lo, est.hi)
 
 
 def _crossing_window(steps: np.ndarray, acc: np.ndarray, low: float = 0.1, high: float = GROK_ACC) -> np.ndarray:
