@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from groklab.config import UserError
+
 LOCK_DIR = "locks"
 TABLE_LOCK = "runs.parquet.lock"
 
@@ -61,12 +63,21 @@ def try_lock(path: Path) -> Iterator[bool]:
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (a file, or a directory opened read-only) for the block, waiting for it."""
-    if not path.is_dir():
+    """Hold an exclusive lock on `path` (a file, or a directory opened read-only) for the block, waiting for it.
+
+    NFS cannot lock a directory (it emulates flock with write locks, which need a file open for writing); there
+    the block runs unlocked, which only matters for two sweeps creating the same new sweep dir at one instant.
+    """
+    is_dir = path.is_dir()
+    if not is_dir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDONLY if is_dir else os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            if not is_dir:
+                raise UserError(f"cannot lock {path}: {err.strerror}; the sweep dir must be on a filesystem with file locks") from None
         yield
     finally:
         os.close(fd)
