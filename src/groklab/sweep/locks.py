@@ -9,8 +9,8 @@ in) and hold the last holder's ``host pid`` for messages only.
 On one machine this is exact. On a cluster filesystem (NFS v4, Lustre, CephFS mounted with locking), Linux
 turns flock into a POSIX byte-range lock that the server arbitrates between nodes; a dead node's locks are
 freed when its lease expires (about 90 s on NFS), so a run held by a node that died is taken over on the
-next sweep after that. A filesystem without lock support makes taking the lock fail, and the run is
-reported as failed with that error rather than run unprotected.
+next sweep after that. On a filesystem without file locks the sweep stops with a one-line error (from the
+runs.parquet lock, before any run starts) rather than run unprotected.
 """
 
 from __future__ import annotations
