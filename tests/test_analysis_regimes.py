@@ -76,14 +76,16 @@ def test_collapse_and_circuit_are_logged_during_training(tmp_path) -> None:
     assert {"circuit/sparse", "circuit/dense"} <= set(rows[0])
 
 
-def test_zero_gradient_fraction_sees_collapse_under_the_runs_own_loss() -> None:
-    from groklab.analysis.collapse import zero_gradient_fraction
+def test_correct_gradient_zero_fraction_sees_collapse_under_the_runs_own_loss() -> None:
+    from groklab.analysis.collapse import correct_gradient_zero_fraction as frac
     from groklab.losses import make_loss
 
     logits = torch.zeros(4, 5)
     y = torch.tensor([0, 1, 2, 3])
-    logits[torch.arange(4), y] = torch.tensor([200.0, 200.0, 1.0, 1.0])  # two samples far past float32 softmax's range
-    assert zero_gradient_fraction(make_loss("cross_entropy", "float32"), logits, y) == 0.5
-    # A float64 loss resolves e^-200, but its gradient returns to the float32 logits and rounds to zero there.
-    assert zero_gradient_fraction(make_loss("cross_entropy", "float64"), logits, y) == 0.5
-    assert zero_gradient_fraction(make_loss("stablemax", "float32"), logits, y) == 0.0  # StableMax decays only like 1/x
+    logits[torch.arange(4), y] = torch.tensor([30.0, 30.0, 30.0, 5.0])  # e^-30 is absorbed by 1 in float32, e^-5 is not
+    assert frac(make_loss("cross_entropy", "float32"), logits, y) == 0.75
+    assert frac(make_loss("cross_entropy", "float64"), logits, y) == 0.0  # float64 resolves 1 + e^-30
+    assert frac(make_loss("stablemax", "float32"), logits, y) == 0.0  # StableMax's tail decays like 1/x, not e^-x
+    big = torch.zeros(2, 5)
+    big[:, 0] = 200.0  # even float64 absorbs e^-200
+    assert frac(make_loss("cross_entropy", "float64"), big, torch.tensor([0, 0])) == 1.0

@@ -118,7 +118,8 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
     Keys: fourier/gini, fourier/n_key, fourier/restricted_loss, fourier/excluded_loss (modular tasks);
     norm/layer/<parameter>, norm/last_layer; rqi (x+y); sharpness/top_eig, sharpness/eps; collapse/train (the
     fraction of training samples whose float32 softmax cross-entropy gradient is exactly zero, Prieto et al.),
-    collapse/train_own_loss (the same under the run's own loss and precision, e.g. StableMax or float64);
+    collapse/train_own_loss (the fraction whose correct-class gradient under the run's own loss and precision is
+    exactly zero: the first stage of collapse, for StableMax and float64 runs too);
     circuit/sparse, circuit/dense, circuit/sparse_share, circuit/n_sparse (sparse parity with a one-hidden-layer
     MLP: the norms of the neurons reading mostly the k relevant bits vs the rest, Merrill et al.). The model is put
     in eval mode for the measurement and restored.
@@ -146,7 +147,7 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
             with torch.no_grad():
                 logits = model(data.x[data.train])  # (n_train, n_classes)
             out["collapse/train"] = softmax_collapse_fraction(logits, data.y[data.train])
-            out["collapse/train_own_loss"] = collapse.zero_gradient_fraction(loss_fn, logits, data.y[data.train])
+            out["collapse/train_own_loss"] = collapse.correct_gradient_zero_fraction(loss_fn, logits, data.y[data.train])
         if "circuit" in names and config.task.name == "parity" and len(model.hidden) == 1:  # type: ignore[arg-type]
             c = circuits.circuit_norms(model.hidden[0].weight, model.out.weight, model.hidden[0].bias, config.task.k_bits)  # type: ignore[index,union-attr]
             out.update({f"circuit/{k}": v for k, v in c.items()})

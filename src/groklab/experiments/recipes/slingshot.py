@@ -1,7 +1,7 @@
 """The slingshot mechanism (Thilak et al. 2022): Adam without weight decay, trained long past fitting the training
 set, goes through cycles in which the training loss bursts back up by orders of magnitude and the last-layer
-weight norm's steady growth breaks (Thilak et al. see it jump; the MLP here mostly stalls after the burst), then
-settles again. The spikes act as an implicit regularizer (Pope's review).
+weight norm, after slow steady growth, shoots up just before the burst and then stays flat (a staircase), then the
+cycle repeats. The spikes act as an implicit regularizer (Pope's review).
 
 slingshot: one sweep, Adam with no weight decay and `--analysis norms` (which logs norm/last_layer). The spikes of the
 last-layer norm (abrupt breaks of its growth, a jump or a stall: analysis.spikes.norm_breaks) and of the training

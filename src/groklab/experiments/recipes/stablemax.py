@@ -6,7 +6,7 @@ and give grokking without weight decay; computing the loss in float64 delays it.
 
 stablemax: one sweep, no weight decay anywhere, arms ([zip] in the spec) softmax cross-entropy (the baseline),
 StableMax, StableMax with ⊥Grad, softmax with ⊥Grad and softmax in float64, with `--analysis collapse` logging the
-fraction of training samples whose float32 softmax cross-entropy gradient is exactly zero.
+fraction of training samples whose gradient has vanished (analysis.collapse).
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from groklab.experiments.recipes.common import PALETTE, arms, band, estimate, su
 from groklab.report.plots import Figure
 from groklab.sweep.stats import mean_ci
 
+OWN = "collapse/train_own_loss"
+"""Logged by `--analysis collapse`: correct-class gradient exactly zero under the run's own loss (the first stage)."""
+FULL = "collapse/train"
+"""Logged by `--analysis collapse`: every float32 softmax cross-entropy gradient entry underflowed (the last stage)."""
 LOSS_NAMES = {"cross_entropy": "softmax CE", "stablemax": "StableMax CE", "mse": "MSE"}
 
 
@@ -33,24 +37,30 @@ def arm_label(row: dict[str, Any]) -> str:
     return name
 
 
+def last(values: np.ndarray) -> float:
+    return float(values[~np.isnan(values)][-1])
+
+
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     groups = arms(dirs["sweep"], arm_label)
     per_arm: dict[str, Any] = {}
     acc_series, collapse_series = [], []
     for i, (name, (members, runs)) in enumerate(groups.items()):
         color = PALETTE[i % len(PALETTE)]
-        collapse = [r.columns["collapse/train"] for r in runs]
+        own = [r.columns[OWN] for r in runs]
         per_arm[name] = {
             "steps": members[0]["steps"],
             "weight_decay": members[0]["optim.weight_decay"],
+            "steps_to_train_acc_99": summary_steps(members, "steps_to_train_acc_99"),
             "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
             "final_val_acc": estimate(mean_ci([float(r["val/acc"]) for r in members])),
             "final_test_acc": estimate(mean_ci([float(r["test/acc"]) for r in members])),
-            "final_collapse_fraction": estimate(mean_ci([float(c[~np.isnan(c)][-1]) for c in collapse])),
-            "max_collapse_fraction": estimate(mean_ci([float(np.nanmax(c)) for c in collapse])),
+            "collapsed_own_loss_final": estimate(mean_ci([last(c) for c in own])),
+            "collapsed_own_loss_max": estimate(mean_ci([float(np.nanmax(c)) for c in own])),
+            "softmax_gradient_underflow_final": estimate(mean_ci([last(r.columns[FULL]) for r in runs])),
         }
         acc_series += band(runs, "val/acc", name, color)
-        collapse_series += band(runs, "collapse/train", name, color)
+        collapse_series += band(runs, OWN, name, color)
     acc_fig = Figure(
         "stablemax_val_acc",
         "Grokking without weight decay: val accuracy per loss",
@@ -61,11 +71,11 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     )
     collapse_fig = Figure(
         "stablemax_collapse",
-        "Softmax collapse: training samples whose float32 loss gradient is exactly zero",
+        "Softmax collapse: training samples whose correct-class gradient is exactly zero",
         "step (optimizer updates)",
         "fraction of training samples",
         collapse_series,
-        caption="Measured with softmax cross-entropy in float32 on every run's logits (also for StableMax runs, to compare the logits themselves).",
+        caption="Under each run's own loss and precision (analysis.collapse): the loss of these samples rounds to exactly 0.",
     )
     return Findings({"headline": headline(per_arm), "arms": per_arm}, [acc_fig, collapse_fig])
 
@@ -76,7 +86,7 @@ def headline(per_arm: dict[str, Any]) -> str:
         val, n = a["steps_to_val_acc_99"], len(a["steps_to_val_acc_99"]["per_seed"])
         got = n - val["censored"]
         reach = f"val 99% at step {val['mean']:.0f} ({got}/{n} seeds)" if got else f"val never 99% (final {a['final_val_acc']['mean']:.2f})"
-        parts.append(f"{name}: {reach}, collapsed fraction at the end {a['final_collapse_fraction']['mean']:.2f}")
+        parts.append(f"{name}: {reach}, collapsed at most {a['collapsed_own_loss_max']['mean']:.2f} of the training set")
     return "no weight decay; " + "; ".join(parts)
 
 
