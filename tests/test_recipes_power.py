@@ -1,0 +1,63 @@
+"""Power et al. recipes: Fig 1 curves, Fig 2 data-fraction curves, interventions, op difficulty.
+
+The slow tests run each recipe's quick scale end to end (2 workers, fixed seeds) and assert the qualitative
+result the paper reports; the fast tests pin the threshold and labelling rules on hand-made rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from groklab.experiments.recipes import run_recipe
+from groklab.experiments.recipes.common import rows
+from groklab.experiments.recipes.power import arm_labels, op_fractions
+
+
+def row(op: str, frac: float, seed: int, steps_to_val: int | None, budget: int = 1000) -> dict:
+    return {"task.op": op, "task.train_frac": frac, "seed": seed, "steps": budget, "steps_to_val_acc_99": steps_to_val}
+
+
+def test_threshold_is_the_smallest_fraction_from_which_every_seed_groks() -> None:
+    members = [
+        row("a", 0.3, 0, None), row("a", 0.3, 1, 900),   # one censored seed: 0.3 does not count
+        row("a", 0.5, 0, 400), row("a", 0.5, 1, 500),
+        row("a", 0.7, 0, 200), row("a", 0.7, 1, 300),
+        row("b", 0.3, 0, 800), row("b", 0.3, 1, 700),    # grokked at 0.3 but not at 0.5: not monotone
+        row("b", 0.5, 0, None), row("b", 0.5, 1, 600),
+        row("b", 0.7, 0, 300), row("b", 0.7, 1, 200),
+        row("c", 0.3, 0, None), row("c", 0.5, 0, None), row("c", 0.7, 0, None),
+    ]  # fmt: skip
+    per_op = op_fractions(members)
+    assert per_op["a"]["min_frac"] == 0.5 and per_op["a"]["fails_at_or_below"] == 0.3
+    assert per_op["a"]["by_frac"]["0.3"]["censored"] == 1 and per_op["a"]["by_frac"]["0.3"]["mean"] == 900
+    assert per_op["b"]["min_frac"] == 0.7 and per_op["b"]["fails_at_or_below"] == 0.5
+    assert per_op["c"]["min_frac"] is None and per_op["c"]["fails_at_or_below"] == 0.7
+    assert per_op["a"]["budget"] == 1000
+
+
+def test_arm_labels_name_what_changes_from_the_baseline() -> None:
+    keys = ["optim.weight_decay", "model.dropout", "optim.name", "optim.batch_size"]
+    arms = [(0.0, 0.0, "adamw", 512), (1.0, 0.0, "adamw", 512), (0.0, 0.3, "adamw", 512), (1.0, 0.0, "adam", 512), (1.0, 0.0, "adamw", 0)]
+    assert arm_labels(arms, keys) == ["no regularization", "wd 1", "dropout 0.3", "wd 1, Adam (L2)", "wd 1, full batch"]
+    assert arm_labels([(1.0, 0.0, "adamw", 512), (0.0, 0.0, "adamw", 512)], keys)[0] == "baseline"
+
+
+def findings(tmp_path: Path, name: str) -> dict:
+    numbers = run_recipe(name, tmp_path / name, scale="quick", workers=2, quiet=True)
+    on_disk = json.loads((tmp_path / name / "findings.json").read_text())
+    assert on_disk == json.loads(json.dumps(numbers))
+    assert numbers["headline"]
+    for key in json.loads((tmp_path / name / "figures" / "figures.json").read_text()):
+        assert (tmp_path / name / "figures" / f"{key['key']}.png").stat().st_size > 0
+    return numbers
+
+
+@pytest.mark.slow
+def test_power_fig1_quick_train_fits_before_val_generalizes(tmp_path: Path) -> None:
+    numbers = findings(tmp_path, "power-fig1")
+    train, val = numbers["steps_to_train_acc_99"]["per_seed"], numbers["steps_to_val_acc_99"]["per_seed"]
+    assert len(train) == len(val) == numbers["seeds"] >= 2
+    assert all(t is not None and v is not None and t < v for t, v in zip(train, val, strict=True)), (train, val)
+    assert all(r["val/acc"] >= 0.99 for r in rows(tmp_path / "power-fig1" / "sweep"))
