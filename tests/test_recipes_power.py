@@ -61,3 +61,40 @@ def test_power_fig1_quick_train_fits_before_val_generalizes(tmp_path: Path) -> N
     assert len(train) == len(val) == numbers["seeds"] >= 2
     assert all(t is not None and v is not None and t < v for t, v in zip(train, val, strict=True)), (train, val)
     assert all(r["val/acc"] >= 0.99 for r in rows(tmp_path / "power-fig1" / "sweep"))
+
+
+@pytest.mark.slow
+def test_power_fig2_quick_steps_fall_with_fraction_and_small_fractions_fail(tmp_path: Path) -> None:
+    numbers = findings(tmp_path, "power-fig2")
+    per_op = numbers["per_op"]
+    smallest, largest = min(numbers["fractions"]), max(numbers["fractions"])
+    for op, stats in per_op.items():
+        assert stats["min_frac"] is not None, f"{op} never generalized at any fraction"
+        at = {float(f): s for f, s in stats["by_frac"].items()}
+        assert at[largest]["censored"] == 0
+        assert at[largest]["mean"] < at[stats["min_frac"]]["mean"] or stats["min_frac"] == largest, (op, at)
+    # Below some fraction an op stops generalizing within the budget (censored seeds, counted).
+    assert any(s["fails_at_or_below"] == smallest and s["by_frac"][f"{smallest:g}"]["censored"] for s in per_op.values())
+
+
+@pytest.mark.slow
+def test_power_interventions_quick_weight_decay_groks_and_no_regularization_does_not(tmp_path: Path) -> None:
+    numbers = findings(tmp_path, "power-interventions")
+    arms = numbers["per_arm"]
+    baseline, wd = arms["no regularization"], arms["wd 1"]
+    assert baseline["steps_to_val_acc_99"]["n"] == 0 and baseline["steps_to_val_acc_99"]["censored"] == baseline["seeds"]
+    assert wd["steps_to_val_acc_99"]["censored"] == 0
+    assert wd["final_test_acc"]["mean"] > baseline["final_test_acc"]["mean"] + 0.5
+    assert numbers["best"] != "no regularization"
+    assert arms[numbers["best"]]["steps_to_val_acc_99"]["censored"] == 0
+
+
+@pytest.mark.slow
+def test_op_difficulty_quick_ranks_the_cubic_op_last(tmp_path: Path) -> None:
+    numbers = findings(tmp_path, "op-difficulty")
+    ranking, min_frac = numbers["ranking"], numbers["min_frac"]
+    assert ranking[-1] == "x^3+xy^2+y" and min_frac["x^3+xy^2+y"] is None
+    for op in ("x+y", "x/y", "x^2+y^2"):
+        assert min_frac[op] is not None
+    fracs = [min_frac[op] for op in ranking if min_frac[op] is not None]
+    assert fracs == sorted(fracs)

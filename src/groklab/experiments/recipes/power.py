@@ -231,30 +231,31 @@ def interventions(dirs: dict[str, Path], scale: str) -> Findings:
     steps = [per_arm[a]["steps_to_val_acc_99"] for a in labels]
     tests = [per_arm[a]["final_test_acc"] for a in labels]
     grok_text = [f"{a}: {s['n']}/{s['n'] + s['censored']} grokked" for a, s in zip(labels, steps, strict=True)]
+    counted = [f"{a} ({s['n']}/{s['n'] + s['censored']})" for a, s in zip(labels, steps, strict=True)]  # seeds grokked, in the tick
     steps_fig = Figure(
         "interventions_steps",
         "Steps to 99% val accuracy per intervention",
-        "intervention",
+        "intervention (seeds grokked / seeds)",
         "steps to grok (mean over seeds that grokked)",
         [
             Series(
                 "bar",
-                labels,
+                counted,
                 [math.nan if s["mean"] is None else s["mean"] for s in steps],
                 name="steps to grok (95% CI)",
                 color=PALETTE[0],
                 error=[half(s) for s in steps],
                 text=grok_text,
-            ),  # fmt: skip
+            ),
             Series(
                 "markers",
-                labels,
+                counted,
                 [budget if s["censored"] else math.nan for s in steps],
                 name=f"censored seeds (no grok in {budget} steps)",
                 color=PALETTE[3],
                 symbol="x",
                 text=grok_text,
-            ),  # fmt: skip
+            ),
         ],
         caption="Bars: mean over the seeds that reached 99% val, error bars the 95% t-interval; x at the budget: the arm has "
         "seeds that never grokked (counted in the hover text, never averaged in).",
