@@ -69,7 +69,7 @@ def test_liu_phases_weight_decay_separates_grokking_from_memorization(tmp_path: 
     assert all(p in ("memorization", "confusion") for (lr, wd), p in phase.items() if wd == 0)
     assert phase[(3e-3, 1.0)] == "grokking"
     embed = numbers["embed-decoder"]
-    assert len(embed["cells"]) == 16
+    assert len(embed["cells"]) == 9
     assert sum(1 for n in embed["counts"].values() if n) >= 2
     assert (tmp_path / "phases" / "figures" / "phase_lr_wd.png").is_file()
     assert (tmp_path / "phases" / "figures" / "phase_embed_decoder.png").is_file()
