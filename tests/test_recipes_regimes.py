@@ -39,3 +39,15 @@ def test_parity_delay_shrinks_with_data_and_the_sparse_circuit_wins(tmp_path: Pa
     assert small["sparse_overtakes_dense"]["per_seed"] == [None, None]
     assert min(mid["final_sparse_share"] + large["final_sparse_share"]) > 0.5 > 0.1 > max(small["final_sparse_share"])
     assert (tmp_path / "r" / "figures" / "parity_circuits.png").is_file()
+
+
+def test_stablemax_and_orthograd_grok_without_weight_decay_where_softmax_collapses(tmp_path: Path) -> None:
+    f = run_recipe("stablemax", tmp_path / "r", scale="quick", workers=2, quiet=True)
+    softmax, stable = f["arms"]["softmax CE"], f["arms"]["StableMax CE"]
+    assert softmax["steps_to_val_acc_99"]["censored"] == 2  # plain softmax without weight decay: no grokking
+    assert softmax["collapsed_own_loss_max"]["mean"] > 0.5  # most training samples lost their gradient
+    for name in ("StableMax CE", "StableMax CE + ⊥Grad", "softmax CE + ⊥Grad"):
+        assert f["arms"][name]["steps_to_val_acc_99"]["censored"] == 0, name
+    assert stable["collapsed_own_loss_max"]["mean"] == 0.0
+    assert stable["steps_to_val_acc_99"]["mean"] > stable["steps_to_train_acc_99"]["mean"]  # train first: grokking
+    assert (tmp_path / "r" / "figures" / "stablemax_collapse.png").is_file()
