@@ -36,11 +36,11 @@ def test_bench_json_without_the_peer_reports_null(
     result = json.loads(capsys.readouterr().out)
     check_schema(result)
     names = [c["name"] for c in result["configs"]]
-    assert names == ["sgemm 512x512x512", "sgemm Power shapes", "power"]
+    assert names[:2] == ["sgemm 512x512x512", "sgemm Power shapes"] and names[-1] == "power"  # (+ 4096³ on a GPU)
     power = result["configs"][-1]
     assert power["peer_ms_per_step"] is None and power["ratio_vs_peer"] is None
     # The sgemm peak is the best of the sgemm entries, so each one's fraction is at most 1.
-    assert max(c["fraction_of_peak"] for c in result["configs"][:2]) == pytest.approx(1.0, abs=0.01)
+    assert max(c["fraction_of_peak"] for c in result["configs"][:-1]) == pytest.approx(1.0, abs=0.01)
 
 
 def test_bench_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +57,8 @@ def test_power_flops_match_the_architecture_formula() -> None:
     model = build_model(config.model, data, 0)
     b, s, d, d_mlp, n_classes = 512, 4, 128, 512, data.n_classes
     full_layer = s * (2 * d * 3 * d + 2 * d * d + 2 * 2 * d * d_mlp) + 2 * 2 * s * s * d  # qkv, proj, MLP; scores and mixing
-    last_layer = s * 2 * d * 3 * d + 2 * 2 * s * d + 2 * d * d + 2 * 2 * d * d_mlp + 2 * d * n_classes
+    # The last layer: keys and values at every position, everything else at the answer position alone.
+    last_layer = s * 2 * d * 2 * d + 2 * d * d + 2 * 2 * s * d + 2 * d * d + 2 * 2 * d * d_mlp + 2 * d * n_classes
     expected = 3 * b * (full_layer + last_layer)
     assert train_flops(model, data.x[data.train[:b]]) == pytest.approx(expected, rel=1e-6)
     assert 3.3e9 < expected < 3.6e9  # the design's 3.38 GFLOP per step

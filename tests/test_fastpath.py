@@ -21,6 +21,8 @@ from groklab.optim import build_optimizer
 from groklab.train import BatchSampler, compiled_forward, optimizer_step
 
 Tensor = torch.Tensor
+# The fast path must be exact on every device this machine has (CUDA kernels for attention and AdamW differ from CPU's).
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 def reference_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
@@ -28,7 +30,7 @@ def reference_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
     b, s = x.shape
     h = model.embed.weight[x] + model.pos.weight[:s]  # (batch, seq, d_model)
     d = h.shape[-1]
-    future = torch.ones(s, s, dtype=torch.bool).triu(1)  # position i sees positions <= i
+    future = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)  # position i sees positions <= i
     for block in model.blocks:
         n_heads = block.n_heads
         dh = d // n_heads
@@ -62,11 +64,12 @@ def small(model: str) -> Config:
     return tiny(Config(), overrides)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model_name", ["power", "nanda"])
-def test_fast_logits_match_the_full_sequence_reference(model_name: str) -> None:
+def test_fast_logits_match_the_full_sequence_reference(model_name: str, device: str) -> None:
     config = small(model_name)
-    data = build_task(config.task, config.split_seed)
-    model = build_model(config.model, data, seed=1)
+    data = build_task(config.task, config.split_seed).to(torch.device(device))
+    model = build_model(config.model, data, seed=1).to(device)
     with torch.no_grad():
         fast = model(data.x)  # (N, n_classes): the fast path, as training uses it
         ref = reference_logits(model, data.x)[:, -1]
@@ -74,14 +77,15 @@ def test_fast_logits_match_the_full_sequence_reference(model_name: str) -> None:
     assert (fast - ref).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model_name", ["power", "nanda"])
-def test_first_100_training_losses_match_the_reference(model_name: str) -> None:
+def test_first_100_training_losses_match_the_reference(model_name: str, device: str) -> None:
     """Train twice from the same init and batches: train.py's step on the fast path, and a plain loop on the reference."""
     config = small(model_name)
-    data = build_task(config.task, config.split_seed)
+    data = build_task(config.task, config.split_seed).to(torch.device(device))
     loss_fn = make_loss(config.loss, config.loss_dtype)
 
-    fast_model = build_model(config.model, data, config.seed)
+    fast_model = build_model(config.model, data, config.seed).to(device)
     fast_losses: list[float] = []
 
     def recording_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -95,7 +99,7 @@ def test_first_100_training_losses_match_the_reference(model_name: str) -> None:
         idx = sampler.next()
         assert optimizer_step(fast_model, fast_model, optimizer, schedule, recording_loss, data.x[idx], data.y[idx])
 
-    ref_model = build_model(config.model, data, config.seed)
+    ref_model = build_model(config.model, data, config.seed).to(device)
     optimizer, schedule = build_optimizer(config.optim, ref_model)
     sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
     ref_losses = []

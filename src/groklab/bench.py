@@ -268,6 +268,8 @@ def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, onl
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
         builders.append(("ensemble", lambda n=n: Case(f"ensemble mlp N={n} (per model)", *ensemble_step(mlp, device, n), models=n)))
     cases = [sgemm_case("sgemm 512x512x512", [(512, 512, 512)], device), sgemm_case("sgemm Power shapes", power_shapes(power), device)]
+    if device.type == "cuda":  # 512³ is too small to keep a GPU busy: its peak needs a large product
+        cases.append(sgemm_case("sgemm 4096x4096x4096", [(4096, 4096, 4096)], device))
     cases += [build() for key, build in builders if only is None or key in only]
     time_interleaved(cases, repeats, seconds, device)
 

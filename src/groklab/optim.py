@@ -225,10 +225,12 @@ def build_optimizer(
     params = [p for group in groups for p in group["params"]]
     # Decay towards init replaces the inner optimizer's decay towards zero.
     wd = 0.0 if cfg.wd_target == "init" else cfg.weight_decay
+    # One fused kernel per parameter instead of a dozen elementwise ops (faster on CPU and CUDA; same update up to rounding).
+    fused = True if params and params[0].device.type in ("cpu", "cuda") else None
     if cfg.name == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
     elif cfg.name == "adam":
-        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
     warmup = cfg.warmup_steps

@@ -42,11 +42,15 @@ class Block(nn.Module):
         # x: (batch, seq, d_model) -> (batch, seq, d_model), or (batch, 1, d_model) when last_only.
         b, s, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
-        q, k, v = self.qkv(x).view(b, s, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (batch, heads, seq, dh)
         if last_only:
-            q, x = q[:, :, -1:], x[:, -1:]  # the answer position attends to every position: no mask
+            # Keys and values from every position, the query from the answer position alone (one row of qkv's weight
+            # in three): that position attends to every position, so no mask is needed.
+            k, v = F.linear(x, self.qkv.weight[d:]).view(b, s, 2, h, dh).permute(2, 0, 3, 1, 4)  # each (batch, heads, seq, dh)
+            x = x[:, -1:]
+            q = F.linear(x, self.qkv.weight[:d]).view(b, 1, h, dh).transpose(1, 2)  # (batch, heads, 1, dh)
             scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (batch, heads, 1, seq)
         else:
+            q, k, v = self.qkv(x).view(b, s, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (batch, heads, seq, dh)
             causal = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
             scores = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(causal, float("-inf"))
         attn = (F.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, q.shape[2], d)
