@@ -15,8 +15,8 @@ from groklab.experiments.recipes.common import rows
 from groklab.experiments.recipes.power import arm_labels, op_fractions
 
 
-def row(op: str, frac: float, seed: int, steps_to_val: int | None, budget: int = 1000) -> dict:
-    return {"task.op": op, "task.train_frac": frac, "seed": seed, "steps": budget, "steps_to_val_acc_99": steps_to_val}
+def row(op: str, frac: float, seed: int, steps_to_val: int | None) -> dict:
+    return {"task.op": op, "task.train_frac": frac, "seed": seed, "steps_to_val_acc_99": steps_to_val}
 
 
 def test_threshold_is_the_smallest_fraction_from_which_every_seed_groks() -> None:
@@ -34,7 +34,6 @@ def test_threshold_is_the_smallest_fraction_from_which_every_seed_groks() -> Non
     assert per_op["a"]["by_frac"]["0.3"]["censored"] == 1 and per_op["a"]["by_frac"]["0.3"]["mean"] == 900
     assert per_op["b"]["min_frac"] == 0.7 and per_op["b"]["fails_at_or_below"] == 0.5
     assert per_op["c"]["min_frac"] is None and per_op["c"]["fails_at_or_below"] == 0.7
-    assert per_op["a"]["budget"] == 1000
 
 
 def test_arm_labels_name_what_changes_from_the_baseline() -> None:

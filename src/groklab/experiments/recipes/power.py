@@ -20,7 +20,13 @@ from typing import Any
 from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, Series, band, estimate, group, rows, run_data, summary_steps
 from groklab.report.plots import Figure, steps_to_grok_figure
+from groklab.runio import RunDir
 from groklab.sweep.stats import mean_ci
+
+
+def step_budget(sweep: Path, members: list[dict[str, Any]]) -> int:
+    """The configured step budget (runs.parquet's `steps` is how far each run went: grokked runs stop early)."""
+    return max(RunDir(sweep / str(r["run_dir"])).read_config().steps for r in members)
 
 
 def fig1(dirs: dict[str, Path], scale: str) -> Findings:
@@ -87,7 +93,6 @@ def op_fractions(members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "min_frac": min_frac,
             # The fraction below which it did not generalize: the largest tested fraction under min_frac.
             "fails_at_or_below": max((f for f in tested if min_frac is None or f < min_frac), default=None),
-            "budget": max(int(r["steps"]) for r in at_op if r.get("steps") is not None),
         }
     return out
 
@@ -111,7 +116,7 @@ def fig2(dirs: dict[str, Path], scale: str) -> Findings:
         title=f"Power et al. Fig 2: steps to 99% val vs training fraction ({first['model.name']} model)",
         xlabel="training fraction (share of all pairs)",
     )
-    budget = max(s["budget"] for s in per_op.values())
+    budget = step_budget(dirs["sweep"], members)
     summary = "; ".join(f"{op} {_frac_text(s)}" for op, s in per_op.items())
     falls = []
     for op, stats in per_op.items():
@@ -148,7 +153,7 @@ def op_difficulty(dirs: dict[str, Path], scale: str) -> Findings:
     ranked = sorted(per_op, key=lambda op: (per_op[op]["min_frac"] or math.inf, steps_at_largest(op)))
     grokked = [op for op in ranked if per_op[op]["min_frac"] is not None]
     never = [op for op in ranked if per_op[op]["min_frac"] is None]
-    budget = max(s["budget"] for s in per_op.values())
+    budget = step_budget(dirs["sweep"], members)
     series = [
         Series(
             "bar",
@@ -222,7 +227,7 @@ def interventions(dirs: dict[str, Path], scale: str) -> Findings:
     keys = [k for k in ARM_FIELDS if len({r.get(k) for r in members}) > 1]
     arms = group(members, *keys)
     labels = arm_labels(list(arms), keys)
-    budget = max(int(r["steps"]) for r in members)
+    budget = step_budget(dirs["sweep"], members)
     per_arm: dict[str, dict[str, Any]] = {}
     for label, seeds in zip(labels, arms.values(), strict=True):
         test = mean_ci([r["test/acc"] for r in seeds])
