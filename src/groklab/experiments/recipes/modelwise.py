@@ -1,9 +1,9 @@
 """Davies et al. 2023 (unifying grokking and double descent): model-wise grokking.
 
 One sweep over the MLP's hidden width at fixed data and a fixed step budget. Figures: test loss vs width, at the
-end and at a few step snapshots (log-spaced through the budget), and test loss vs steps for each width. The
-finding is whether final test loss is non-monotone in width: a peak at an intermediate width (worse than a
-smaller one and a larger one), the model-wise analogue of the epoch-wise rise and fall of test loss in grokking.
+end and at a few step snapshots, and test loss vs steps for each width. The finding is whether test loss is
+non-monotone in width (a peak at an intermediate width, worse than a smaller one and a larger one: the model-wise
+analogue of the epoch-wise rise and fall of test loss in grokking), at the end of the budget and at which steps.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, band, group, mean_curve, rows, run_data
 from groklab.report.plots import Figure, Series
 
-N_SNAPSHOTS = 3
-"""Step snapshots drawn besides the final one (log-spaced through the budget)."""
+SNAPSHOTS = (0.25, 0.5)
+"""Fractions of the budget drawn as test-loss-vs-width curves, besides the final step and the step with the largest peak."""
+MARGIN = 1.05
+"""A width is a peak when its test loss exceeds the lowest loss of some smaller and of some larger width by this factor."""
 
 
 def loss_at(curve: tuple[list[float], list[float], list[float], list[float]], step: float) -> float:
@@ -28,9 +30,15 @@ def loss_at(curve: tuple[list[float], list[float], list[float], list[float]], st
     return mean[max(i, 0)]
 
 
-def bumps(widths: list[int], losses: list[float]) -> list[int]:
-    """Widths whose loss is above both a smaller and a larger width's: the peaks of a non-monotone curve."""
-    return [w for i, w in enumerate(widths) if max(losses[:i], default=np.inf) < losses[i] > min(losses[i + 1 :], default=np.inf) and i]
+def peak(widths: list[int], losses: list[float]) -> tuple[int | None, float]:
+    """The width whose loss stands highest above the lowest loss on each side of it, and that height as a ratio
+    (loss / the larger of the two side minima; above MARGIN means test loss is non-monotone in width)."""
+    best: tuple[int | None, float] = (None, 0.0)
+    for i in range(1, len(widths) - 1):
+        ratio = losses[i] / max(min(losses[:i]), min(losses[i + 1 :]))
+        if ratio > best[1]:
+            best = (widths[i], ratio)
+    return best
 
 
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
@@ -45,7 +53,10 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         curves[width] = mean_curve(runs, "test/loss")
         per_step_series += band(runs, "test/loss", f"width {width}", PALETTE[i % len(PALETTE)])
     widths = [w for (w,), _ in groups]
-    snapshots = [int(s) for s in np.unique(np.geomspace(max(first["eval_every"], budget / 30), budget, N_SNAPSHOTS + 1).round(-1))][:-1]
+    common = sorted(set.intersection(*(set(curves[w][0]) for w in widths)))
+    peaks = {int(step): peak(widths, [loss_at(curves[w], step) for w in widths]) for step in common}
+    strongest = max(peaks, key=lambda step: peaks[step][1])
+    snapshots = sorted({int(round(budget * f, -1)) for f in SNAPSHOTS} | {strongest} - {budget})
     final = [curves[w][1][-1] for w in widths]
     width_series = [
         Series("line", widths, [loss_at(curves[w], s) for w in widths], name=f"step {s}", color=PALETTE[(k + 1) % len(PALETTE)], dash=True)
@@ -81,7 +92,8 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             caption="Mean over seeds with 95% bands.",
         ),
     ]
-    peaks = bumps(widths, final)
+    non_monotone = [step for step, (_, ratio) in peaks.items() if ratio > MARGIN]
+    final_peak = peaks[int(common[-1])]
     test_acc = {w: float(np.mean([r["test/acc"] for r in members])) for (w,), members in groups}
     numbers: dict[str, Any] = {
         "setting": setting,
@@ -90,14 +102,22 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         "final_test_loss": dict(zip(map(str, widths), final, strict=True)),
         "final_test_acc": {str(w): a for w, a in test_acc.items()},
         "test_loss_at_steps": {str(s): {str(w): loss_at(curves[w], s) for w in widths} for s in snapshots},
-        "non_monotone": bool(peaks),
-        "peak_widths": peaks,
-        "best_width": widths[int(np.argmin(final))],
+        "peak_margin": MARGIN,
+        "non_monotone_steps": non_monotone,
+        "strongest_peak": {"step": strongest, "width": peaks[strongest][0], "ratio": peaks[strongest][1]},
+        "final_non_monotone": final_peak[1] > MARGIN,
+        "best_final_width": widths[int(np.argmin(final))],
     }
     shown = ", ".join(f"{w}: {v:.3g}" for w, v in zip(widths, final, strict=True))
+    span = (
+        f"at {len(non_monotone)} of {len(peaks)} logged steps ({min(non_monotone)}-{max(non_monotone)})"
+        if non_monotone
+        else "at no logged step"
+    )
     numbers["headline"] = (
-        f"Final test loss vs width is {'non-monotone, peaking at width ' + ', '.join(map(str, peaks)) if peaks else 'monotone (no peak)'} "
-        f"(width: loss after {budget} steps — {shown}); lowest at width {numbers['best_width']}."
+        f"Test loss vs width has an interior peak (>{MARGIN - 1:.0%} above both sides) {span}; the strongest at step {strongest}, width "
+        f"{peaks[strongest][0]} ({peaks[strongest][1]:.2f}x). After {budget} steps it is {'non-monotone' if numbers['final_non_monotone'] else 'monotone'}"
+        f" (width: loss {shown}); lowest at width {numbers['best_final_width']}."
     )
     return Findings(numbers, figures)
 
