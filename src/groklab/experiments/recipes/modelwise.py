@@ -73,13 +73,13 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     figures = [
         Figure(
             "modelwise_width",
-            f"Model-wise: test loss vs MLP width ({setting})",
+            "Model-wise grokking: test loss vs MLP width",
             "hidden width (units per layer, log scale)",
             "test loss (log scale)",
             width_series,
             xlog=True,
             ylog=True,
-            caption=f"Mean over {len(groups[0][1])} seed(s). Solid: after {budget} steps; dashed: at earlier steps.",
+            caption=f"{setting}. Mean over {len(groups[0][1])} seed(s). Solid: after {budget} steps; dashed: at earlier steps.",
         ),
         Figure(
             "modelwise_steps",
