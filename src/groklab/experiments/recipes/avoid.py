@@ -77,7 +77,7 @@ def headline(per_arm: dict[str, Any]) -> str:
 RECIPES = [
     Recipe(
         "avoid-grokking",
-        "Pope's review: no wd + low lr + full batch + float64 loss never generalizes; batch 50 or lr 7e-2 does, vs a wd baseline",
+        "Pope's review: no wd + low lr + full batch + float64 loss fits without generalizing; batch 50 or lr 7e-2 vs a wd baseline",
         ("sweep",),
         analyze,
     ),

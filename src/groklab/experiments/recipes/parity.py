@@ -54,11 +54,10 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             ],
             "final_val_acc": [r.get("val/acc") for r in members],
         }
-        if delay["mean"] is not None:
-            xs.append(n_samples)
-            means.append(delay["mean"])
-            errs.append(delay["hi"] - delay["mean"] if delay["hi"] is not None else 0.0)
-            labels.append(f"{delay['n']} grokked, {delay['censored']} censored")
+        xs.append(f"{n_samples} samples")
+        means.append(delay["mean"] or 0.0)
+        errs.append(delay["hi"] - delay["mean"] if delay["hi"] is not None else 0.0)
+        labels.append(f"{delay['n']} grokked, {delay['censored']} censored")
         if circuit_fig is None and delay["n"]:
             circuit_fig = circuits_figure(runs[0], members[0])
     first = next(iter(by_size.values()))[0]
@@ -68,9 +67,9 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         f"Sparse parity: grokking delay vs dataset size ({setting})",
         "samples drawn (train + val + test)",
         "steps from 99% train to 99% val",
-        [Series("markers", xs, means, name="grokking delay (mean, 95% CI)", color=PALETTE[0], error=errs, text=labels)],
-        xlog=True,
-        caption="Mean over the seeds that grokked; seeds that never reached 99% val are censored and counted in the labels.",
+        [Series("bar", xs, means, name="grokking delay (mean, 95% CI)", color=PALETTE[0], error=errs, text=labels)],
+        caption="Mean over the seeds that grokked; seeds that never reached 99% val are censored and counted in the labels "
+        "(a size where none grokked shows no bar).",
     )
     figures = [delay_fig] + ([circuit_fig] if circuit_fig is not None else [])
     return Findings({"headline": headline(per_size), "setting": setting, "per_n_samples": per_size}, figures)
