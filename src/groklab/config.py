@@ -145,6 +145,8 @@ class Config:
     """Measurements logged into metrics.jsonl during training, comma-separated: fourier, norms, rqi, sharpness, collapse (softmax-collapse fraction), circuit (sparse-parity circuit norms) (e.g. `fourier,norms`)."""
     analysis_every: int = 10
     """Log the `analysis` measurements every this many evaluations (they cost more than an evaluation)."""
+    log: str = ""
+    """Also mirror metrics.jsonl, comma-separated: `tensorboard` (event files in RUN/tensorboard), `wandb` (offline run in RUN/wandb); optional extras, the run dir stays the source of truth."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +367,9 @@ def validate(config: Config) -> Config:
         ),
         f"analysis={config.analysis!r} is not valid: expected a comma-separated list of fourier, norms, rqi, sharpness, collapse, circuit",
     )
+    from groklab.loggers import parse_log  # the logger names live with the loggers
+
+    parse_log(config.log)
     _check(config.threads >= 0, f"threads={config.threads} is not valid: expected an integer >= 0 (0 = torch default)")
     _check(
         config.device == "auto" or config.device in ("cpu", "cuda", "mps") or config.device.startswith("cuda:"),

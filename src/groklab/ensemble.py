@@ -28,6 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from groklab.config import Config, UserError, validate
 from groklab.data import Dataset, build_task
+from groklab.loggers import MetricLoggers
 from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.optim import build_optimizer
@@ -178,6 +179,7 @@ def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: b
     data = build_task(config.task, config.split_seed).to(device)
     ens = Ensemble(config, data, n_seeds, device)
     runs = [RunDir(out / f"seed-{k}") for k in range(n_seeds)]
+    loggers = [MetricLoggers(cfg, run.path) for run, cfg in zip(runs, ens.configs, strict=True)]  # --log; before anything is written
     for run, cfg in zip(runs, ens.configs, strict=True):
         run.prepare(cfg)
 
@@ -220,6 +222,7 @@ def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: b
                     row["norm/total"] = weight_norm(model)
                     row["lr"] = ens.schedule.get_last_lr()[0]
                     runs[k].append_metrics(row)
+                    loggers[k].log(row)
                     rows[k].append(row)
                     held[k] = (held[k] if held[k] is not None else step) if row["val/acc"] >= GROK_ACC else None
                     if config.stop_patience and held[k] is not None and step - held[k] >= config.stop_patience:
@@ -249,4 +252,6 @@ def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: b
         for k in active():
             finish(k, "interrupted" if caught else "finished")
     bar.close()
+    for logger in loggers:
+        logger.close()
     return [s for s in summaries if s is not None]

@@ -23,6 +23,7 @@ from torch import nn
 
 from groklab.config import Config, UserError, validate
 from groklab.data import Dataset, build_task
+from groklab.loggers import MetricLoggers
 from groklab.losses import LossFn, make_loss
 from groklab.models import build_model
 from groklab.optim import Interventions, build_optimizer
@@ -217,6 +218,7 @@ class Progress:
 def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Train `config` into `run_dir` (resuming it if it already holds this run) and return summary.json's content."""
     config = validate(config)
+    loggers = MetricLoggers(config, run_dir)  # --log mirrors; a missing extra fails here, before the run dir is written
     run = RunDir(Path(run_dir))
     existing = run.prepare(config)
     summary = run.read_summary() if existing else None
@@ -283,6 +285,7 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
 
                     row.update(training_metrics(model, data, config, loss_fn))
                 run.append_metrics(row)
+                loggers.log(row)
                 rows.append(row)
                 bar.update(step, row)
                 held_since = (held_since if held_since is not None else step) if row["val/acc"] >= GROK_ACC else None
@@ -313,6 +316,7 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
         checkpoint()
         run.save_model(step, model.state_dict())
     bar.close()
+    loggers.close()
     summary = summarize(rows, status, step, elapsed, seed=config.seed, split_seed=config.split_seed, **extra)
     run.finish(summary)
     return summary
