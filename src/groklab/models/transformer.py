@@ -43,19 +43,31 @@ class Block(nn.Module):
         b, s, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
         if last_only:
-            # Keys and values from every position, the query from the answer position alone (one row of qkv's weight
-            # in three): that position attends to every position, so no mask is needed.
-            k, v = F.linear(x, self.qkv.weight[d:]).view(b, s, 2, h, dh).permute(2, 0, 3, 1, 4)  # each (batch, heads, seq, dh)
-            x = x[:, -1:]
-            q = F.linear(x, self.qkv.weight[:d]).view(b, 1, h, dh).transpose(1, 2)  # (batch, heads, 1, dh)
-            scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (batch, heads, 1, seq)
+            x, attn = x[:, -1:], self.last_position_attention(x)
         else:
             q, k, v = self.qkv(x).view(b, s, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (batch, heads, seq, dh)
             causal = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
             scores = (q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(causal, float("-inf"))
-        attn = (F.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, q.shape[2], d)
+            attn = (F.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, s, d)
         x = self.ln_attn(x + self.drop(self.proj(attn)))
         return self.ln_mlp(x + self.drop(self.fc_out(self.act(self.fc_in(x)))))
+
+    def last_position_attention(self, x: Tensor) -> Tensor:
+        """x: (batch, seq, d_model) -> the answer position's attention output (batch, 1, d_model), before proj.
+
+        Keys and values come from every position, the query from the answer position alone (a third of qkv's
+        weight rows on one position in seq); that position attends to every position, so no mask. With a single
+        query per head the products are elementwise multiply-and-sum in the (batch, seq, heads, dh) layout: no
+        head transposes, no copies, and no batched matmuls of 1×dh by dh×seq, which cost more than their FLOPs.
+        """
+        b, s, d = x.shape
+        h, dh = self.n_heads, d // self.n_heads
+        w = self.qkv.weight  # rows: query, key, value
+        q = F.linear(x[:, -1:], w[:d])  # (batch, 1, d_model)
+        k, v = F.linear(x, w[d : 2 * d]), F.linear(x, w[2 * d :])  # each (batch, seq, d_model)
+        scores = (q * k).view(b, s, h, dh).sum(-1) / math.sqrt(dh)  # (batch, seq, heads)
+        weights = F.softmax(scores, dim=1)  # over the positions attended to
+        return (weights.unsqueeze(-1) * v.view(b, s, h, dh)).sum(1).view(b, 1, d)
 
 
 class Transformer(nn.Module):
