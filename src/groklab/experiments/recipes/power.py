@@ -97,6 +97,16 @@ def op_fractions(members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def coverage(members: list[dict[str, Any]], budget: int) -> str:
+    """What a fraction sweep covers, said plainly (the quick scales test a subset of the paper's ops and fractions)."""
+    ops = list(group(members, "task.op"))
+    fracs = ", ".join(f"{f:g}" for f in sorted({float(r["task.train_frac"]) for r in members}))
+    return (
+        f"{len(ops)} of the 12 operations of Power et al. ({', '.join(op for (op,) in ops)}) at training fractions {fracs}; "
+        f"{len({r['seed'] for r in members})} seeds; the {members[0]['model.name']} model; a {budget}-step budget"
+    )
+
+
 def _frac_text(stats: dict[str, Any]) -> str:
     if stats["min_frac"] is None:
         return f"not at any tested fraction (<= {stats['fails_at_or_below']:g})"
@@ -131,6 +141,7 @@ def fig2(dirs: dict[str, Path], scale: str) -> Findings:
     numbers = {
         "headline": headline,
         "model": first["model.name"],
+        "coverage": coverage(members, budget),
         "budget_steps": budget,
         "seeds": len({r["seed"] for r in members}),
         "ops": list(per_op),
@@ -188,6 +199,7 @@ def op_difficulty(dirs: dict[str, Path], scale: str) -> Findings:
     numbers = {
         "headline": headline,
         "model": members[0]["model.name"],
+        "coverage": coverage(members, budget),
         "budget_steps": budget,
         "ranking": ranked,
         "min_frac": {op: per_op[op]["min_frac"] for op in ranked},
