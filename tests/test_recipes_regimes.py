@@ -51,3 +51,21 @@ def test_stablemax_and_orthograd_grok_without_weight_decay_where_softmax_collaps
     assert stable["collapsed_own_loss_max"]["mean"] == 0.0
     assert stable["steps_to_val_acc_99"]["mean"] > stable["steps_to_train_acc_99"]["mean"]  # train first: grokking
     assert (tmp_path / "r" / "figures" / "stablemax_collapse.png").is_file()
+
+
+def test_avoid_grokking_wd_groks_late_and_without_regularization_val_lags(tmp_path: Path) -> None:
+    f = run_recipe("avoid-grokking", tmp_path / "r", scale="quick", workers=2, quiet=True)
+    baseline, off, batch50 = arm(f, "wd 1"), arm(f, "no wd, adamw lr 0.003, full batch"), arm(f, "no wd, adamw lr 0.003, batch 50")
+    assert baseline["grok_delay"]["censored"] == 0 and baseline["grok_delay"]["mean"] > 0  # weight decay: grokking
+    assert off["steps_to_train_acc_99"]["censored"] == 0 and off["steps_to_val_acc_99"]["censored"] == 2  # fits, never generalizes
+    assert batch50["final_val_acc"]["mean"] > off["final_val_acc"]["mean"] + 0.2  # minibatch noise regularizes
+    assert (tmp_path / "r" / "figures" / "avoid_curves.png").is_file()
+
+
+def test_grokfast_reports_filters_next_to_the_lr_matched_baselines(tmp_path: Path) -> None:
+    f = run_recipe("grokfast", tmp_path / "r", scale="quick", workers=2, quiet=True)
+    steps = f["steps_to_val_acc_95"]
+    assert len(steps) == 5 and all(a["censored"] == 0 for a in steps.values())  # every arm reaches 95% val
+    fair = {c["arm"].split(" (")[0]: c for c in f["comparisons"]}
+    assert set(fair) == {"Grokfast-EMA", "Grokfast-MA"} and all("lr_matched" in c and "same_lr" in c for c in fair.values())
+    assert f["published"]["baseline"] == 39_890 and "39,890" in f["headline"]
