@@ -44,8 +44,8 @@ def part_findings(part: str, sweep: Path) -> tuple[dict[str, Any], Figure]:
     setting = (
         f"{first['task.op']} mod {first['task.p']}, {first['task.train_frac']:.0%} train, {first['model.name']}, {first['steps']} steps"
     )
-    figure.key, figure.title = key, f"{title} ({setting})"
-    figure.caption += (
+    figure.key, figure.title = key, title
+    figure.caption = f"{setting}. {figure.caption}" + (
         f" Phases from the curves: grokking = val acc reached 99% more than {GROK_FACTOR:g}× the train-fitting steps after train did;"
         f" memorization = not within {first['steps']} steps."
     )
