@@ -69,3 +69,6 @@ def test_grokfast_reports_filters_next_to_the_lr_matched_baselines(tmp_path: Pat
     fair = {c["arm"].split(" (")[0]: c for c in f["comparisons"]}
     assert set(fair) == {"Grokfast-EMA", "Grokfast-MA"} and all("lr_matched" in c and "same_lr" in c for c in fair.values())
     assert f["published"]["baseline"] == 39_890 and "39,890" in f["headline"]
+    # Measured here: raising the baseline's lr by (1 + λ) beats each filter, and EMA gives no speed-up at the same lr.
+    assert all(c["lr_matched"]["speedup"] < 1 for c in fair.values()), fair
+    assert fair["Grokfast-EMA"]["same_lr"]["speedup"] < 1.1, fair

@@ -39,7 +39,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         delays = [r["grok_delay"] if r.get("grok_delay") is not None else None for r in members]
         per_arm[name] = {
             "weight_decay": members[0]["optim.weight_decay"],
-            "steps": members[0]["steps"],
+            "steps": int(runs[0].config["steps"]),  # the budget (runs.parquet's "steps" is where a run stopped)
             "steps_to_train_acc_99": summary_steps(members, "steps_to_train_acc_99"),
             "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
             "grok_delay": censored_stats(delays),

@@ -72,7 +72,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         caption="Mean over seeds with 95% t-bands.",
     )
     numbers = {
-        "headline": headline(per_arm, comparisons, first["steps"]),
+        "headline": headline(setting, per_arm, comparisons, int(next(iter(groups.values()))[1][0].config["steps"])),
         "setting": setting,
         "threshold": THRESHOLD,
         "steps_to_val_acc_95": per_arm,
@@ -110,14 +110,14 @@ def _fmt(a: dict[str, Any]) -> str:
     return f"{a['mean']:.0f}{ci}{cens}"
 
 
-def headline(per_arm: dict[str, Any], comparisons: list[dict[str, Any]], budget: int) -> str:
+def headline(setting: str, per_arm: dict[str, Any], comparisons: list[dict[str, Any]], budget: int) -> str:
     text = "; ".join(f"{name}: {_fmt(a)}" for name, a in per_arm.items())
     fair = [c for c in comparisons if "lr_matched" in c and c["lr_matched"]["speedup"] is not None]
     verdict = "; ".join(f"{c['arm']} vs the lr-matched baseline: {c['lr_matched']['speedup']:.2f}x" for c in fair)
     return (
-        f"steps to {THRESHOLD:.0%} val (budget {budget}): {text}"
+        f"{setting}, steps to {THRESHOLD:.0%} val (budget {budget}): {text}"
         + (f". Fair comparison: {verdict}" if verdict else "")
-        + f". Published: {PUBLISHED['baseline']:,} -> {PUBLISHED['grokfast']:,}."
+        + f". Published: {PUBLISHED['baseline']:,} -> {PUBLISHED['grokfast']:,} ({PUBLISHED['setting']})."
     )
 
 

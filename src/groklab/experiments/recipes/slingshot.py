@@ -51,7 +51,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         found = [detect(r) for r in runs]
         per_arm[name] = {
             "weight_decay": members[0]["optim.weight_decay"],
-            "steps": members[0]["steps"],
+            "steps": int(runs[0].config["steps"]),  # the budget (runs.parquet's "steps" is where a run stopped)
             "norm_breaks_per_seed": [len(f["norm_breaks"]) for f in found],
             "loss_spikes_per_seed": [len(f["loss_spikes"]) for f in found],
             "norm_break_steps": [f["norm_breaks"] for f in found],

@@ -49,7 +49,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         color = PALETTE[i % len(PALETTE)]
         own = [r.columns[OWN] for r in runs]
         per_arm[name] = {
-            "steps": members[0]["steps"],
+            "steps": int(runs[0].config["steps"]),  # the budget (runs.parquet's "steps" is where a run stopped)
             "weight_decay": members[0]["optim.weight_decay"],
             "steps_to_train_acc_99": summary_steps(members, "steps_to_train_acc_99"),
             "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
