@@ -38,7 +38,15 @@ def arm_label(row: dict[str, Any]) -> str:
 
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     groups = arms(dirs["sweep"], arm_label)
-    per_arm = {name: {**steps_to(runs, "val/acc", THRESHOLD), "lr": members[0]["optim.lr"]} for name, (members, runs) in groups.items()}
+    per_arm = {
+        name: {
+            **steps_to(runs, "val/acc", THRESHOLD),
+            "lr": m[0]["optim.lr"],
+            "filter": m[0]["optim.grokfast"],
+            "lamb": m[0]["optim.grokfast_lamb"],
+        }
+        for name, (m, runs) in groups.items()
+    }
     first = next(iter(groups.values()))[0][0]
     setting = f"{first['task.op']} mod {first['task.p']}, {first['task.train_frac']:.0%} train, {first['model.name']}, wd {first['optim.weight_decay']:g}"
     comparisons = compare(per_arm)
@@ -85,14 +93,13 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
 
 def compare(per_arm: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Speed-up of each filter arm over the baseline at its own lr and over the baseline with lr × (1 + λ)."""
-    baselines = {a["lr"]: (name, a) for name, a in per_arm.items() if name.startswith("baseline")}
+    baselines = {a["lr"]: (name, a) for name, a in per_arm.items() if a["filter"] == "none"}
     out = []
     for name, a in per_arm.items():
-        if name.startswith("baseline"):
+        if a["filter"] == "none":
             continue
-        lamb = float(name.split("λ ")[1].split(")")[0])
         row: dict[str, Any] = {"arm": name, "mean_steps": a["mean"]}
-        for key, lr in (("same_lr", a["lr"]), ("lr_matched", a["lr"] * (1 + lamb))):
+        for key, lr in (("same_lr", a["lr"]), ("lr_matched", a["lr"] * (1 + a["lamb"]))):
             match = next((b for b_lr, b in baselines.items() if abs(b_lr - lr) <= 1e-9 + 1e-6 * lr), None)
             if match is not None:
                 b_name, b = match
