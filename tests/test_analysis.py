@@ -220,3 +220,72 @@ def test_analyze_run_of_a_task_that_is_not_modular(tmp_path) -> None:
     result = analyze_run(load_run(tmp_path / "run"), sharpness=False)
     assert result["fourier"] is None and result["embeddings"] is None and result["rqi"] is None
     assert len(result["norms"]["per_neuron"]) == 16
+
+
+def test_tsne_keeps_a_planted_circle_s_neighbourhoods_and_is_repeatable() -> None:
+    from sklearn.manifold import trustworthiness
+
+    e = planted_embedding([5], noise=0.05)  # 97 tokens on a circle at frequency 5, in 32 dimensions
+    points = emb.tsne(e)
+    assert points.shape == (P, 2) and torch.equal(points, emb.tsne(e))  # fixed seed: the same map every time
+    assert trustworthiness(e.numpy(), points.numpy(), n_neighbors=5) > 0.95
+    random_map = torch.randn(P, 2, generator=torch.Generator().manual_seed(0))
+    assert trustworthiness(e.numpy(), random_map.numpy(), n_neighbors=5) < 0.8  # the measure can fail
+
+
+def test_neuron_activations_are_the_last_hidden_layer_over_every_pair(small_config) -> None:
+    import torch.nn.functional as F
+
+    from groklab.analysis import neuron_activations
+    from groklab.data import build_task
+    from groklab.models import build_model
+
+    config = apply_overrides(small_config, {"model.depth": 2, "model.activation": "gelu"})
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, config.seed).eval()
+    acts = neuron_activations(model, data, 7)
+    with torch.no_grad():  # the MLP's forward written out: embed both operands, two GELU layers
+        x = model.embed(data.x[:, model.positions]).flatten(1)
+        expected = F.gelu(model.hidden[1](F.gelu(model.hidden[0](x))))
+    assert acts.shape == (7, 7, config.model.width)
+    assert torch.allclose(acts.reshape(49, -1), expected)
+    a, b = data.x[8, model.positions].tolist()  # row-major (a, b): pair 8 of p = 7 is (1, 1)
+    assert (a, b) == (1, 1) and torch.equal(acts[1, 1], acts.reshape(49, -1)[8])
+
+
+def test_transformer_neurons_match_the_full_forward_and_their_spectrum_keeps_their_energy() -> None:
+    from conftest import tiny
+
+    from groklab.analysis import neuron_activations, neuron_fourier
+    from groklab.data import build_task
+    from groklab.experiments.presets import get_preset
+    from groklab.models import build_model
+
+    config = tiny(get_preset("nanda"), {"task.p": 11, "model.d_model": 16, "model.d_mlp": 24, "model.n_heads": 2})
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, config.seed).eval()
+    acts = neuron_activations(model, data, 11)  # through the last-position fast path
+    block, captured = model.blocks[-1], []
+    handle = block.fc_in.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    with torch.no_grad():
+        model(data.x, full=True)  # every position through plain causal attention
+    handle.remove()
+    assert acts.shape == (11, 11, 24)
+    assert torch.allclose(acts.reshape(121, -1), block.act(captured[0][:, -1]), atol=1e-5)
+    result = neuron_fourier(model, data, 11)
+    assert len(result["spectrum"]) == 11 // 2 + 1  # Parseval: the frequencies share out the activations' energy
+    assert sum(result["spectrum"]) == pytest.approx(float(acts.double().pow(2).sum()), rel=1e-9)
+
+
+def test_analyze_run_reports_tsne_and_the_neuron_spectrum(small_config, tmp_path) -> None:
+    train(small_config, tmp_path / "add", progress=False)
+    result = analyze_run(load_run(tmp_path / "add"), sharpness=False)
+    json.dumps(result, allow_nan=False)
+    assert len(result["embeddings"]["tsne"]) == 7 and len(result["embeddings"]["pca"]) == 7
+    neurons = result["neuron_fourier"]
+    assert len(neurons["spectrum"]) == 7 // 2 + 1 and 0 <= neurons["gini"] <= 1
+    assert all(1 <= f <= 3 for f in neurons["key_frequencies"])
+    # x/y has no pairs with y = 0: no full (a, b) grid, so no neuron spectrum (the embedding analyses still run).
+    train(apply_overrides(small_config, {"task.op": "x/y"}), tmp_path / "div", progress=False)
+    div = analyze_run(load_run(tmp_path / "div"), sharpness=False)
+    assert div["neuron_fourier"] is None and len(div["embeddings"]["tsne"]) == 7

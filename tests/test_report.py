@@ -182,6 +182,28 @@ def test_run_report_with_analysis_of_a_trained_run(tmp_path):
     assert "run_acc" in figs
 
 
+def test_run_report_draws_the_tsne_map_and_the_neuron_spectrum(tmp_path):
+    from groklab.analysis import analyze_run
+    from groklab.runio import load_run
+    from groklab.train import train
+
+    config = tiny(Config(), {"task.p": 11, "model.d_model": 16, "model.width": 32, "model.depth": 1, "steps": 12})
+    train(config, tmp_path / "run", progress=False)
+    page = report_run(tmp_path / "run", sharpness=False)
+    figs = figure_data(page)
+    analysis = analyze_run(load_run(tmp_path / "run"), sharpness=False)
+    tsne = figs["embedding_tsne"]["data"][0]
+    assert [[x, y] for x, y in zip(tsne["x"], tsne["y"], strict=True)] == analysis["embeddings"]["tsne"]  # one point per token
+    assert tsne["marker"]["color"] == list(range(11))  # coloured by token, as the PCA map
+    other, key = figs["neuron_spectrum"]["data"]
+    spectrum = analysis["neuron_fourier"]["spectrum"]
+    assert len(other["x"]) == len(spectrum) == 11 // 2 + 1
+    drawn = [k if k is not None else o for k, o in zip(key["y"], other["y"], strict=True)]
+    assert drawn == pytest.approx(spectrum)  # every frequency drawn once, key frequencies in their own trace
+    assert figs["neuron_spectrum"]["layout"]["yaxis"]["type"] == "log"
+    assert (page.parent / "embedding_tsne.png").stat().st_size > 0 and (page.parent / "neuron_spectrum.png").stat().st_size > 0
+
+
 def test_not_a_run_or_sweep_is_a_user_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="neither a run"):

@@ -53,6 +53,31 @@ def all_pair_logits(model: nn.Module, data: Dataset, p: int) -> Tensor:
     return model(data.x).reshape(p, p, -1)  # data.x holds every pair in row-major (a, b) order
 
 
+@torch.no_grad()
+def neuron_activations(model: nn.Module, data: Dataset, p: int) -> Tensor:
+    """Activations of the MLP neurons that feed the output, for every pair (a, b): (p, p, n_neurons), [a, b, neuron].
+
+    Nanda et al.'s neurons: the last transformer block's MLP at the answer position, or the MLP's last hidden
+    layer. Read with a hook on the layer's input projection, then its activation (it is a function, not a module).
+    """
+    blocks = getattr(model, "blocks", None)
+    layer, act = (blocks[-1].fc_in, blocks[-1].act) if blocks is not None else (model.hidden[-1], model.act)  # type: ignore[index,union-attr]
+    captured: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _module, _inputs, out: captured.append(out))  # type: ignore[union-attr]
+    try:
+        model(data.x)  # every pair in row-major (a, b) order
+    finally:
+        handle.remove()
+    pre = captured[0]  # (p², n) for the MLP, (p², 1, n) for the transformer's last-position block
+    return act(pre[:, -1] if pre.dim() == 3 else pre).reshape(p, p, -1)  # type: ignore[operator]
+
+
+def neuron_fourier(model: nn.Module, data: Dataset, p: int) -> dict[str, Any]:
+    """{spectrum, key_frequencies, gini} of the neuron activations over all (a, b), by the embedding's rules."""
+    power = fourier.neuron_spectrum(neuron_activations(model, data, p))
+    return {"spectrum": power.tolist(), "key_frequencies": fourier.key_frequencies(power), "gini": fourier.spectrum_gini(power)}
+
+
 def fourier_measures(model: nn.Module, data: Dataset, config: Config, with_variance: bool = True) -> dict[str, Any]:
     """The `fourier` dict of analyze_run for a modular task (loss fields None for ops that are not a ± b)."""
     p = config.task.p
@@ -160,7 +185,7 @@ def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> di
     """Every measurement of one model checkpoint of `run` (from groklab.runio.load_run), as a JSON-able dict.
 
     step picks the weights-only checkpoint (default: the newest). Keys: step, fourier, norms, rqi,
-    sharpness, phase, phase_boundaries, embeddings (see the README's Analysis section).
+    sharpness, phase, phase_boundaries, embeddings, neuron_fourier (see the README's Analysis section).
     """
     config: Config = run.config
     if step is None:
@@ -190,6 +215,8 @@ def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> di
             col("fourier/gini") if any("fourier/gini" in r for r in rows) else None,
         ),
         "embeddings": embeddings.embedding_summary(input_embedding(model, config.task.p)) if modular else None,
+        # Ops defined on every pair only (x/y skips y = 0): the 2-D transform needs the full (a, b) grid.
+        "neuron_fourier": neuron_fourier(model, data, config.task.p) if modular and len(data.x) == config.task.p**2 else None,
     }
     return _jsonable(result)
 

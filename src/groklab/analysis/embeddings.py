@@ -18,12 +18,19 @@ def pca(emb: Tensor, k: int = 2) -> Tensor:
     return proj * torch.where(signs == 0, 1.0, signs)
 
 
-def tsne(emb: Tensor, seed: int = 0, perplexity: float = 10.0) -> Tensor:
-    """A 2-D t-SNE map (scikit-learn) of emb (n, d): (n, 2). Slower than PCA; for plots, not for metrics."""
+def tsne(emb: Tensor, seed: int = 0, perplexity: float = 20.0) -> Tensor:
+    """A 2-D t-SNE map (scikit-learn) of emb (n, d): (n, 2), the same for the same input (fixed seed, PCA init).
+
+    For plots, not for metrics. Perplexity 20 suits the p ≈ 100 tokens of a modular task (each token's
+    neighbourhood is a handful of tokens, as on Power et al.'s circles); it is capped below n/3 for small p.
+    One BLAS/OpenMP thread: with torch's threads already spinning, more made it 10-30× slower here, not faster.
+    """
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     e = emb.detach().double().cpu().numpy()
-    out = TSNE(n_components=2, perplexity=min(perplexity, (len(e) - 1) / 3), random_state=seed, init="pca").fit_transform(e)
+    with threadpool_limits(1):
+        out = TSNE(n_components=2, perplexity=min(perplexity, (len(e) - 1) / 3), random_state=seed, init="pca").fit_transform(e)
     return torch.from_numpy(out)
 
 
@@ -44,6 +51,10 @@ def circularity(points: Tensor) -> float:
 
 
 def embedding_summary(emb: Tensor) -> dict[str, object]:
-    """{pca: [[x, y], ...] one row per token, circularity} for an input embedding (p, d)."""
+    """{pca, circularity, tsne} for an input embedding (p, d): both projections as [[x, y], ...], one row per token."""
     proj = pca(emb, 2)
-    return {"pca": [[round(float(x), 6), round(float(y), 6)] for x, y in proj], "circularity": circularity(proj)}
+    return {"pca": _rows(proj), "circularity": circularity(proj), "tsne": _rows(tsne(emb))}
+
+
+def _rows(points: Tensor) -> list[list[float]]:
+    return [[round(float(x), 6), round(float(y), 6)] for x, y in points]

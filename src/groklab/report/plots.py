@@ -333,32 +333,54 @@ def run_figures(run: RunData, analysis: dict[str, Any] | None, label: str = "") 
     return figs
 
 
+def _spectrum_series(power: list[float], keys: set[int]) -> list[Series]:
+    """Bars of power per frequency, the key frequencies as their own trace so that the legend says what the highlight means."""
+    freqs = list(range(len(power)))
+    return [
+        Series("bar", freqs, [math.nan if k in keys else p for k, p in zip(freqs, power, strict=True)], name="other", color="#9aa5b1"),
+        Series(
+            "bar",
+            freqs,
+            [p if k in keys else math.nan for k, p in zip(freqs, power, strict=True)],
+            name="key frequency",
+            color=SPLIT_COLORS["val"],
+        ),
+    ]
+
+
+def _token_scatter(points: list[list[float]]) -> list[Series]:
+    """2-D points, one per operand token, coloured by the token's value (neighbours on a circle share a hue)."""
+    pts = np.asarray(points, dtype=np.float64)
+    tokens = list(range(len(pts)))
+    return [
+        Series("markers", pts[:, 0].tolist(), pts[:, 1].tolist(), values=[float(t) for t in tokens], text=[f"token {t}" for t in tokens])
+    ]
+
+
 def analysis_figures(analysis: dict[str, Any], title: str = "") -> list[Figure]:
-    """Fourier spectrum, per-layer norms and the embedding projection from `analyze_run`'s dict."""
+    """Fourier spectra (embeddings, neurons), per-layer norms and the embedding projections from `analyze_run`'s dict."""
     figs = []
     fourier = analysis.get("fourier")
     if fourier and fourier.get("spectrum"):
-        power = [as_float(v) for v in fourier["spectrum"]]
-        keys = set(fourier.get("key_frequencies") or [])
-        freqs = list(range(len(power)))
         caption = (
-            f"key frequencies {sorted(keys)}; Gini {as_float(fourier.get('gini')):.3f}; restricted loss {as_float(fourier.get('restricted_loss')):.3g}, "
+            f"key frequencies {sorted(fourier.get('key_frequencies') or [])}; Gini {as_float(fourier.get('gini')):.3f}; "
+            f"restricted loss {as_float(fourier.get('restricted_loss')):.3g}, "
             f"excluded loss {as_float(fourier.get('excluded_loss')):.3g}, full loss {as_float(fourier.get('full_loss')):.3g}"
         )
-        # Key frequencies as their own trace so that the legend says what the highlight means.
-        series = [
-            Series("bar", freqs, [math.nan if k in keys else p for k, p in zip(freqs, power, strict=True)], name="other", color="#9aa5b1"),
-            Series(
-                "bar",
-                freqs,
-                [p if k in keys else math.nan for k, p in zip(freqs, power, strict=True)],
-                name="key frequency",
-                color=SPLIT_COLORS["val"],
-            ),
-        ]
+        series = _spectrum_series([as_float(v) for v in fourier["spectrum"]], set(fourier.get("key_frequencies") or []))
         figs.append(
             Figure("fourier_spectrum", f"Fourier spectrum of the embeddings{title}", "frequency k", "power", series, caption=caption)
         )
+    neurons = analysis.get("neuron_fourier")
+    if neurons and neurons.get("spectrum"):
+        keys = set(neurons.get("key_frequencies") or [])
+        caption = (
+            f"key frequencies {sorted(keys)}; Gini {as_float(neurons.get('gini')):.3f}; the neurons feeding the output, "
+            "2-D transform over (a, b), a term counted at the larger of its two frequencies; log scale (k = 0 is the mean activation)"
+        )
+        series = _spectrum_series([as_float(v) for v in neurons["spectrum"]], keys)
+        title_n = f"Fourier spectrum of the MLP neurons over all (a, b){title}"
+        figs.append(Figure("neuron_spectrum", title_n, "frequency k", "power (log scale)", series, ylog=True, caption=caption))
     norms = analysis.get("norms")
     if norms and isinstance(norms.get("per_layer"), dict) and norms["per_layer"]:
         names = list(norms["per_layer"])
@@ -367,11 +389,11 @@ def analysis_figures(analysis: dict[str, Any], title: str = "") -> list[Figure]:
                            caption=f"total norm {as_float(norms.get('total')):.3g}"))  # fmt: skip
     emb = analysis.get("embeddings")
     if emb and emb.get("pca"):
-        pts = np.asarray(emb["pca"], dtype=np.float64)
-        tokens = list(range(len(pts)))
-        figs.append(Figure("embedding_pca", f"Embedding projection (first two principal components){title}", "PC 1", "PC 2",
-                           [Series("markers", pts[:, 0].tolist(), pts[:, 1].tolist(), values=[float(t) for t in tokens], text=[f"token {t}" for t in tokens])],
+        figs.append(Figure("embedding_pca", f"Embedding projection (first two principal components){title}", "PC 1", "PC 2", _token_scatter(emb["pca"]),
                            caption=f"circularity {as_float(emb.get('circularity')):.3f} (1 = the tokens lie on a circle)"))  # fmt: skip
+    if emb and emb.get("tsne"):
+        figs.append(Figure("embedding_tsne", f"Embedding t-SNE map{title}", "t-SNE 1", "t-SNE 2", _token_scatter(emb["tsne"]),
+                           caption="t-SNE keeps neighbourhoods, not distances: tokens that sit together are embedded alike"))  # fmt: skip
     return figs
 
 
