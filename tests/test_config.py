@@ -97,5 +97,5 @@ def test_from_dict_rejects_unknown_and_mistyped_keys() -> None:
         from_dict(data)
     data = to_dict(Config())
     data["task"] = 3
-    with pytest.raises(UserError, match="'task'"):
+    with pytest.raises(UserError, match="task must be a table"):
         from_dict(data)
