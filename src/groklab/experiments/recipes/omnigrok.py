@@ -19,6 +19,7 @@ algorithmic setting, modular addition, here on the MLP with cross-entropy (the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def delay_text(setting: dict[str, Any], budget: int) -> str:
     return f"{setting['label']}: {d['mean']:.0f} steps" + (f" ({d['censored']} seed(s) never)" if d["censored"] else "")
 
 
-def analyze_for(name: str) -> Any:
+def analyze_for(name: str) -> Callable[[dict[str, Path], str], Findings]:
+    """The `analyze` of recipe `name` (the two recipes differ only in what counts as generalized)."""
     val_gen = VAL_GEN[name]
 
     def analyze(dirs: dict[str, Path], scale: str) -> Findings:
@@ -113,7 +115,8 @@ def analyze_for(name: str) -> Any:
             if first["task.name"] == "binop"
             else f"{first['task.name']} ({first['task.train_size']} train images)"
         )
-        setting = f"{task}, {first['model.name']} width {first['model.width']}, {first['loss']} loss, wd {first['optim.weight_decay']}"
+        model = f"MLP width {first['model.width']}" if first["model.name"] == "mlp" else f"{first['model.name']} transformer"
+        setting = f"{task}, {model}, {first['loss']} loss, wd {first['optim.weight_decay']}"
         points = lu_points(dirs["lu"])
         large = max((s for s in settings if s["norm_constraint"] == 0), key=lambda s: s["init_scale"])
         large_run = run_data(
