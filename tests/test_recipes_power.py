@@ -89,11 +89,12 @@ def test_power_interventions_quick_weight_decay_groks_and_no_regularization_does
 
 
 @pytest.mark.slow
-def test_op_difficulty_quick_ranks_the_cubic_op_last(tmp_path: Path) -> None:
+def test_op_difficulty_quick_ranks_the_cubic_op_last_and_squares_before_sums(tmp_path: Path) -> None:
     numbers = findings(tmp_path, "op-difficulty")
     ranking, min_frac = numbers["ranking"], numbers["min_frac"]
     assert ranking[-1] == "x^3+xy^2+y" and min_frac["x^3+xy^2+y"] is None
     for op in ("x+y", "x/y", "x^2+y^2"):
         assert min_frac[op] is not None
-    fracs = [min_frac[op] for op in ranking if min_frac[op] is not None]
-    assert fracs == sorted(fracs)
+    # The sum of squares generalizes from a smaller fraction than x+y on this MLP (measured: 0.3 vs 0.5).
+    assert min_frac["x^2+y^2"] < min_frac["x+y"]
+    assert ranking.index("x^2+y^2") < ranking.index("x+y")
