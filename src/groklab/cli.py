@@ -76,6 +76,16 @@ def parse_options(args: list[str], flags: set[str], options: set[str]) -> tuple[
     return known, overrides
 
 
+def int_option(known: dict[str, str | bool], name: str, expected: str = "an integer >= 1") -> int | None:
+    """The integer value of option --name from `parse_options`'s known dict (None if absent), or a one-line error."""
+    if name not in known:
+        return None
+    try:
+        return int(str(known[name]))
+    except ValueError:
+        raise UserError(f"--{name} {known[name]!r} is not valid: expected {expected}") from None
+
+
 def field_help() -> str:
     from groklab.config import Config, get_path
 

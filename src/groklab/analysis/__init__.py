@@ -310,18 +310,13 @@ def command(args: list[str]) -> None:
         return
     from pathlib import Path
 
-    from groklab.cli import parse_options
+    from groklab.cli import int_option, parse_options
     from groklab.runio import load_run
 
     known, unknown = parse_options(args[1:], flags={"json", "no-sharpness"}, options={"step"})
     if unknown:
         raise UserError(f"unknown option --{next(iter(unknown))} for groklab analyze: expected --step N, --json, --no-sharpness")
-    step = None
-    if "step" in known:
-        try:
-            step = int(str(known["step"]))
-        except ValueError:
-            raise UserError(f"--step {known['step']!r} is not valid: expected an integer step with a model checkpoint") from None
+    step = int_option(known, "step", "an integer step with a model checkpoint")
     path = Path(args[0])
     if not path.is_dir():
         raise UserError(f"{path} is not a directory holding a groklab run")

@@ -134,7 +134,7 @@ def command(args: list[str]) -> None:
         if not args:
             raise UserError("groklab export-tl needs a run directory: groklab export-tl RUN")
         return
-    from groklab.cli import parse_options
+    from groklab.cli import int_option, parse_options
     from groklab.runio import atomic_write_bytes, load_run
 
     known, unknown = parse_options(args[1:], flags=set(), options={"step", "out"})
@@ -143,12 +143,7 @@ def command(args: list[str]) -> None:
     path = Path(args[0])
     if not path.is_dir():
         raise UserError(f"{path} is not a directory holding a groklab run")
-    step = None
-    if "step" in known:
-        try:
-            step = int(str(known["step"]))
-        except ValueError:
-            raise UserError(f"--step {known['step']!r} is not valid: expected an integer step with a model checkpoint") from None
+    step = int_option(known, "step", "an integer step with a model checkpoint")
     require_transformer_lens()
     hooked, cfg, diff = to_hooked_transformer(load_run(path), step)
     out = Path(str(known.get("out", path / "transformer_lens.pt")))

@@ -115,20 +115,13 @@ def _parse(args: list[str], flags: set[str], options: set[str], n_positional: in
     return positional, known
 
 
-def _int_option(known: dict[str, str | bool], name: str) -> int | None:
-    if name not in known:
-        return None
-    try:
-        return int(str(known[name]))
-    except ValueError:
-        raise UserError(f"--{name} {known[name]!r} is not valid: expected an integer >= 1") from None
-
-
 def command(args: list[str]) -> None:
     """`groklab sweep`: run a sweep spec (see SWEEP_HELP)."""
     if "--help" in args or "-h" in args:
         print(SWEEP_HELP)
         return
+    from groklab.cli import int_option
+
     (spec_arg,), known = _parse(args, {"dry-run", "quiet"}, {"out", "backend", "workers", "address"}, 1, SWEEP_HELP)
     spec_path = Path(spec_arg)
     from rich.console import Console
@@ -146,7 +139,7 @@ def command(args: list[str]) -> None:
         spec_path,
         out,
         backend=str(known.get("backend", "local")),
-        workers=_int_option(known, "workers"),
+        workers=int_option(known, "workers"),
         address=str(known["address"]) if "address" in known else None,
         progress=not quiet,
     )

@@ -182,7 +182,7 @@ def command(args: list[str]) -> None:
             except UserError:
                 continue  # a recipe whose module is not installed is simply not offered
         return
-    from groklab.cli import parse_options
+    from groklab.cli import int_option, parse_options
 
     options = {"out", "scale", "workers", "backend", "address", "print-spec"}
     positional, rest = split_positional(args, options)
@@ -203,12 +203,7 @@ def command(args: list[str]) -> None:
         return
     if "out" not in known:
         raise UserError("groklab recipe needs --out DIR")
-    workers = None
-    if "workers" in known:
-        try:
-            workers = int(str(known["workers"]))
-        except ValueError:
-            raise UserError(f"--workers {known['workers']!r} is not valid: expected an integer >= 1") from None
+    workers = int_option(known, "workers")
     out = Path(str(known["out"]))
     quiet = bool(known.get("quiet"))
     numbers = run_recipe(
