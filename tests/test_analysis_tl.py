@@ -29,21 +29,31 @@ def test_export_tl_without_transformer_lens_says_how_to_install(tmp_path) -> Non
         tl.command([str(small_nanda(tmp_path))])
 
 
-def test_export_tl_rejects_the_power_model() -> None:
-    with pytest.raises(UserError, match="post-LayerNorm"):
-        tl.tl_config(get_preset("power-fig1").model, 99, 97, 4)
+def test_export_tl_rejects_the_mlp() -> None:
+    with pytest.raises(UserError, match="model.name='nanda' or 'power', not 'mlp'"):
+        tl.tl_config(get_preset("mlp").model, 99, 97, 4)
 
 
 @pytest.mark.skipif(not HAS_TL, reason="needs the interp extra (transformer-lens)")
-def test_export_tl_logits_match(tmp_path) -> None:
-    run_dir = small_nanda(tmp_path)
+@pytest.mark.parametrize("preset", ["nanda", "power-fig1"])
+def test_export_tl_logits_match(tmp_path, preset: str) -> None:
+    base = {"device": "cpu", "threads": 1, "steps": 30, "eval_every": 30, "task.p": 11, "model.d_model": 32, "model.d_mlp": 64}
+    train(apply_overrides(get_preset(preset), base), tmp_path / "run", progress=False)
+    run_dir = tmp_path / "run"
     hooked, _, diff = tl.to_hooked_transformer(load_run(run_dir))
     assert diff <= 1e-4
     tl.command([str(run_dir), "--out", str(tmp_path / "tl.pt")])
-    saved = torch.load(tmp_path / "tl.pt")
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    reloaded = HookedTransformer(HookedTransformerConfig(**saved["cfg"]))
-    reloaded.load_state_dict(saved["state_dict"])
+    reloaded = tl.load_hooked(tmp_path / "tl.pt")
     x = torch.tensor([[1, 11, 2, 12]])  # 1 + 2 = (operand, op token, operand, '=')
-    assert torch.allclose(reloaded(x)[:, -1], hooked(x)[:, -1])
+    model = load_run(run_dir).load_model().eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x)[:, -1], model(x), atol=1e-5)
+        # TransformerLens tools see the run: a cache of every activation, the post-LayerNorm stream at the hook points.
+        _, cache = reloaded.run_with_cache(x)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (1, model.blocks[0].n_heads, 4, 4)
+    with torch.no_grad():  # the residual stream at every position after block 0 is groklab's block 0 output
+        ours = model.blocks[0](model.embed(x) + model.pos.weight)
+    assert torch.allclose(cache["blocks.0.hook_resid_post"], ours, atol=1e-5)
+    reloaded.reset_hooks()  # the LayerNorm hooks are permanent: they stay
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x)[:, -1], model(x), atol=1e-5)
