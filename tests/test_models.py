@@ -118,10 +118,29 @@ def test_last_position_fast_path_is_exact(name: str, n_layers: int) -> None:
         opt.zero_grad()
         F.cross_entropy(model(ds.x[:128]), ds.y[:128]).backward()
         opt.step()
-    with torch.no_grad():
-        fast, full = model(ds.x), model(ds.x, full=True)
-    assert fast.shape == (len(ds.x), 23)
-    torch.testing.assert_close(fast, full[:, -1], atol=1e-5, rtol=1e-5)
+    # Every (token, position) table, any shared-prefix length, on the task's sequences and on arbitrary token strings.
+    arbitrary = torch.randint(ds.vocab_size, (300, 4), generator=torch.Generator().manual_seed(0))
+    for x in (ds.x, arbitrary):
+        with torch.no_grad():
+            full = model(x, full=True)[:, -1]
+            for shared in range(4):
+                model.shared_prefix = shared
+                fast = model(x)
+                assert fast.shape == (len(x), 23)
+                torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_path_gradients_match_reference() -> None:
+    ds = build_task(TaskConfig(op="x-y", p=17), split_seed=0)
+    model = build_model(ModelConfig(name="power", d_model=32, n_layers=2, n_heads=4, d_mlp=64), ds, seed=3)
+    grads = []
+    for full in (False, True):
+        model.zero_grad()
+        logits = model(ds.x, full=full)
+        F.cross_entropy(logits if not full else logits[:, -1], ds.y).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_full_forward_is_causal() -> None:

@@ -31,6 +31,7 @@ from groklab.data import Dataset, build_task
 from groklab.loggers import MetricLoggers
 from groklab.losses import make_loss
 from groklab.models import build_model
+from groklab.models.transformer import Transformer
 from groklab.optim import build_optimizer
 from groklab.runio import GROK_ACC, RunDir, config_digest, summarize
 from groklab.train import (
@@ -98,6 +99,8 @@ class Ensemble:
         self.samplers = [BatchSampler(data.train, config.optim.batch_size, c.seed) for c in self.configs]
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
         base = copy.deepcopy(self.template).to("meta")  # stateless structure for functional_call
+        if isinstance(base, Transformer):
+            base.shared_prefix = 0  # vmap cannot batch torch.unique (a data-dependent shape); the result is the same
 
         def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
             return self.loss_fn(functional_call(base, (p, b), (x,)), y)

@@ -20,7 +20,10 @@ def build_model(cfg: ModelConfig, data: Dataset, seed: int) -> nn.Module:
     if cfg.name == "mlp":
         model: nn.Module = MLP(cfg, data.x.shape[1], data.n_classes, data.vocab_size, data.operand_positions)
     else:
-        model = Transformer(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1])
+        # the positions before the last operand (`a op` in `a op b =`) are shared by every sample with the same first operand
+        model = Transformer(
+            cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1], shared_prefix=max(data.operand_positions, default=0)
+        )
     if cfg.init_scale != 1.0:
         with torch.no_grad():
             for param in model.parameters():
