@@ -38,13 +38,17 @@ from groklab.report.plots import (
     test_acc_figure,
 )
 
-__all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "command", "ls_command", "compare_command"]
+__all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "run_phase", "command", "ls_command", "compare_command"]
 
 FINAL_KEYS = tuple(f"{s}/{m}" for s in SPLITS for m in ("acc", "loss"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Pieces shared by the pages.
+
+
+RESULT_COLUMNS = ("steps", "steps_to_train_acc_99", "steps_to_val_acc_99", "grok_delay", "train/acc", "val/acc", "test/acc")
+"""A run's outcome as every run table shows it (after the run id, the varying config and the status)."""
 
 
 def run_phase(run: RunData) -> str | None:
@@ -192,13 +196,7 @@ def report_sweep(path: Path, *, quiet: bool = False) -> Path:
         *groups,
         "status",
         "phase",
-        "steps",
-        "steps_to_train_acc_99",
-        "steps_to_val_acc_99",
-        "grok_delay",
-        "train/acc",
-        "val/acc",
-        "test/acc",
+        *RESULT_COLUMNS,
         "wall_s",
     ]
     counts = {s: sum(1 for r in table if str(r.get("status", "")).startswith(s)) for s in ("finished", "incomplete", "diverged", "failed")}
@@ -232,13 +230,7 @@ def compare_runs(paths: list[Path], out: Path) -> Path:
         "run_id",
         *differ,
         "status",
-        "steps",
-        "steps_to_train_acc_99",
-        "steps_to_val_acc_99",
-        "grok_delay",
-        "train/acc",
-        "val/acc",
-        "test/acc",
+        *RESULT_COLUMNS,
     ]
     body = [
         f"<h1>Comparing {len(runs)} runs</h1>",
@@ -424,12 +416,7 @@ def ls_command(args: list[str]) -> None:
         *groups,
         *(c for c in SEED_COLUMNS if c in varying_columns(rows)),
         "status",
-        "steps",
-        "steps_to_train_acc_99",
-        "steps_to_val_acc_99",
-        "train/acc",
-        "val/acc",
-        "test/acc",
+        *RESULT_COLUMNS,
     ]
     from groklab.report.page import fmt
 
@@ -446,13 +433,14 @@ def ls_command(args: list[str]) -> None:
         "run_id": "run",
         "steps_to_train_acc_99": "fit@",
         "steps_to_val_acc_99": "grok@",
+        "grok_delay": "delay",
         "train/acc": "train",
         "val/acc": "val",
         "test/acc": "test",
     }
     table = Table(
         title=f"{len(rows)} runs in {positional[0]}",
-        caption="fit@ / grok@: first step with train / val accuracy ≥ 0.99; train, val, test: final accuracy",
+        caption="fit@ / grok@: first step with train / val accuracy ≥ 0.99; delay: grok@ − fit@; train, val, test: final accuracy",
         title_justify="left",
     )
     for c in columns:
