@@ -169,3 +169,19 @@ def test_compiled_relu_is_the_abs_form() -> None:
     x = torch.tensor([-2.0, -0.5, 0.0, 0.25, 3.0], requires_grad=True)
     torch.compile(ACTIVATIONS["relu"])(x).sum().backward()
     assert x.grad is not None and x.grad.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_dropout_training_draws_masks_per_sample_not_per_shared_prefix() -> None:
+    """Prefix rows shared by many samples would share their dropout masks: while training with dropout the fast
+    path computes every sample's prefix itself (the same draws as with sharing turned off)."""
+    ds = build_task(TaskConfig(op="x+y", p=13), split_seed=0)
+    model = build_model(ModelConfig(name="power", d_model=32, n_layers=2, n_heads=4, d_mlp=64, dropout=0.3), ds, seed=0)
+    assert model.shared_prefix == 2
+    outputs = []
+    for shared in (2, 0):
+        model.shared_prefix = shared
+        torch.manual_seed(1)
+        outputs.append(model(ds.x[:64]))
+    torch.testing.assert_close(outputs[0], outputs[1])
+    model.eval()  # no dropout: sharing is back on, and exact
+    torch.testing.assert_close(model(ds.x[:64]), model(ds.x[:64], full=True)[:, -1], atol=1e-5, rtol=1e-5)

@@ -116,7 +116,10 @@ class Transformer(nn.Module):
     def answer_state(self, x: Tensor) -> Tensor:
         """x: (batch, seq) tokens -> the last block's output at the answer position (batch, 1, d_model)."""
         (batch, seq), n_blocks = x.shape, len(self.blocks)
-        c = self.shared_prefix if n_blocks > 1 else 0  # one block: the token tables already give every key and value
+        # One block: the token tables already give every key and value. Dropout while training: each sample draws its
+        # own masks, which rows shared by many samples would not.
+        dropout = self.training and self.blocks[0].drop.p > 0
+        c = self.shared_prefix if n_blocks > 1 and not dropout else 0
         start = c if n_blocks > 1 else seq - 1  # the positions each sample computes itself
         table = (self.embed.weight[:, None] + self.pos.weight[None, :seq]).flatten(0, 1)  # (vocab·seq, d): every token everywhere
         tables = (table, *self.blocks[0].project(table))  # the first block's input and projections, once per (token, position)
