@@ -322,7 +322,11 @@ def print_table(result: dict[str, Any], grok: dict[str, float | None] | None) ->
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s")
+    table = Table(
+        title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s",
+        caption="GFLOP/s on the FLOPs a step stands for (a transformer's plain last-position computation); --json also gives "
+        "the fewer the fast path executes (executed_gflop_per_step)",
+    )
     for column in ("config", "ms/step", "steps/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for c in result["configs"]:
