@@ -312,3 +312,20 @@ def test_hundred_run_sweep_report_is_fast_and_small(tmp_path):
     assert page.stat().st_size < 15e6
     run_pages = list((root / "report" / "runs").glob("*.html"))
     assert len(run_pages) == 100 and max(p.stat().st_size for p in run_pages) < 1e6
+
+
+def test_bar_chart_with_a_sweeps_long_group_names_keeps_its_axes(tmp_path):
+    """Seven groups named by six dotted fields each (power-interventions' sweep): the PNG's layout must still fit."""
+    import warnings
+
+    from groklab.report.plots import save_png, test_acc_figure
+
+    arms = [(0.0, "adam", 1.0, 512, "zero", 0.0), (0.0, "adamw", 0.0, 512, "zero", 0.0), (0.0, "adamw", 0.0, 512, "zero", 0.01),
+            (0.0, "adamw", 1.0, 0, "zero", 0.0), (0.0, "adamw", 1.0, 512, "init", 0.0), (0.0, "adamw", 1.0, 512, "zero", 0.0),
+            (0.3, "adamw", 0.0, 512, "zero", 0.0)]  # fmt: skip
+    keys = ("model.dropout", "optim.name", "optim.weight_decay", "optim.batch_size", "optim.wd_target", "optim.grad_noise")
+    rows = [dict(zip(keys, arm, strict=True)) | {"seed": seed, "test/acc": 0.5} for arm in arms for seed in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="constrained_layout")
+        save_png(test_acc_figure(rows), tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0

@@ -8,6 +8,8 @@ Builders at the bottom make the figures of run, sweep and compare reports.
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,15 +205,32 @@ def _alpha(color: str | None, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def category_ticks(names: list[str]) -> tuple[list[str], int, float]:
+    """(tick labels, rotation, extra figure height in inches) for bar categories under a 7-inch-wide axis.
+
+    A sweep's group names can run to a hundred characters: dotted field names lose their section (`optim.lr=` ->
+    `lr=`; the interactive page keeps them whole); up to 12 bars, each wraps to its slot's width (and the figure grows
+    by its lines, so the axes keep their size); more bars stand vertical, cut to 40 characters.
+    """
+    names = [re.sub(r"\b\w+\.(\w+)=", r"\1=", n) for n in names]
+    if len(names) > 12:
+        cut = [n if len(n) <= 40 else n[:39] + "…" for n in names]
+        return cut, 90, 0.055 * max(map(len, cut), default=0)
+    wrapped = [textwrap.wrap(n, max(8, 84 // max(len(names), 1))) or [""] for n in names]
+    return ["\n".join(w) for w in wrapped], 0, 0.13 * max(len(w) - 1 for w in wrapped) if wrapped else 0.0
+
+
 def save_png(fig: Figure, path: Path) -> None:
     """The same figure as a PNG (matplotlib's Agg canvas directly: no pyplot, no global backend state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    mfig = MplFigure(figsize=(7, 4.2), dpi=110, layout="constrained")
+    categorical = any(s.kind == "bar" for s in fig.series)
+    names = next((s.x for s in fig.series if s.kind == "bar"), [])
+    ticks, rotation, extra = category_ticks([str(v) for v in names])
+    mfig = MplFigure(figsize=(7, 4.2 + extra), dpi=110, layout="constrained")
     FigureCanvasAgg(mfig)
     ax = mfig.add_subplot()
-    categorical = any(s.kind == "bar" for s in fig.series)
     for s in fig.series:
         x = np.arange(len(s.x)) if categorical else np.asarray(_clean(s.x), dtype=np.float64)
         y = np.asarray(_clean(s.y), dtype=np.float64)
@@ -220,9 +239,7 @@ def save_png(fig: Figure, path: Path) -> None:
         elif s.kind == "bar":
             err = np.asarray(_clean(s.error), dtype=np.float64) if s.error is not None else None
             ax.bar(x, y, yerr=err, color=s.color, label=s.name or None, capsize=3)
-            ax.set_xticks(
-                x, [str(v) for v in s.x], rotation=30 if len(s.x) > 4 else 0, ha="right" if len(s.x) > 4 else "center", fontsize=8
-            )
+            ax.set_xticks(x, ticks, rotation=rotation, ha="center", fontsize=7)
         elif s.kind == "markers":
             marker = {"circle": "o", "x": "x", "triangle-up": "^"}.get(s.symbol, "o")
             colors = {"c": s.values, "cmap": "twilight"} if s.values is not None else {"color": s.color}
