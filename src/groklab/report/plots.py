@@ -208,16 +208,20 @@ def _alpha(color: str | None, alpha: float) -> str:
 def category_ticks(names: list[str]) -> tuple[list[str], int, float]:
     """(tick labels, rotation, extra figure height in inches) for bar categories under a 7-inch-wide axis.
 
-    A sweep's group names can run to a hundred characters: dotted field names lose their section (`optim.lr=` ->
-    `lr=`; the interactive page keeps them whole); up to 12 bars, each wraps to its slot's width (and the figure grows
-    by its lines, so the axes keep their size); more bars stand vertical, cut to 40 characters.
+    A slot holds about 100 / n characters at the ticks' size. Names that fit stay as they are; longer ones (a
+    sweep's group names can run to a hundred characters) lose their fields' dotted section (`optim.lr=` -> `lr=`;
+    the interactive page keeps them whole) and, up to 12 bars, wrap to the slot's width, the figure growing by
+    their lines so the axes keep their size; with more bars they stand vertical, cut to 40 characters.
     """
+    width = 100 // max(len(names), 1)
+    if max(map(len, names), default=0) < width:  # one character to spare between neighbours
+        return names, 0, 0.0
     names = [re.sub(r"\b\w+\.(\w+)=", r"\1=", n) for n in names]
     if len(names) > 12:
         cut = [n if len(n) <= 40 else n[:39] + "…" for n in names]
-        return cut, 90, 0.055 * max(map(len, cut), default=0)
-    wrapped = [textwrap.wrap(n, max(8, 84 // max(len(names), 1))) or [""] for n in names]
-    return ["\n".join(w) for w in wrapped], 0, 0.13 * max(len(w) - 1 for w in wrapped) if wrapped else 0.0
+        return cut, 90, 0.055 * max(map(len, cut))
+    wrapped = [textwrap.wrap(n, max(8, width)) or [""] for n in names]
+    return ["\n".join(w) for w in wrapped], 0, 0.13 * max(len(w) - 1 for w in wrapped)
 
 
 def save_png(fig: Figure, path: Path) -> None:
