@@ -52,8 +52,6 @@ examples:
 
 PEER_NAME = "danielmamay-grokking"
 CONFIG_KEYS = ("power", "nanda", "mlp", "ensemble")
-# glibc malloc: keep freed blocks instead of returning them to the OS on every step (10-15% on small CPU models).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 StepFn = Callable[[], Any]
 
@@ -268,11 +266,13 @@ def time_to_grok(args: list[str], threads: int) -> float | None:
 
 def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, only: set[str] | None = None) -> dict[str, Any]:
     """Measure every config; return the JSON-ready result."""
-    from groklab.train import resolve_device
+    from groklab.train import keep_freed_memory, resolve_device
 
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device("auto")
+    if device.type == "cpu":
+        keep_freed_memory()  # as train() does: both sides of the comparison get the same allocator
     repeats, seconds = (2, 0.1) if quick else (7, 1.5)
     power = power_config()
     mlp = get_preset("mlp")
@@ -367,7 +367,6 @@ def command(args: list[str]) -> None:
         only = {name.strip() for name in str(known["only"]).split(",") if name.strip()}
         if not only or not only <= set(CONFIG_KEYS):
             raise UserError(f"--only={known['only']!r} is not valid: expected a comma-separated list of {', '.join(CONFIG_KEYS)}")
-    reexec_with_malloc_env()
     threads = int(threads_arg)
     result = run_bench(
         quick=bool(known.get("quick")),
@@ -383,11 +382,3 @@ def command(args: list[str]) -> None:
         print(json.dumps(result))
     else:
         print_table(result, grok)
-
-
-def reexec_with_malloc_env() -> None:
-    """Restart this `groklab bench` process with MALLOC_ENV set (glibc reads it only at start-up); a no-op elsewhere."""
-    started_as_bench = sys.argv[1:2] == ["bench"]
-    if sys.platform != "linux" or not started_as_bench or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
-        return
-    os.execve(sys.executable, [sys.executable, "-m", "groklab.cli", *sys.argv[1:]], {**os.environ, **MALLOC_ENV})

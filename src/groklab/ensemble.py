@@ -40,6 +40,7 @@ from groklab.train import (
     eval_schedule,
     evaluate,
     is_eval_step,
+    keep_freed_memory,
     resolve_device,
     rng_states,
     stop_on_signals,
@@ -179,6 +180,8 @@ def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: b
     if config.compile:  # the vmapped step is not compiled (yet): say so rather than silently ignore the flag
         print("warning: --compile is not applied to --seeds ensembles; training them eagerly", file=sys.stderr)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     data = build_task(config.task, config.split_seed).to(device)
     ens = Ensemble(config, data, n_seeds, device)
     runs = [RunDir(out / f"seed-{k}") for k in range(n_seeds)]

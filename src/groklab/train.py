@@ -7,6 +7,7 @@ measured and logged: early stopping looks at val alone.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 import signal
@@ -41,6 +42,22 @@ def resolve_device(name: str) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def keep_freed_memory() -> None:
+    """On glibc, keep freed memory for reuse instead of handing it back to the OS: tensors under 32 MiB come from the
+    heap rather than a fresh mmap each, and the heap is not trimmed after every step. The page faults this avoids
+    cost small CPU models 10-15% per step when measured as environment variables (MALLOC_MMAP_THRESHOLD_=33554432,
+    MALLOC_TRIM_THRESHOLD_); this is their run-time form, so `train` gets what `bench` times. Process-wide; a
+    no-op where there is no mallopt."""
+    if sys.platform != "linux":
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
+    mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
 
 
 class BatchSampler:
@@ -229,6 +246,8 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
 
     # Build everything from the seeds: data split (split_seed), init, batch order and dropout (seed).
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     data = build_task(config.task, config.split_seed).to(device)
     model = build_model(config.model, data, config.seed).to(device)
     optimizer, schedule = build_optimizer(config.optim, model, seed=config.seed)
