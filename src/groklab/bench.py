@@ -271,8 +271,7 @@ def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, onl
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device("auto")
-    if device.type == "cpu":
-        keep_freed_memory()  # as train() does: both sides of the comparison get the same allocator
+    keep_freed_memory(device)  # as train() does: both sides of the comparison get the same allocator
     repeats, seconds = (2, 0.1) if quick else (7, 1.5)
     power = power_config()
     mlp = get_preset("mlp")

@@ -180,8 +180,7 @@ def train_ensemble(config: Config, out: str | Path, n_seeds: int, *, progress: b
     if config.compile:  # the vmapped step is not compiled (yet): say so rather than silently ignore the flag
         print("warning: --compile is not applied to --seeds ensembles; training them eagerly", file=sys.stderr)
     device = resolve_device(config.device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     data = build_task(config.task, config.split_seed).to(device)
     ens = Ensemble(config, data, n_seeds, device)
     runs = [RunDir(out / f"seed-{k}") for k in range(n_seeds)]

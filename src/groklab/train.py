@@ -44,13 +44,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def keep_freed_memory() -> None:
-    """On glibc, keep freed memory for reuse instead of handing it back to the OS: tensors under 32 MiB come from the
+def keep_freed_memory(device: torch.device) -> None:
+    """For a CPU run on glibc, keep freed memory for reuse instead of handing it back to the OS: tensors under 32 MiB come from the
     heap rather than a fresh mmap each, and the heap is not trimmed after every step. The page faults this avoids
     cost small CPU models 10-15% per step when measured as environment variables (MALLOC_MMAP_THRESHOLD_=33554432,
     MALLOC_TRIM_THRESHOLD_); this is their run-time form, so `train` gets what `bench` times. Process-wide; a
     no-op where there is no mallopt."""
-    if sys.platform != "linux":
+    if device.type != "cpu" or sys.platform != "linux":
         return
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
@@ -246,8 +246,7 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict
 
     # Build everything from the seeds: data split (split_seed), init, batch order and dropout (seed).
     device = resolve_device(config.device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     data = build_task(config.task, config.split_seed).to(device)
     model = build_model(config.model, data, config.seed).to(device)
     optimizer, schedule = build_optimizer(config.optim, model, seed=config.seed)
