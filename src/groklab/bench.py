@@ -126,18 +126,15 @@ def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
 
     from groklab.models.transformer import Transformer
 
-    counts = []
-    for plain in (True, False):
+    def count(forward: Callable[[], Any]) -> float:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            if plain and isinstance(model, Transformer):
-                h = model.embed(x) + model.pos.weight[: x.shape[1]]
-                for i, block in enumerate(model.blocks):
-                    h = block(h, last_only=i == len(model.blocks) - 1)
-                model.unembed(h)
-            else:
-                model(x)
-        counts.append(3.0 * counter.get_total_flops())
-    return counts[0], counts[1]
+            forward()
+        return 3.0 * counter.get_total_flops()
+
+    executed = count(lambda: model(x))
+    if not isinstance(model, Transformer):
+        return executed, executed
+    return count(lambda: model.unembed(model.plain(x, last_only=True))), executed
 
 
 def peer_dir(explicit: str | None) -> Path | None:

@@ -108,10 +108,16 @@ class Transformer(nn.Module):
         """x: (batch, seq) tokens -> logits (batch, n_classes) at the last position, or (batch, seq, n_classes) if full."""
         if not full:
             return self.unembed(self.answer_state(x))[:, 0]
+        return self.unembed(self.plain(x))
+
+    def plain(self, x: Tensor, last_only: bool = False) -> Tensor:
+        """The plain computation, without tables or shared prefix: x (batch, seq) -> every block at every position
+        from the embeddings (batch, seq, d_model), or with the last block at the answer position alone
+        (batch, 1, d_model) when last_only (the work a fast-path step stands for; `groklab bench` counts it)."""
         h = self.embed(x) + self.pos.weight[: x.shape[1]]  # (batch, seq, d_model)
-        for block in self.blocks:
-            h = block(h)
-        return self.unembed(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h, last_only=last_only and i == len(self.blocks) - 1)
+        return h
 
     def answer_state(self, x: Tensor) -> Tensor:
         """x: (batch, seq) tokens -> the last block's output at the answer position (batch, 1, d_model)."""
@@ -133,16 +139,16 @@ class Transformer(nn.Module):
             # distinct prefixes by one integer code each (a 1-d unique sorts; unique over rows compares rows one by one)
             distinct, inverse = torch.unique((x[:, :c] * place).sum(1), return_inverse=True)  # (u,), (batch,)
             prefix_rows = distinct[:, None] // place % vocab * seq + torch.arange(c, device=x.device)  # (u, c)
-            p, *p_qkv = (F.embedding(prefix_rows, t) for t in tables)  # (u, c, d) each
+            p, p_qkv = F.embedding(prefix_rows, table), tuple(F.embedding(prefix_rows, t) for t in tables[1:])  # (u, c, d) each
         for i, block in enumerate(self.blocks):
             is_last = i == n_blocks - 1
             if i > 0:
                 q, k, v = block.project(h, last_only=is_last)
                 if c:  # the prefix's keys and values at this block, gathered for every sample
-                    p_qkv = list(block.project(p))
+                    p_qkv = block.project(p)
                     k_p, v_p = (F.embedding(inverse, t.flatten(1)).view(batch, c, -1) for t in p_qkv[1:])  # (batch, c, d)
                     k, v = torch.cat([k_p, k], 1), torch.cat([v_p, v], 1)
             if c and not is_last:
-                p = block(p, tuple(p_qkv))
+                p = block(p, p_qkv)
             h = block(h, (q, k, v), last_only=is_last)
         return h
