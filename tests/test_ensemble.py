@@ -6,11 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import tiny
 
 from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides
-from groklab.ensemble import parse_seeds, train_ensemble
+from groklab.data import build_task
+from groklab.ensemble import Ensemble, parse_seeds, train_ensemble
 from groklab.runio import load_run
 from groklab.train import train
 
@@ -49,6 +51,23 @@ def test_member_k_matches_single_run_with_seed_k(tmp_path: Path, model: str) -> 
     # The members' weights differ from each other (they really are different seeds).
     w0, w1 = (load_run(tmp_path / "ens" / f"seed-{k}").load_model().state_dict() for k in (0, 1))
     assert any(not (w0[name] == w1[name]).all() for name in w0)
+
+
+def test_transformer_members_share_prefixes_found_outside_vmap() -> None:
+    """The members' distinct `a op` prefixes are found once for all batches; each member's vmapped loss equals the loss of
+    its own weights through the plain full-sequence computation."""
+    config = ensemble_config("power")
+    data = build_task(config.task, config.split_seed)
+    ens = Ensemble(config, data, SEEDS, torch.device("cpu"))
+    idx = torch.stack([s.next() for s in ens.samplers])  # (N, batch)
+    x, y = data.x[idx], data.y[idx]
+    tokens, inverse = ens.prefixes(x)  # (u, 2), (N, batch)
+    assert inverse.shape == x.shape[:2] and torch.equal(tokens[inverse], x[..., :2])
+    assert len(tokens) < x.shape[0] * x.shape[1]  # prefixes repeat across the batches, so fewer rows run
+    losses = ens.member_losses(dict(zip(ens.names, ens.stacked, strict=True)), ens.buffers, x, y, (tokens, inverse))
+    for k in range(SEEDS):
+        model = ens.load_member(k)
+        torch.testing.assert_close(losses[k], ens.loss_fn(model(x[k], full=True)[:, -1], y[k]), atol=1e-5, rtol=1e-5)
 
 
 def test_member_checkpoint_resumes_as_a_single_run(tmp_path: Path) -> None:

@@ -100,19 +100,24 @@ class Ensemble:
         self.samplers = [BatchSampler(data.train, config.optim.batch_size, c.seed) for c in self.configs]
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
         base = copy.deepcopy(self.template).to("meta")  # stateless structure for functional_call
-        if isinstance(base, Transformer):
-            base.shared_prefix = 0  # vmap cannot batch torch.unique (a data-dependent shape); the result is the same
+        # A transformer's distinct shared prefixes (a data-dependent count, which vmap cannot batch) are found once
+        # for every member's batch, outside vmap; each member then runs the union of them.
+        shares = isinstance(self.template, Transformer) and self.template.shares_prefix() > 0
+        self.prefixes = self.template.prefixes if shares else lambda x: None
 
-        def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return self.loss_fn(functional_call(base, (p, b), (x,)), y)
+        def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor, prefixes: Any) -> Tensor:
+            kwargs = {} if prefixes is None else {"prefixes": prefixes}
+            return self.loss_fn(functional_call(base, (p, b), (x,), kwargs), y)
 
-        self.member_losses = vmap(member_loss)  # (N, batch, ...) inputs -> (N,) losses
+        # (N, batch, ...) inputs -> (N,) losses; prefixes: the shared (u, c) tokens and each member's (N, batch) indices
+        self.member_losses = vmap(member_loss, in_dims=(0, 0, 0, 0, (None, 0) if shares else None))
 
     def backward(self) -> Tensor:
         """Gradients of every member on its next batch; returns (N,) bool: loss and gradient finite."""
         idx = torch.stack([s.next() for s in self.samplers])  # (N, batch)
         params = dict(zip(self.names, self.stacked, strict=True))
-        losses = self.member_losses(params, self.buffers, self.data.x[idx], self.data.y[idx])  # (N,)
+        x = self.data.x[idx]  # (N, batch, ...)
+        losses = self.member_losses(params, self.buffers, x, self.data.y[idx], self.prefixes(x))  # (N,)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the sum's gradient wrt member k's weights is member k's own gradient
         sq = sum(p.grad.flatten(1).pow(2).sum(1) for p in self.stacked if p.grad is not None)  # (N,)
