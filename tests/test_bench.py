@@ -102,7 +102,7 @@ def test_bench_cli_against_the_peer() -> None:
     result = json.loads(proc.stdout)
     check_schema(result)
     by_name = {c["name"]: c for c in result["configs"]}
-    assert {"power", "nanda full batch", "mlp batch 512", "ensemble mlp N=8 (per model)"} <= set(by_name)
+    assert {"power", "nanda full batch", "mlp batch 512", "ensemble mlp N=8 (per model)", "ensemble power N=8 (per model)"} <= set(by_name)
     power = by_name["power"]
     assert power["peer_ms_per_step"] > 0
     assert power["ratio_vs_peer"] == pytest.approx(power["peer_ms_per_step"] / power["ms_per_step"], rel=0.01)

@@ -33,7 +33,7 @@ usage: groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threa
 
 Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and
 against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,
-MLP batch 512, and a vmapped ensemble of 8 MLPs (64 and 256 on a GPU).
+MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).
 
 options:
   --json           print one JSON object instead of a table
@@ -284,7 +284,9 @@ def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, onl
             ("mlp", lambda c=compiled, n=suffix: Case("mlp batch 512" + n, *groklab_step(mlp, device, c))),
         ]
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
-        builders.append(("ensemble", lambda n=n: Case(f"ensemble mlp N={n} (per model)", *ensemble_step(mlp, device, n), models=n)))
+        for name, config in (("mlp", mlp), ("power", power)):
+            builders.append(("ensemble", lambda n=n, name=name, config=config: Case(
+                f"ensemble {name} N={n} (per model)", *ensemble_step(config, device, n), models=n)))  # fmt: skip
     cases = [sgemm_case("sgemm 512x512x512", [(512, 512, 512)], device), sgemm_case("sgemm Power shapes", power_shapes(power), device)]
     if device.type == "cuda":  # 512³ is too small to keep a GPU busy: its peak needs a large product
         cases.append(sgemm_case("sgemm 4096x4096x4096", [(4096, 4096, 4096)], device))
