@@ -13,6 +13,7 @@ import pytest
 from groklab.bench import PEER_NAME, peer_dir, power_config, train_flops
 from groklab.cli import main
 from groklab.data import build_task
+from groklab.experiments.presets import get_preset
 from groklab.models import build_model
 
 CONFIG_KEYS = {
@@ -76,6 +77,18 @@ def test_power_flops_match_the_architecture_formula() -> None:
     assert 3.3e9 < expected < 3.6e9  # the design's 3.38 GFLOP per step
     # The fast path's token tables and shared prefix do the same computation with about half the matmul FLOPs.
     assert 0.4 * expected < executed < 0.7 * expected
+
+
+def test_mlp_flops_match_the_architecture_formula() -> None:
+    """The mlp preset at batch 512 stands for embedding, concatenating and two linears; its token tables execute fewer."""
+    config = get_preset("mlp")
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, 0)
+    b, d, width, vocab, n_classes = 512, config.model.d_model, config.model.width, data.vocab_size, data.n_classes
+    stands_for, executed = train_flops(model, data.x[data.train[:b]])
+    assert stands_for == pytest.approx(3 * b * (2 * (2 * d) * width + 2 * width * n_classes), rel=1e-6)
+    # tables: each operand's (vocab, d) embeddings times its (d, width) slice, once per step instead of per sample
+    assert executed == pytest.approx(3 * (2 * 2 * vocab * d * width + b * 2 * width * n_classes), rel=1e-6)
 
 
 def test_peer_dir_env_var_is_an_explicit_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

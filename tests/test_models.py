@@ -77,6 +77,26 @@ def test_mlp_embeds_only_the_operands() -> None:
     assert not torch.allclose(model(x), model(swapped))  # operand order matters (concatenation, not a sum)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_mlp_token_tables_match_the_plain_computation(depth: int) -> None:
+    """Batches larger than the vocabulary take the first layer from per-(operand, token) tables: same logits and
+    gradients as embedding, concatenating and multiplying; smaller batches run the plain path itself."""
+    ds = build_task(TaskConfig(op="x-y", p=17), split_seed=0)  # vocab 19 < batch 289
+    model = build_model(ModelConfig(name="mlp", d_model=16, width=32, depth=depth), ds, seed=2)
+    grads = []
+    for forward in (model, model.plain):
+        model.zero_grad()
+        logits = forward(ds.x)
+        F.cross_entropy(logits, ds.y).backward()
+        grads.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (fast, fast_grads), (plain, plain_grads) = grads
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+    assert not torch.equal(fast, plain)  # a different computation (sums in another order), not the same one
+    assert torch.equal(model(ds.x[:10]), model.plain(ds.x[:10]))  # 10 samples < 19 tokens: the plain path
+
+
 @pytest.mark.parametrize(
     ("task", "n_in", "n_classes"),
     [(TaskConfig(name="parity", n_bits=20, k_bits=3, n_samples=100), 20, 2), (TaskConfig(name="digits"), 64, 10)],

@@ -5,8 +5,9 @@ peer is the unmodified danielmamay/grokking code in ../shared/peers. Timing wind
 (groklab, peer, groklab, peer, ...) and each figure is the median over windows, so a neighbour's burst of load
 hits both sides instead of one. FLOPs are counted op by op on a real batch (matmuls only),
 times 3 for forward plus backward; the machine's peak is measured with sgemm at the model's shapes and at 512³.
-GFLOP/s and the fraction of peak are reported on the FLOPs a step stands for (a transformer's plain last-position
-computation); the FLOPs the fast path executes, fewer, are reported beside them.
+GFLOP/s and the fraction of peak are reported on the FLOPs a step stands for (the plain computation: a
+transformer's at the last position, an MLP's from concatenated embeddings); the FLOPs the fast path executes,
+fewer, are reported beside them.
 """
 
 from __future__ import annotations
@@ -117,13 +118,14 @@ def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """Matmul FLOPs of one training step on batch x, (stands for, executed): a forward's, counted op by op, times 3
     (backward ≈ 2× forward).
 
-    A transformer's step stands for the plain last-position computation: every block at every position from the
-    embeddings, the last block's query, MLP and logits at the answer position alone. Its fast path (token tables,
-    shared prefix; models/transformer.py) executes fewer FLOPs for the same result, which shows as more GFLOP/s
-    here rather than as less work. For other models the two counts are the same.
+    A step stands for the plain computation: for a transformer every block at every position from the embeddings,
+    the last block's query, MLP and logits at the answer position alone; for an MLP on tokens, the embeddings
+    concatenated and multiplied by the first layer. The fast paths (token tables, shared prefix; models/) execute
+    fewer FLOPs for the same result, which shows as more GFLOP/s here rather than as less work.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from groklab.models.mlp import MLP
     from groklab.models.transformer import Transformer
 
     def count(forward: Callable[[], Any]) -> float:
@@ -132,9 +134,11 @@ def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
         return 3.0 * counter.get_total_flops()
 
     executed = count(lambda: model(x))
-    if not isinstance(model, Transformer):
-        return executed, executed
-    return count(lambda: model.unembed(model.plain(x, last_only=True))), executed
+    if isinstance(model, Transformer):
+        return count(lambda: model.unembed(model.plain(x, last_only=True))), executed
+    if isinstance(model, MLP):
+        return count(lambda: model.plain(x)), executed
+    return executed, executed
 
 
 def peer_dir(explicit: str | None) -> Path | None:
@@ -322,8 +326,8 @@ def print_table(result: dict[str, Any], grok: dict[str, float | None] | None) ->
 
     table = Table(
         title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s",
-        caption="GFLOP/s on the FLOPs a step stands for (a transformer's plain last-position computation); --json also gives "
-        "the fewer the fast path executes (executed_gflop_per_step)",
+        caption="GFLOP/s on the FLOPs a step stands for (the plain computation: a transformer's at the last position, an MLP's "
+        "from concatenated embeddings); --json also gives the fewer the fast path executes (executed_gflop_per_step)",
     )
     for column in ("config", "ms/step", "steps/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
         table.add_column(column, justify="left" if column == "config" else "right")

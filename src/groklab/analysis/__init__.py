@@ -64,8 +64,10 @@ def neuron_activations(model: nn.Module, data: Dataset, p: int) -> Tensor:
     layer, act = (blocks[-1].fc_in, blocks[-1].act) if blocks is not None else (model.hidden[-1], model.act)  # type: ignore[index,union-attr]
     captured: list[Tensor] = []
     handle = layer.register_forward_hook(lambda _module, _inputs, out: captured.append(out))  # type: ignore[union-attr]
+    # The MLP's fast path gathers its first layer from token tables without calling the module: run its plain path.
+    forward = model if blocks is not None else model.plain  # type: ignore[union-attr]
     try:
-        model(data.x)  # every pair in row-major (a, b) order
+        forward(data.x)  # every pair in row-major (a, b) order
     finally:
         handle.remove()
     pre = captured[0]  # (p², n) for the MLP, (p², 1, n) for the transformer's last-position block
