@@ -1,7 +1,8 @@
-"""The fast path (last block at the answer position only, batches by index) against a plain reference.
+"""The fast path (last block at the answer position only, token tables, batches by index) against a plain reference.
 
-The reference below is written from the architecture's description, independently of models/transformer.py:
-causal attention over every position of every layer, logits at every position, and the answer read at the last.
+The references below are written from the architectures' description, independently of models/: for the
+transformers causal attention over every position of every layer, logits at every position, and the answer read
+at the last; for the MLP the operands' embeddings concatenated and multiplied layer by layer.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def reference_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
     return h @ model.unembed.weight.T
 
 
+def reference_answer_logits(model: torch.nn.Module, x: Tensor, operand_positions: tuple[int, ...]) -> Tensor:
+    """Logits at the answer, (batch, n_classes): the transformer's full-sequence forward read at the last position,
+    or the MLP on its operands' embeddings side by side."""
+    if hasattr(model, "blocks"):
+        return reference_logits(model, x)[:, -1]
+    h = torch.cat([model.embed.weight[x[:, pos]] for pos in operand_positions], dim=1)  # (batch, operands · d_model)
+    for layer in model.hidden:
+        h = torch.relu(h @ layer.weight.T + layer.bias)
+    return h @ model.out.weight.T + model.out.bias
+
+
 def norm(layer: torch.nn.Module, h: Tensor) -> Tensor:
     """LayerNorm with the layer's own affine weights, or nothing for the LayerNorm-free (Nanda) model."""
     if isinstance(layer, torch.nn.LayerNorm):
@@ -65,20 +77,20 @@ def small(model: str) -> Config:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model_name", ["power", "nanda"])
+@pytest.mark.parametrize("model_name", ["power", "nanda", "mlp"])
 def test_fast_logits_match_the_full_sequence_reference(model_name: str, device: str) -> None:
     config = small(model_name)
     data = build_task(config.task, config.split_seed).to(torch.device(device))
     model = build_model(config.model, data, seed=1).to(device)
     with torch.no_grad():
         fast = model(data.x)  # (N, n_classes): the fast path, as training uses it
-        ref = reference_logits(model, data.x)[:, -1]
+        ref = reference_answer_logits(model, data.x, data.operand_positions)
     assert fast.shape == ref.shape == (len(data.x), data.n_classes)
     assert (fast - ref).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model_name", ["power", "nanda"])
+@pytest.mark.parametrize("model_name", ["power", "nanda", "mlp"])
 def test_first_100_training_losses_match_the_reference(model_name: str, device: str) -> None:
     """Train twice from the same init and batches: train.py's step on the fast path, and a plain loop on the reference."""
     config = small(model_name)
@@ -105,7 +117,7 @@ def test_first_100_training_losses_match_the_reference(model_name: str, device: 
     ref_losses = []
     for _ in range(100):
         idx = sampler.next()
-        loss = F.cross_entropy(reference_logits(ref_model, data.x[idx])[:, -1], data.y[idx])
+        loss = F.cross_entropy(reference_answer_logits(ref_model, data.x[idx], data.operand_positions), data.y[idx])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
