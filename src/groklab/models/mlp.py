@@ -15,6 +15,7 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.models.activations import ACTIVATIONS
+from groklab.models.gather import gather
 
 Tensor = torch.Tensor
 
@@ -38,8 +39,7 @@ class MLP(nn.Module):
         first = self.hidden[0]
         # operand j's slice of the first weight, (width, d_model) each, applied to every token's embedding: (vocab, width)
         tables = [F.linear(self.embed.weight, w) for w in first.weight.view(first.out_features, len(self.positions), -1).unbind(1)]
-        # F.embedding gathers rows: its backward is a dense index-add, where advanced indexing's is a slow index_put.
-        h = sum((F.embedding(x[:, pos], table) for pos, table in zip(self.positions, tables, strict=True)), first.bias)
+        h = sum((gather(x[:, pos], table) for pos, table in zip(self.positions, tables, strict=True)), first.bias)
         return self.rest(h)  # h: the first layer's pre-activation (batch, width)
 
     def plain(self, x: Tensor) -> Tensor:

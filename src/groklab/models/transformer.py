@@ -27,6 +27,7 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.models.activations import ACTIVATIONS
+from groklab.models.gather import gather
 
 Tensor = torch.Tensor
 
@@ -153,20 +154,19 @@ class Transformer(nn.Module):
         table = (self.embed.weight[:, None] + self.pos.weight[None, :seq]).flatten(0, 1)  # (vocab·seq, d): every token everywhere
         tables = (table, *self.blocks[0].project(table))  # the first block's input and projections, once per (token, position)
         rows = x * seq + torch.arange(seq, device=x.device)  # (batch, seq): each sample's rows of the tables
-        # F.embedding gathers rows: its backward is a dense index-add, where advanced indexing's is a slow index_put.
-        h, q = F.embedding(rows[:, start:], table), F.embedding(rows[:, start:], tables[1])
-        k, v = F.embedding(rows, tables[2]), F.embedding(rows, tables[3])  # (batch, seq, d)
+        h, q = gather(rows[:, start:], table), gather(rows[:, start:], tables[1])
+        k, v = gather(rows, tables[2]), gather(rows, tables[3])  # (batch, seq, d)
         if c:
             tokens, inverse = self.prefixes(x) if prefixes is None else prefixes  # (u, c), (batch,)
             prefix_rows = tokens * seq + torch.arange(c, device=x.device)  # (u, c)
-            p, p_qkv = F.embedding(prefix_rows, table), tuple(F.embedding(prefix_rows, t) for t in tables[1:])  # (u, c, d) each
+            p, p_qkv = gather(prefix_rows, table), tuple(gather(prefix_rows, t) for t in tables[1:])  # (u, c, d) each
         for i, block in enumerate(self.blocks):
             is_last = i == n_blocks - 1
             if i > 0:
                 q, k, v = block.project(h, last_only=is_last)
                 if c:  # the prefix's keys and values at this block, gathered for every sample
                     p_qkv = block.project(p)
-                    k_p, v_p = (F.embedding(inverse, t.flatten(1)).view(batch, c, -1) for t in p_qkv[1:])  # (batch, c, d)
+                    k_p, v_p = (gather(inverse, t.flatten(1)).view(batch, c, -1) for t in p_qkv[1:])  # (batch, c, d)
                     k, v = torch.cat([k_p, k], 1), torch.cat([v_p, v], 1)
             if c and not is_last:
                 p = block(p, p_qkv)
