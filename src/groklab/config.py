@@ -140,7 +140,7 @@ class Config:
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
     compile: bool = False
-    """torch.compile the training forward (faster steps after a few seconds of compiling); falls back to eager with a warning where unavailable."""
+    """torch.compile the training forward: faster transformer steps after up to a minute of compiling (seconds once cached); falls back to eager with a warning where unavailable."""
     analysis: str = ""
     """Measurements logged into metrics.jsonl during training, comma-separated: fourier, norms, rqi, sharpness, collapse (softmax-collapse fraction), circuit (sparse-parity circuit norms) (e.g. `fourier,norms`)."""
     analysis_every: int = 10
