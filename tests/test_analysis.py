@@ -213,7 +213,7 @@ def test_training_logs_analysis_keys_and_analyze_run_is_json(small_config, tmp_p
 def test_analyze_run_of_a_task_that_is_not_modular(tmp_path) -> None:
     from conftest import tiny
 
-    from groklab.experiments.presets import get_preset
+    from groklab.presets import get_preset
 
     config = tiny(get_preset("parity"), {"task.n_bits": 8, "task.n_samples": 100, "model.width": 16})
     train(config, tmp_path / "run", progress=False)
@@ -258,7 +258,7 @@ def test_transformer_neurons_match_the_full_forward_and_their_spectrum_keeps_the
 
     from groklab.analysis import neuron_activations, neuron_fourier
     from groklab.data import build_task
-    from groklab.experiments.presets import get_preset
+    from groklab.presets import get_preset
     from groklab.models import build_model
 
     config = tiny(get_preset("nanda"), {"task.p": 11, "model.d_model": 16, "model.d_mlp": 24, "model.n_heads": 2})

@@ -10,7 +10,7 @@ import torch
 from groklab.analysis.circuits import circuit_norms, relevant_fraction
 from groklab.analysis.spikes import loss_spikes, norm_breaks
 from groklab.config import Config, apply_overrides
-from groklab.experiments.presets import get_preset
+from groklab.presets import get_preset
 from groklab.train import train
 
 

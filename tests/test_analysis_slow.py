@@ -10,7 +10,7 @@ import pytest
 
 from groklab.analysis import analyze_run
 from groklab.config import apply_overrides
-from groklab.experiments.presets import get_preset
+from groklab.presets import get_preset
 from groklab.runio import load_run
 from groklab.train import train
 

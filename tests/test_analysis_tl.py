@@ -9,7 +9,7 @@ import torch
 
 from groklab.analysis import tl
 from groklab.config import UserError, apply_overrides
-from groklab.experiments.presets import get_preset
+from groklab.presets import get_preset
 from groklab.runio import load_run
 from groklab.train import train
 

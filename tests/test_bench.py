@@ -13,7 +13,7 @@ import pytest
 from groklab.bench import PEER_NAME, peer_dir, power_config, train_flops
 from groklab.cli import main
 from groklab.data import build_task
-from groklab.experiments.presets import get_preset
+from groklab.presets import get_preset
 from groklab.models import build_model
 
 CONFIG_KEYS = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import hash_tree, tiny
 
-from groklab.experiments.presets import PRESETS, get_preset
+from groklab.presets import PRESETS, get_preset
 from groklab.train import train
 
 GROKLAB = shutil.which("groklab") or str(Path(sys.executable).with_name("groklab"))

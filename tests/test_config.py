@@ -7,7 +7,7 @@ import json
 import pytest
 
 from groklab.config import Config, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
-from groklab.experiments.presets import PRESETS
+from groklab.presets import PRESETS
 
 
 def test_every_field_has_a_docstring() -> None:

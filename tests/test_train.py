@@ -12,7 +12,7 @@ from conftest import tiny
 
 from groklab.config import Config, UserError
 from groklab.data import build_task
-from groklab.experiments.presets import PRESETS, get_preset
+from groklab.presets import PRESETS, get_preset
 from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.optim import build_optimizer

@@ -23,7 +23,7 @@ def __getattr__(name: str):  # keep `import groklab` light: torch loads on first
 
         return load_run
     if name == "presets":
-        from groklab.experiments.presets import PRESETS
+        from groklab.presets import PRESETS
 
         return {key: preset.config for key, preset in PRESETS.items()}
     raise AttributeError(name)

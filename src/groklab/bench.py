@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from groklab.config import Config, UserError, apply_overrides
-from groklab.experiments.presets import get_preset
+from groklab.presets import get_preset
 
 HELP = """\
 usage: groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]

@@ -99,7 +99,7 @@ def field_help() -> str:
 def cmd_presets(args: list[str]) -> None:
     if args:
         raise UserError(f"groklab presets takes no arguments, got {' '.join(args)!r}")
-    from groklab.experiments.presets import PRESETS
+    from groklab.presets import PRESETS
 
     width = max(map(len, PRESETS))
     for name, preset in PRESETS.items():
@@ -114,7 +114,7 @@ def cmd_train(args: list[str]) -> None:
     if "out" not in known:
         raise UserError("groklab train needs --out DIR (where the run directory is written)")
     from groklab.config import apply_overrides, validate
-    from groklab.experiments.presets import get_preset
+    from groklab.presets import get_preset
 
     config = validate(apply_overrides(get_preset(str(known.get("preset", "mlp"))), overrides))
     if "seeds" in known:  # N seeds as one vmapped ensemble: one run directory per seed, DIR/seed-<k>/

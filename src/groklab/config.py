@@ -16,11 +16,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from groklab.errors import UserError
+
 SCHEMA_VERSION = 1
-
-
-class UserError(Exception):
-    """An error the user can act on: printed as one line, exit code 2, no traceback."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from groklab.config import UserError
+from groklab.errors import UserError
 
 TL_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": "silu"}
 """groklab activations that TransformerLens has under the same function."""

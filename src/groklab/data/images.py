@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groklab.config import UserError
+from groklab.errors import UserError
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MNIST_FILES = [

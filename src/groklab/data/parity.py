@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from groklab.config import UserError
+from groklab.errors import UserError
 
 
 def parity_data(n_bits: int, k_bits: int, n_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

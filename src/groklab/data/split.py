@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from groklab.config import UserError
+from groklab.errors import UserError
 
 
 def split_sizes(n: int, train_frac: float, val_frac: float) -> tuple[int, int]:

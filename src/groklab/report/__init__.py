@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groklab.config import UserError
+from groklab.errors import UserError
 from groklab.report.data import (
     SEED_COLUMNS,
     SPLITS,

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from groklab.config import UserError
+from groklab.errors import UserError
 from groklab.sweep.query import query
 from groklab.sweep.runner import SweepResult, run_sweep
 from groklab.sweep.spec import PlannedRun, SweepSpec, expand, load_spec, parse_spec, run_id

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from groklab.config import UserError
+from groklab.errors import UserError
 
 LOCK_DIR = "locks"
 TABLE_LOCK = "runs.parquet.lock"

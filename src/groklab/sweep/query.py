@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from groklab.config import UserError
+from groklab.errors import UserError
 
 RUN_ID_FROM_PATH = r"regexp_extract(replace(filename, '\', '/'), '/runs/([^/]+)/metrics\.[a-z]+$', 1)"
 

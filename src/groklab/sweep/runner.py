@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from groklab.config import UserError
+from groklab.errors import UserError
 from groklab.runio import atomic_write_bytes
 from groklab.sweep.executors import Task, run_local, run_ray
 from groklab.sweep.locks import locked, run_lock_path

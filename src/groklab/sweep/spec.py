@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from groklab.config import Config, UserError, apply_overrides, normalize_path, to_dict, validate
-from groklab.experiments.presets import get_preset
+from groklab.presets import get_preset
 
 if sys.version_info >= (3, 11):
     import tomllib

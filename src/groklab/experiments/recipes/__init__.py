@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from groklab.config import UserError
+from groklab.errors import UserError
 from groklab.report.plots import Figure
 
 SCALES = ("quick", "paper")
