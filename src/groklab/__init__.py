@@ -6,9 +6,9 @@ summary = train(presets["mlp"], "runs/mlp")
 
 from __future__ import annotations
 
-from groklab.config import Config, ModelConfig, OptimConfig, TaskConfig, UserError, apply_overrides
+from groklab.config import VERSION, Config, ModelConfig, OptimConfig, TaskConfig, UserError, apply_overrides
 
-__version__ = "0.1.0"
+__version__ = VERSION  # from the installed metadata: pyproject.toml is the one place it is written
 
 __all__ = ["Config", "TaskConfig", "ModelConfig", "OptimConfig", "UserError", "apply_overrides", "train", "presets", "load_run"]
 

@@ -14,11 +14,24 @@ import inspect
 import math
 import typing
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, Literal
 
 from groklab.errors import UserError
 
 SCHEMA_VERSION = 1
+
+
+def _installed_version() -> str:
+    """groklab's version as installed (pyproject.toml is the only place it is written)."""
+    try:
+        return metadata.version("groklab")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "0+unknown"
+
+
+VERSION = _installed_version()
+"""The version of groklab that is running: `groklab.__version__`, config.json and recipe.json all read it here."""
 
 
 @dataclass(frozen=True)

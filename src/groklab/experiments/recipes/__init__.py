@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from groklab.config import VERSION
 from groklab.errors import UserError
 from groklab.report.plots import Figure
 
@@ -98,7 +99,6 @@ def run_recipe(
     """Run (or finish) every sweep of recipe `name` into `out`, then write its findings, figures and report.
 
     Returns the findings dict (also in out/findings.json)."""
-    from groklab import __version__
     from groklab.report import report_recipe
     from groklab.report.plots import save_png
     from groklab.runio import atomic_write_json
@@ -108,7 +108,7 @@ def run_recipe(
     if scale not in SCALES:
         raise UserError(f"--scale {scale!r} is not valid: expected one of {', '.join(SCALES)}")
     marker = out / "recipe.json"
-    meta = {"recipe": name, "scale": scale, "parts": list(recipe.parts), "description": recipe.description, "groklab_version": __version__}
+    meta = {"recipe": name, "scale": scale, "parts": list(recipe.parts), "description": recipe.description, "groklab_version": VERSION}
     if marker.is_file():
         old = json.loads(marker.read_text())
         if (old.get("recipe"), old.get("scale")) != (name, scale):
