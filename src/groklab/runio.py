@@ -25,15 +25,13 @@ from typing import Any
 
 import torch
 
-from groklab.config import SCHEMA_VERSION, Config, UserError, from_dict, to_dict
+from groklab.config import SCHEMA_VERSION, VERSION, Config, UserError, from_dict, to_dict
 
 GROK_ACC = 0.99
 
 
 def version() -> str:
-    from groklab import __version__
-
-    return __version__
+    return VERSION
 
 
 # ---------------------------------------------------------------------------------------------
