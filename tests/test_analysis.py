@@ -258,8 +258,8 @@ def test_transformer_neurons_match_the_full_forward_and_their_spectrum_keeps_the
 
     from groklab.analysis import neuron_activations, neuron_fourier
     from groklab.data import build_task
-    from groklab.presets import get_preset
     from groklab.models import build_model
+    from groklab.presets import get_preset
 
     config = tiny(get_preset("nanda"), {"task.p": 11, "model.d_model": 16, "model.d_mlp": 24, "model.n_heads": 2})
     data = build_task(config.task, config.split_seed)

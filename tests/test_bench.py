@@ -13,8 +13,8 @@ import pytest
 from groklab.bench import PEER_NAME, peer_dir, power_config, train_flops
 from groklab.cli import main
 from groklab.data import build_task
-from groklab.presets import get_preset
 from groklab.models import build_model
+from groklab.presets import get_preset
 
 CONFIG_KEYS = {
     "name",

@@ -16,8 +16,8 @@ from conftest import tiny
 from torch import nn
 
 from groklab.config import Config, OptimConfig, UserError, apply_overrides, validate
-from groklab.presets import get_preset
 from groklab.optim import EMAFilter, Interventions, MAFilter, build_optimizer, orthogonalize_, total_norm
+from groklab.presets import get_preset
 from groklab.runio import checkpoint_path, checkpoint_steps, read_metrics
 from groklab.train import train
 

@@ -14,8 +14,8 @@ import pytest
 from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides
 from groklab.presets import get_preset
+from groklab.stats import censored_median, group_stats, mean_ci
 from groklab.sweep import expand, parse_spec, query, run_id
-from groklab.sweep.stats import censored_median, group_stats, mean_ci
 from groklab.sweep.table import RunsTable
 
 SPEC = """

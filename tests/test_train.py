@@ -12,10 +12,10 @@ from conftest import tiny
 
 from groklab.config import Config, UserError
 from groklab.data import build_task
-from groklab.presets import PRESETS, get_preset
 from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.optim import build_optimizer
+from groklab.presets import PRESETS, get_preset
 from groklab.runio import load_run, summarize
 from groklab.train import BatchSampler, evaluate, train
 

@@ -28,28 +28,7 @@ import torch
 
 from groklab.config import Config, UserError, apply_overrides
 from groklab.presets import get_preset
-
-HELP = """\
-usage: groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]
-
-Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and
-against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,
-MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).
-
-options:
-  --json           print one JSON object instead of a table
-  --quick          short timing windows and no compiled variants (seconds, not minutes; for smoke tests)
-  --no-compile     skip the torch.compile variants (by default each transformer/MLP config is also timed compiled)
-  --time-to-grok   also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%)
-  --threads N      CPU threads (default: torch's default for this machine)
-  --peer DIR       the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)
-  --only LIST      time only these configs, comma-separated: power, nanda, mlp, ensemble (sgemm always runs)
-
-examples:
-  groklab bench
-  groklab bench --json --threads 2 --time-to-grok
-  groklab bench --quick --only power,mlp
-"""
+from groklab.stats import GROK_ACC
 
 PEER_NAME = "danielmamay-grokking"
 CONFIG_KEYS = ("power", "nanda", "mlp", "ensemble")
@@ -249,20 +228,20 @@ def time_to_grok(args: list[str], threads: int) -> float | None:
     """Seconds from launching `groklab train` to val acc >= 0.99, start-up included; None if it never grokked."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "groklab.cli", "train", *args, "--out", str(out), "--quiet", "--stop-patience", "1"]
+        cmd = [sys.executable, "-m", "groklab", "train", *args, "--out", str(out), "--quiet", "--stop-patience", "1"]
         cmd += ["--threads", str(threads)] if threads else []
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         total = time.perf_counter() - t0
         summary = json.loads((out / "summary.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    grok = next((r for r in rows if r["val/acc"] >= 0.99), None)
+    grok = next((r for r in rows if r["val/acc"] >= GROK_ACC), None)
     # total - wall_s is the start-up (and the final writes, so this slightly overestimates); time_s counts from the loop's start.
     return None if grok is None else round(total - summary["wall_s"] + grok["time_s"], 2)
 
 
 # ---------------------------------------------------------------------------------------------
-# The command.
+# The whole measurement (`groklab bench` prints it).
 
 
 def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, only: set[str] | None = None) -> dict[str, Any]:
@@ -318,69 +297,3 @@ def describe(device: torch.device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)"
-
-
-def print_table(result: dict[str, Any], grok: dict[str, float | None] | None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s",
-        caption="GFLOP/s on the FLOPs a step stands for (the plain computation: a transformer's at the last position, an MLP's "
-        "from concatenated embeddings); --json also gives the fewer the fast path executes (executed_gflop_per_step)",
-    )
-    for column in ("config", "ms/step", "steps/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
-        table.add_column(column, justify="left" if column == "config" else "right")
-    for c in result["configs"]:
-        peer = "-" if c["peer_ms_per_step"] is None else f"{c['peer_ms_per_step']:.1f}"
-        ratio = "-" if c["ratio_vs_peer"] is None else f"{c['ratio_vs_peer']:.2f}"
-        table.add_row(
-            c["name"],
-            f"{c['ms_per_step']:.2f}",
-            f"{c['steps_per_s']:.1f}",
-            f"{c['gflops']:.1f}",
-            f"{c['fraction_of_peak']:.0%}",
-            peer,
-            ratio,
-        )
-    console = Console()
-    console.print(table)
-    if grok is not None:
-        for name, seconds in grok.items():
-            console.print(
-                f"time to grok ({name}): " + ("never within budget" if seconds is None else f"{seconds:.1f} s from process start")
-            )
-
-
-def command(args: list[str]) -> None:
-    from groklab.cli import parse_options
-
-    if "--help" in args or "-h" in args:
-        print(HELP)
-        return
-    known, unknown = parse_options(args, flags={"json", "quick", "no-compile", "time-to-grok"}, options={"threads", "peer", "only"})
-    if unknown:
-        raise UserError(f"groklab bench has no option --{next(iter(unknown))} (see groklab bench --help)")
-    threads_arg = str(known.get("threads", "0"))
-    if not threads_arg.isdigit():
-        raise UserError(f"--threads={threads_arg!r} is not valid: expected an integer >= 1")
-    only = None
-    if "only" in known:
-        only = {name.strip() for name in str(known["only"]).split(",") if name.strip()}
-        if not only or not only <= set(CONFIG_KEYS):
-            raise UserError(f"--only={known['only']!r} is not valid: expected a comma-separated list of {', '.join(CONFIG_KEYS)}")
-    threads = int(threads_arg)
-    result = run_bench(
-        quick=bool(known.get("quick")),
-        compile=not (known.get("quick") or known.get("no-compile")),
-        threads=threads,
-        peer=known.get("peer"),
-        only=only,
-    )
-    grok = {name: time_to_grok(run_args, threads) for name, run_args in GROK_RUNS.items()} if known.get("time-to-grok") else None
-    if known.get("json"):
-        if grok is not None:
-            result = {**result, "time_to_grok_s": grok}
-        print(json.dumps(result))
-    else:
-        print_table(result, grok)

@@ -33,7 +33,8 @@ from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.models.transformer import Transformer
 from groklab.optim import build_optimizer
-from groklab.runio import GROK_ACC, RunDir, config_digest, summarize
+from groklab.runio import RunDir, config_digest, summarize
+from groklab.stats import GROK_ACC
 from groklab.train import (
     BatchSampler,
     Progress,

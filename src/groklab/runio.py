@@ -26,8 +26,7 @@ from typing import Any
 import torch
 
 from groklab.config import SCHEMA_VERSION, VERSION, Config, UserError, from_dict, to_dict
-
-GROK_ACC = 0.99
+from groklab.stats import first_step
 
 
 def version() -> str:
@@ -172,7 +171,7 @@ class RunDir:
                 f"{self.config_path} has schema_version={schema!r}; this groklab ({version()}) reads schema <= {SCHEMA_VERSION}: upgrade groklab"
             )
         try:
-            return from_dict(raw["config"])
+            return from_dict(raw["config"], schema)
         except UserError as err:
             raise UserError(f"{self.config_path}: {err}") from None
 
@@ -249,14 +248,11 @@ class RunDir:
 # Summaries computed from metric rows (so a resumed run and an uninterrupted one agree).
 
 
-def first_step(rows: list[dict[str, Any]], key: str, threshold: float = GROK_ACC) -> int | None:
-    return next((r["step"] for r in rows if r.get(key, float("nan")) >= threshold), None)
-
-
 def summarize(rows: list[dict[str, Any]], status: str, steps: int, wall_s: float, **extra: Any) -> dict[str, Any]:
     """summary.json: `grokked` means val acc reached 0.99; `grok_delay` = steps from 99% train to 99% val."""
     last = rows[-1] if rows else {}
-    train99, val99 = first_step(rows, "train/acc"), first_step(rows, "val/acc")
+    at = [r["step"] for r in rows]
+    train99, val99 = (first_step(at, [r.get(key) for r in rows]) for key in ("train/acc", "val/acc"))
     final_keys = ("train/acc", "train/loss", "val/acc", "val/loss", "test/acc", "test/loss")
     return {
         "status": status,
@@ -287,11 +283,8 @@ class Run:
     def column(self, key: str) -> list[Any]:
         return [row.get(key) for row in self.metrics]
 
-    def load_model(self, step: int | None = None) -> torch.nn.Module:
-        """The model at the weights-only checkpoint `step` (default: the newest)."""
-        from groklab.data import build_task
-        from groklab.models import build_model
-
+    def model_state(self, step: int | None = None) -> dict[str, Any]:
+        """The state_dict at the weights-only checkpoint `step` (default: the newest); groklab.load_model builds the model."""
         ckpt_dir = self.path / "checkpoints"
         steps = checkpoint_steps(ckpt_dir, "model")
         if not steps:
@@ -303,9 +296,7 @@ class Run:
         state = load_checkpoint(checkpoint_path(ckpt_dir, "model", step))
         if state is None:
             raise UserError(f"the checkpoint of step {step} in {self.path} is corrupt")
-        model = build_model(self.config.model, build_task(self.config.task, self.config.split_seed), self.config.seed)
-        model.load_state_dict(state)
-        return model
+        return state
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:

@@ -1,4 +1,5 @@
-"""Statistics across seeds: means with 95% t-intervals, and honest handling of runs that never grokked.
+"""Statistics across seeds and the results vocabulary: means with 95% t-intervals, honest handling of runs that
+never grokked, the 0.99 threshold, the first step a metric reaches it, and the result columns every table shows.
 
 A run that did not reach 99% val acc within its step budget is *censored*: we only know its
 steps-to-grok exceeds the budget. Censored runs are counted and shown, never dropped silently and never
@@ -15,6 +16,31 @@ from dataclasses import dataclass
 from typing import Any
 
 DONE = ("finished", "diverged")
+"""Run statuses that have a result (an interrupted or failed run has none yet)."""
+
+GROK_ACC = 0.99
+"""The accuracy that counts as fitted (train) or generalized (val): every `*_acc_99` key, `grokked` and stopping use it."""
+
+SPLITS = ("train", "val", "test")
+RESULT_COLUMNS = (
+    "status",
+    "steps",
+    "wall_s",
+    "steps_to_train_acc_99",
+    "steps_to_val_acc_99",
+    "grokked",
+    "grok_delay",
+    *(f"{s}/{m}" for s in SPLITS for m in ("acc", "loss")),
+)
+"""runs.parquet columns that are results, not config (everything else but run_id/run_dir is config)."""
+
+
+def first_step(steps: Sequence[int], values: Sequence[float | None], threshold: float = GROK_ACC, above: bool = True) -> int | None:
+    """The first of `steps` whose value is >= `threshold` (<= with above=False); None if never. Missing values never count."""
+    for step, value in zip(steps, values, strict=True):
+        if value is not None and math.isfinite(value) and (value >= threshold if above else value <= threshold):
+            return int(step)
+    return None
 
 
 @dataclass(frozen=True)
@@ -25,6 +51,10 @@ class Estimate:
     lo: float
     hi: float
     n: int
+
+    def bounds(self) -> tuple[float, float, float]:
+        """(mean, lo, hi) for plotting: (mean, mean, mean) for one value, so a lone seed draws a point without an error bar."""
+        return (self.mean, self.mean, self.mean) if self.n == 1 else (self.mean, self.lo, self.hi)
 
     def format(self, digits: int = 0) -> str:
         if self.n == 0:
@@ -103,28 +133,3 @@ def group_stats(rows: Sequence[dict[str, Any]], axes: Sequence[str], time_key: s
             )
         )
     return out
-
-
-def stats_table(groups: Sequence[GroupStats], axes: Sequence[str]) -> Any:
-    """A rich Table of `group_stats` output, one line per group."""
-    from rich.table import Table
-
-    table = Table(title="across seeds: mean [95% t-interval]; censored = never reached 99% val within budget")
-    for axis in axes:
-        table.add_column(axis)
-    for name in ("done", "grokked", "censored", "steps to 99% val (grokked runs)", "median (censored = ∞)", "final test acc"):
-        table.add_column(name, justify="right")
-    for g in groups:
-        censored = f"{g.censored} (> {g.budget} steps)" if g.censored else "0"
-        median = f"{g.median_steps_to_grok:.0f}" if g.median_steps_to_grok is not None else (f"> {g.budget}" if g.done else "-")
-        done = f"{g.done}/{g.runs}" + (f" ({g.failed} failed)" if g.failed else "")
-        table.add_row(
-            *(str(g.key[a]) for a in axes),
-            done,
-            f"{g.grokked}/{g.done}",
-            censored,
-            g.steps_to_grok.format(0),
-            median,
-            g.test_acc.format(3),
-        )
-    return table

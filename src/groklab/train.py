@@ -28,7 +28,8 @@ from groklab.loggers import MetricLoggers
 from groklab.losses import LossFn, make_loss
 from groklab.models import build_model
 from groklab.optim import Interventions, build_optimizer
-from groklab.runio import GROK_ACC, RunDir, config_digest, read_metrics, summarize
+from groklab.runio import RunDir, config_digest, read_metrics, summarize
+from groklab.stats import GROK_ACC
 
 Tensor = torch.Tensor
 

@@ -25,18 +25,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-FIT_ACC = 0.99
-"""Accuracy that counts as fitted (train) or generalized (val); the same threshold as summary.json's."""
+from groklab.stats import GROK_ACC, first_step
+
+FIT_ACC = GROK_ACC
 GROK_FACTOR = 1.0
 """Grokking iff the val delay after fitting exceeds this multiple of the steps it took to fit."""
 CLEANUP_START = 0.1
 CLEANUP_END = 0.9
 PHASES = ("comprehension", "grokking", "memorization", "confusion")
-
-
-def first_at_least(steps: Sequence[int], values: Sequence[float | None], threshold: float) -> int | None:
-    """The first step whose value is ≥ threshold, or None."""
-    return next((int(s) for s, v in zip(steps, values, strict=True) if v is not None and v >= threshold), None)
 
 
 def classify_phase(
@@ -47,8 +43,8 @@ def classify_phase(
     grok_factor: float = GROK_FACTOR,
 ) -> str:
     """One of comprehension, grokking, memorization, confusion (rules in the module docstring)."""
-    fit = first_at_least(steps, train_acc, fit_acc)
-    gen = first_at_least(steps, val_acc, fit_acc)
+    fit = first_step(steps, train_acc, fit_acc)
+    gen = first_step(steps, val_acc, fit_acc)
     if fit is None:
         return "confusion"
     if gen is None:
@@ -81,8 +77,8 @@ def phase_boundaries(
     describe the road to generalization.
     `cleanup_from` names what the end of cleanup was read from ("fourier/gini" or "val/loss").
     """
-    fit = first_at_least(steps, train_acc, FIT_ACC)
-    if fit is None or first_at_least(steps, val_acc, FIT_ACC) is None:
+    fit = first_step(steps, train_acc, FIT_ACC)
+    if fit is None or first_step(steps, val_acc, FIT_ACC) is None:
         return None
     pts = [
         (int(s), math.log(max(v, 1e-30))) for s, v in zip(steps, val_loss, strict=True) if v is not None and s >= fit and math.isfinite(v)

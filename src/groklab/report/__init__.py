@@ -37,6 +37,7 @@ from groklab.report.plots import (
     steps_to_grok_figure,
     test_acc_figure,
 )
+from groklab.stats import RESULT_COLUMNS
 
 __all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "run_phase", "command", "ls_command", "compare_command"]
 
@@ -47,7 +48,7 @@ FINAL_KEYS = tuple(f"{s}/{m}" for s in SPLITS for m in ("acc", "loss"))
 # Pieces shared by the pages.
 
 
-RESULT_COLUMNS = ("steps", "steps_to_train_acc_99", "steps_to_val_acc_99", "grok_delay", "train/acc", "val/acc", "test/acc")
+SHOWN_RESULTS = tuple(c for c in RESULT_COLUMNS if c not in ("status", "wall_s", "grokked") and not c.endswith("/loss"))
 """A run's outcome as every run table shows it (after the run id, the varying config and the status)."""
 
 
@@ -196,7 +197,7 @@ def report_sweep(path: Path, *, quiet: bool = False) -> Path:
         *groups,
         "status",
         "phase",
-        *RESULT_COLUMNS,
+        *SHOWN_RESULTS,
         "wall_s",
     ]
     counts = {s: sum(1 for r in table if str(r.get("status", "")).startswith(s)) for s in ("finished", "incomplete", "diverged", "failed")}
@@ -230,7 +231,7 @@ def compare_runs(paths: list[Path], out: Path) -> Path:
         "run_id",
         *differ,
         "status",
-        *RESULT_COLUMNS,
+        *SHOWN_RESULTS,
     ]
     body = [
         f"<h1>Comparing {len(runs)} runs</h1>",
@@ -416,7 +417,7 @@ def ls_command(args: list[str]) -> None:
         *groups,
         *(c for c in SEED_COLUMNS if c in varying_columns(rows)),
         "status",
-        *RESULT_COLUMNS,
+        *SHOWN_RESULTS,
     ]
     from groklab.report.page import fmt
 

@@ -15,22 +15,10 @@ from typing import Any
 import numpy as np
 
 from groklab.config import UserError, to_dict
-from groklab.runio import GROK_ACC, RunDir, read_metrics
-from groklab.sweep import stats
+from groklab.runio import RunDir, read_metrics
+from groklab.stats import GROK_ACC, RESULT_COLUMNS, SPLITS, first_step
 
-SPLITS = ("train", "val", "test")
 STANDARD_KEYS = {"step", "time_s", "lr"} | {f"{s}/{m}" for s in SPLITS for m in ("loss", "acc")}
-RESULT_COLUMNS = (
-    "status",
-    "steps",
-    "wall_s",
-    "steps_to_train_acc_99",
-    "steps_to_val_acc_99",
-    "grokked",
-    "grok_delay",
-    *(f"{s}/{m}" for s in SPLITS for m in ("acc", "loss")),
-)
-"""runs.parquet columns that are results, not config (everything else but run_id/run_dir is config)."""
 SEED_COLUMNS = ("seed", "split_seed")
 """Config columns that make replicates, not groups: statistics are taken across them."""
 MAX_LOG_POINTS = 400
@@ -61,8 +49,7 @@ class RunData:
     def first_step(self, key: str, threshold: float = GROK_ACC) -> int | None:
         """Step at which metric `key` first reaches `threshold` (None if never or not logged)."""
         values = self.columns.get(key)
-        hit = np.nonzero(values >= threshold)[0] if values is not None else np.zeros(0)
-        return int(self.steps[hit[0]]) if hit.size else None
+        return None if values is None else first_step(self.steps, values, threshold)
 
 
 def is_run(path: Path) -> bool:
@@ -221,13 +208,6 @@ def as_float(value: Any) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Statistics and downsampling.
-
-
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, lo, hi) of sweep.stats.mean_ci's t-interval for plots; (mean, mean, mean) for one value, so a lone seed
-    draws a point without an error bar (nan for none)."""
-    est = stats.mean_ci(values, level)
-    return (est.mean, est.mean, est.mean) if est.n == 1 else (est.mean, est.lo, est.hi)
 
 
 def _crossing_window(steps: np.ndarray, acc: np.ndarray, low: float = 0.1, high: float = GROK_ACC) -> np.ndarray:

@@ -24,9 +24,9 @@ from groklab.report.data import (
     as_float,
     downsample_indices,
     is_numeric_column,
-    mean_ci,
     varying_columns,
 )
+from groklab.stats import mean_ci
 
 SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 """The same colour for a split on every figure of every report."""
@@ -480,7 +480,7 @@ def steps_to_grok_figure(rows: list[dict[str, Any]]) -> Figure | None:
             at = [r for r in members if as_float(r.get(xcol)) == x]
             grokked = [as_float(r.get("steps_to_val_acc_99")) for r in at if r.get("grokked") and r.get("steps_to_val_acc_99") is not None]
             if grokked:
-                mean, lo, hi = mean_ci(grokked)
+                mean, lo, hi = mean_ci(grokked).bounds()
                 xs.append(x), means.append(mean), lows.append(lo), highs.append(hi)
                 texts.append(f"{xcol}={x:g}<br>steps to grok {mean:.0f} [{lo:.0f}, {hi:.0f}]<br>{len(grokked)}/{len(at)} grokked")
             else:
@@ -504,7 +504,7 @@ def test_acc_figure(rows: list[dict[str, Any]], max_groups: int = 60) -> Figure:
     for row in rows:
         by.setdefault(_label(row, groups), []).append(as_float(row.get("test/acc")))
     names = sorted(by)[:max_groups]
-    stats = [mean_ci(by[n]) for n in names]
+    stats = [mean_ci(by[n]).bounds() for n in names]
     caption = f"first {max_groups} of {len(by)} groups shown" if len(by) > max_groups else ""
     bar = Series("bar", names, [m for m, _, _ in stats], name="test", color=SPLIT_COLORS["test"], error=[(hi - m) for m, _, hi in stats])
     return Figure(

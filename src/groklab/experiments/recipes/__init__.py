@@ -81,8 +81,16 @@ def get_recipe(name: str) -> Recipe:
         raise UserError(f"recipe {name!r} is not available in this installation of groklab") from None
 
 
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise UserError(f"--scale {scale!r} is not valid: expected one of {', '.join(SCALES)}")
+
+
 def spec_text(recipe: Recipe, part: str, scale: str) -> str:
     """The bundled spec TOML of one part at one scale."""
+    check_scale(scale)
+    if part not in recipe.parts:
+        raise UserError(f"--print-spec {part!r} is not a part of {recipe.name}: expected one of {', '.join(recipe.parts)}")
     return (resources.files(__name__) / "specs" / recipe.name / f"{part}-{scale}.toml").read_text()
 
 
@@ -105,8 +113,7 @@ def run_recipe(
     from groklab.sweep import expand, parse_spec, run_sweep
 
     recipe = get_recipe(name)
-    if scale not in SCALES:
-        raise UserError(f"--scale {scale!r} is not valid: expected one of {', '.join(SCALES)}")
+    check_scale(scale)
     marker = out / "recipe.json"
     meta = {"recipe": name, "scale": scale, "parts": list(recipe.parts), "description": recipe.description, "groklab_version": VERSION}
     if marker.is_file():
@@ -144,82 +151,4 @@ def run_recipe(
     return numbers
 
 
-RECIPE_HELP = """\
-usage: groklab recipe NAME --out DIR [--scale quick|paper] [--workers N] [--backend local|ray] [--address ADDR] [--quiet]
-       groklab recipe --list
-
-Reproduce a published result: run the recipe's bundled sweep(s) into DIR/<part>/, then write
-DIR/findings.json (the headline numbers), DIR/figures/*.png and DIR/report/index.html.
-Rerunning the same command finishes an interrupted recipe (finished runs are skipped).
-
-options:
-  --scale quick|paper  quick (default): minutes on a laptop CPU, smaller budgets; paper: the paper's settings
-  --workers N          runs at once (default: all cores)
-  --backend local|ray  as for groklab sweep; --address ADDR joins an existing Ray cluster
-  --list               list the recipes with one line each
-  --print-spec PART    print the bundled sweep spec of PART at --scale (to copy and edit) and exit
-  --quiet              no progress bars; print DIR/findings.json's path at the end
-
-examples:
-  groklab recipe power-fig1 --out recipes/fig1
-  groklab recipe grokfast --out recipes/grokfast --workers 2
-  groklab recipe power-fig2 --out /mnt/nfs/fig2 --scale paper --backend ray --address auto
-  groklab recipe omnigrok-digits --print-spec sweep --scale paper > mine.toml
-"""
-
-
-def command(args: list[str]) -> None:
-    """`groklab recipe`."""
-    from groklab.sweep import split_positional
-
-    if "--help" in args or "-h" in args:
-        print(RECIPE_HELP)
-        return
-    if "--list" in args:
-        for name in MODULES:
-            try:
-                print(f"{name:20s} {get_recipe(name).description}")
-            except UserError:
-                continue  # a recipe whose module is not installed is simply not offered
-        return
-    from groklab.cli import int_option, parse_options
-
-    options = {"out", "scale", "workers", "backend", "address", "print-spec"}
-    positional, rest = split_positional(args, options)
-    known, extra = parse_options(rest, {"quiet"}, options)
-    if extra:
-        raise UserError(f"unknown option --{next(iter(extra))}: see groklab recipe --help")
-    if len(positional) != 1:
-        raise UserError(f"groklab recipe takes one NAME, got {len(positional)}: see groklab recipe --list")
-    recipe = get_recipe(positional[0])
-    scale = str(known.get("scale", "quick"))
-    if scale not in SCALES:
-        raise UserError(f"--scale {scale!r} is not valid: expected one of {', '.join(SCALES)}")
-    if "print-spec" in known:
-        part = str(known["print-spec"])
-        if part not in recipe.parts:
-            raise UserError(f"--print-spec {part!r} is not a part of {recipe.name}: expected one of {', '.join(recipe.parts)}")
-        print(spec_text(recipe, part, scale), end="")
-        return
-    if "out" not in known:
-        raise UserError("groklab recipe needs --out DIR")
-    workers = int_option(known, "workers")
-    out = Path(str(known["out"]))
-    quiet = bool(known.get("quiet"))
-    numbers = run_recipe(
-        recipe.name,
-        out,
-        scale=scale,
-        backend=str(known.get("backend", "local")),
-        workers=workers,
-        address=str(known["address"]) if "address" in known else None,
-        quiet=quiet,
-    )
-    if quiet:
-        print(out / "findings.json")
-    else:
-        print(f"\n{recipe.name} ({scale}): {numbers.get('headline', '')}")
-        print(f"findings: {out / 'findings.json'}  report: {out / 'report' / 'index.html'}")
-
-
-__all__ = ["MODULES", "SCALES", "Findings", "Recipe", "command", "get_recipe", "run_recipe", "spec_text"]
+__all__ = ["MODULES", "SCALES", "Findings", "Recipe", "get_recipe", "run_recipe", "spec_text"]

@@ -18,7 +18,7 @@ from typing import Any
 from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, arms, band, censored_stats, estimate, summary_steps
 from groklab.report.plots import STEP_LABEL, Figure
-from groklab.sweep.stats import mean_ci
+from groklab.stats import mean_ci
 
 
 def arm_label(row: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """What every recipe's `analyze` needs: the sweep's rows, per-run curves, seed statistics as JSON, plot pieces.
 
 Recipes read finished sweeps (runs.parquet and run dirs) and never train. Statistics follow the sweep's
-rules (groklab.sweep.stats): 95% t-intervals over seeds; runs that never reached the threshold are censored,
+rules (groklab.stats): 95% t-intervals over seeds; runs that never reached the threshold are censored,
 counted, and never averaged as if they had reached it at the budget.
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 
 from groklab.report.data import RunData, load_run_data, sweep_rows
 from groklab.report.plots import PALETTE, SPLIT_COLORS, Series
-from groklab.sweep.stats import Estimate, mean_ci
+from groklab.stats import Estimate, mean_ci
+from groklab.stats import first_step as first_crossing
 
 __all__ = [
     "PALETTE",
@@ -68,10 +69,7 @@ def arms(sweep_dir: Path, label: Callable[[dict[str, Any]], str]) -> dict[str, t
 def first_step(run: RunData, key: str, threshold: float, above: bool = True) -> int | None:
     """First logged step where metric `key` is >= `threshold` (or <= with above=False); None if never."""
     values = run.columns.get(key)
-    if values is None:
-        return None
-    hit = np.nonzero(values >= threshold if above else values <= threshold)[0]
-    return int(run.steps[hit[0]]) if hit.size else None
+    return None if values is None else first_crossing(run.steps, values, threshold, above)
 
 
 def censored_stats(per_seed: Sequence[float | None]) -> dict[str, Any]:

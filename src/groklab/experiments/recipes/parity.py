@@ -20,6 +20,7 @@ from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, censored_stats, first_step, group, rows, run_data, summary_steps
 from groklab.report.data import RunData
 from groklab.report.plots import Figure, Series
+from groklab.stats import GROK_ACC
 
 
 def overtake_step(run: RunData) -> int | None:
@@ -41,7 +42,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         runs = [run_data(sweep, r) for r in members]
         delay = summary_steps(members, "grok_delay")
         overtakes = [overtake_step(r) for r in runs]
-        val99 = [first_step(r, "val/acc", 0.99) for r in runs]
+        val99 = [first_step(r, "val/acc", GROK_ACC) for r in runs]
         per_size[str(n_samples)] = {
             "n_train": int(round(n_samples * members[0]["task.train_frac"])),
             "grok_delay": delay,
@@ -95,7 +96,7 @@ def circuits_figure(run: RunData, row: dict[str, Any]) -> Figure:
         (s, label, c)
         for s, label, c in (
             (overtake_step(run), "sparse > dense", PALETTE[2]),
-            (first_step(run, "val/acc", 0.99), "val 99%", SPLIT_COLORS["val"]),
+            (first_step(run, "val/acc", GROK_ACC), "val 99%", SPLIT_COLORS["val"]),
         )
         if s is not None
     ]

@@ -21,7 +21,7 @@ from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, Series, band, estimate, group, rows, run_data, summary_steps
 from groklab.report.plots import Figure, steps_to_grok_figure
 from groklab.runio import RunDir
-from groklab.sweep.stats import mean_ci
+from groklab.stats import mean_ci
 
 
 def step_budget(sweep: Path, members: list[dict[str, Any]]) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, arms, band, estimate, summary_steps
 from groklab.report.plots import Figure
-from groklab.sweep.stats import mean_ci
+from groklab.stats import mean_ci
 
 OWN = "collapse/train_own_loss"
 """Logged by `--analysis collapse`: correct-class gradient exactly zero under the run's own loss (the first stage)."""
