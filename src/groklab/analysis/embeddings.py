@@ -23,7 +23,7 @@ def tsne(emb: Tensor, seed: int = 0, perplexity: float = 20.0) -> Tensor:
 
     For plots, not for metrics. Perplexity 20 suits the p ≈ 100 tokens of a modular task (each token's
     neighbourhood is a handful of tokens, as on Power et al.'s circles); it is capped below n/3 for small p.
-    One BLAS/OpenMP thread: with torch's threads already spinning, more made it 10-30× slower here, not faster.
+    One BLAS/OpenMP thread: with torch's threads already spinning, more threads oversubscribe the cores and slow it down.
     """
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits

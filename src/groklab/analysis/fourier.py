@@ -60,7 +60,7 @@ def neuron_spectrum(acts: Tensor) -> Tensor:
     p = acts.shape[0]
     basis, freqs = fourier_basis(p, torch.float64)
     basis, freqs = basis.to(acts.device), freqs.to(acts.device)
-    # One axis at a time: 2·p³·n multiply-adds instead of the p⁴·n of a three-operand einsum (8 s -> 0.6 s at p = 97, 512 neurons).
+    # One axis at a time: 2·p³·n multiply-adds instead of the p⁴·n of a three-operand einsum.
     coeffs = torch.einsum("jb,ibn->ijn", basis, torch.einsum("ia,abn->ibn", basis, acts.double()))  # (p, p, n)
     power = coeffs.pow(2).sum(-1)  # (p, p)
     pair_freq = torch.maximum(freqs[:, None], freqs[None, :]).flatten()

@@ -39,7 +39,7 @@ def norm_breaks(norm: np.ndarray, z: float = 5.0, window: int = 20, min_dev: flo
     """Indices where the growth of `norm` (n,) between two logged points breaks abruptly from its recent pace.
 
     Under Adam without weight decay the last-layer norm grows steadily while the loss shrinks; at a slingshot it
-    jumps or, as measured on the MLP here, stalls. Either way its relative growth r_i = norm_i / norm_(i-1) - 1
+    jumps or stalls. Either way its relative growth r_i = norm_i / norm_(i-1) - 1
     departs from the median of the preceding `window` growths by more than z times their median absolute
     deviation (MAD) and by at least `min_dev` (0.1% of the norm per logged interval), so the smooth slowing of
     the early descent is not an event. Flags within `gap` points of each other are one event.

@@ -6,7 +6,7 @@ shrinks the dense circuit, which needs more norm for the same margin).
 parity: one sweep over the dataset size (task.n_samples) with `--analysis circuit`, which logs the norms of the
 sparse neurons (most of their input weight on the k relevant bits) and of the rest. Findings: the grokking delay
 (99% train -> 99% val) per dataset size, and the step at which the sparse circuit's norm overtakes the dense one
-next to the step of 99% val (measured: the two coincide within a few evaluations).
+next to the step of 99% val.
 """
 
 from __future__ import annotations
