@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from groklab.analysis import analyze_run, command, fourier, norms, parse_analysis, phases, rqi, sharpness
+from groklab.analysis import analyze_run, fourier, norms, parse_analysis, phases, rqi, sharpness
 from groklab.analysis import embeddings as emb
+from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides, validate
 from groklab.runio import load_run
 from groklab.train import train
@@ -201,13 +202,13 @@ def test_training_logs_analysis_keys_and_analyze_run_is_json(small_config, tmp_p
     assert result["norms"]["per_neuron"] and result["sharpness"]["top_eigenvalue"] is not None
     assert analyze_run(run, step=0, sharpness=False)["sharpness"] is None
 
-    command([str(tmp_path / "run"), "--json", "--no-sharpness", "--step", "4"])
+    assert main(["analyze", str(tmp_path / "run"), "--json", "--no-sharpness", "--step", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["step"] == 4
-    with pytest.raises(UserError, match="step=3 has no checkpoint"):
-        command([str(tmp_path / "run"), "--step", "3"])
-    with pytest.raises(UserError, match="not a directory"):
-        command([str(tmp_path / "missing")])
+    assert main(["analyze", str(tmp_path / "run"), "--step", "3"]) == 2
+    assert "step=3 has no checkpoint" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_analyze_run_of_a_task_that_is_not_modular(tmp_path) -> None:

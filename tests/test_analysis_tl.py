@@ -26,7 +26,7 @@ def small_nanda(tmp_path, **overrides: object):
 @pytest.mark.skipif(HAS_TL, reason="checks the message shown when TransformerLens is missing")
 def test_export_tl_without_transformer_lens_says_how_to_install(tmp_path) -> None:
     with pytest.raises(UserError, match=r"pip install -e \.\[interp\]"):
-        tl.command([str(small_nanda(tmp_path))])
+        tl.export_tl(small_nanda(tmp_path))
 
 
 def test_export_tl_rejects_the_mlp() -> None:
@@ -42,7 +42,7 @@ def test_export_tl_logits_match(tmp_path, preset: str) -> None:
     run_dir = tmp_path / "run"
     hooked, _, diff = tl.to_hooked_transformer(load_run(run_dir))
     assert diff <= 1e-4
-    tl.command([str(run_dir), "--out", str(tmp_path / "tl.pt")])
+    assert tl.export_tl(run_dir, tmp_path / "tl.pt")[0] == tmp_path / "tl.pt"
     reloaded = tl.load_hooked(tmp_path / "tl.pt")
     x = torch.tensor([[1, 11, 2, 12]])  # 1 + 2 = (operand, op token, operand, '=')
     model = load_run(run_dir).load_model().eval()

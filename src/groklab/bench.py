@@ -1,6 +1,6 @@
 """`groklab bench`: groklab's training speed beside the peer implementation's, in one process, on this machine.
 
-Every timed step is the one `train()` takes (the same builders, BatchSampler and `optimizer_step`), and the
+Every timed step is the one `train()` takes (its stepper, groklab.steppers), and the
 peer is the unmodified danielmamay/grokking code in ../shared/peers. Timing windows of the configs alternate
 (groklab, peer, groklab, peer, ...) and each figure is the median over windows, so a neighbour's burst of load
 hits both sides instead of one. FLOPs are counted op by op on a real batch (matmuls only),
@@ -12,6 +12,7 @@ fewer, are reported beside them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -60,37 +61,23 @@ def power_config() -> Config:
 
 
 def groklab_step(config: Config, device: torch.device, compile: bool = False) -> tuple[StepFn, float, float]:
-    """train()'s step for `config` (same builders, sampler and optimizer_step) and its FLOPs per step (train_flops)."""
+    """train()'s step for `config` (its very stepper) and its FLOPs per step (train_flops)."""
     from groklab.data import build_task
-    from groklab.losses import make_loss
-    from groklab.models import build_model
-    from groklab.optim import build_optimizer
-    from groklab.train import BatchSampler, compiled_forward, optimizer_step
+    from groklab.steppers import Single
 
     data = build_task(config.task, config.split_seed).to(device)
-    model = build_model(config.model, data, config.seed).to(device)
-    optimizer, schedule = build_optimizer(config.optim, model)
-    loss_fn = make_loss(config.loss, config.loss_dtype)
-    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
-    trial = data.train[: sampler.batch_size]
-    forward = compiled_forward(model, loss_fn, data.x[trial], data.y[trial]) if compile else model
-
-    def step() -> None:
-        idx = sampler.next()
-        optimizer_step(model, forward, optimizer, schedule, loss_fn, data.x[idx], data.y[idx])
-
-    return step, *train_flops(model, data.x[trial])
+    stepper = Single(dataclasses.replace(config, compile=compile), data, device)
+    return stepper.step, *train_flops(stepper.model, data.x[data.train[: stepper.sampler.batch_size]])
 
 
 def ensemble_step(config: Config, device: torch.device, n: int) -> tuple[StepFn, float, float]:
     """One step of an n-member vmapped ensemble (as `--seeds n` runs it) and one member's FLOPs per step."""
     from groklab.data import build_task
-    from groklab.ensemble import Ensemble
+    from groklab.steppers import Ensemble
 
     data = build_task(config.task, config.split_seed).to(device)
-    ens = Ensemble(config, data, n, device)
-    batch = data.train[: ens.samplers[0].batch_size]
-    return ens.step, *train_flops(ens.template, data.x[batch])
+    ens = Ensemble([dataclasses.replace(config, seed=config.seed + k) for k in range(n)], data, device)
+    return ens.step, *train_flops(ens.template, data.x[data.train[: ens.samplers[0].batch_size]])
 
 
 def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -104,8 +91,7 @@ def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from groklab.models.mlp import MLP
-    from groklab.models.transformer import Transformer
+    from groklab.models.fast import FastMLP, FastTransformer
 
     def count(forward: Callable[[], Any]) -> float:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -113,9 +99,7 @@ def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
         return 3.0 * counter.get_total_flops()
 
     executed = count(lambda: model(x))
-    if isinstance(model, Transformer):
-        return count(lambda: model.unembed(model.plain(x, last_only=True))), executed
-    if isinstance(model, MLP):
+    if isinstance(model, (FastTransformer, FastMLP)):
         return count(lambda: model.plain(x)), executed
     return executed, executed
 

@@ -1,32 +1,26 @@
-"""The `groklab` command: thin wrappers that parse arguments, call the Python API and print.
+"""The `groklab` command: one argparse parser with a sub-command per feature. It parses, calls the Python API and
+prints; the feature modules take typed arguments, return data and never import this module.
 
-User errors (bad values, unknown names, a clashing --out) print one line to stderr and exit with 2.
+User errors (bad values, unknown names, a clashing --out, argparse's own usage errors) print one line to stderr
+and exit with 2.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from groklab.config import UserError, leaf_fields
 
 EXIT_USAGE = 2
-
-TRAIN_HELP = """\
-usage: groklab train --preset NAME --out DIR [--quiet] [--<field> VALUE ...]
-       groklab train --preset NAME --out DIR --seeds N [...]   (N seeds at once, as one vmapped ensemble)
-
-Train one run into DIR (created; if DIR already holds this very run, it is resumed).
-
-examples:
-  groklab train --preset mlp --out runs/mlp
-  groklab train --preset mlp --out runs/mul --task.op x*y --task.p 101 --task.train-frac 0.4
-  groklab train --preset power-fig1 --out runs/fig1 --optim.weight-decay 0.5 --seed 3 --steps 20000
-
-fields (dotted paths; `-` and `_` are interchangeable):
-"""
 
 USAGE = """\
 usage: groklab COMMAND [ARGS]
@@ -48,57 +42,74 @@ commands:
 `groklab COMMAND --help` shows each command's options and examples.
 """
 
-
-def parse_options(args: list[str], flags: set[str], options: set[str]) -> tuple[dict[str, str | bool], dict[str, str]]:
-    """Split `--name value` / `--name=value` pairs into known options, boolean flags and config overrides."""
-    known: dict[str, str | bool] = {}
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise UserError(f"unexpected argument {arg!r}: options look like --name VALUE")
-        name, eq, value = arg[2:].partition("=")
-        if name in flags:
-            known[name] = True
-            i += 1
-            continue
-        if not eq:
-            if i + 1 >= len(args):
-                raise UserError(f"--{name} needs a value")
-            value = args[i + 1]
-            i += 1
-        i += 1
-        if name in options:
-            known[name] = value
-        else:
-            overrides[name] = value
-    return known, overrides
+FIELD_PREFIX = "field:"
+"""Namespace key prefix of the config-field options (`groklab train --task.p 7` -> args["field:task.p"])."""
 
 
-def int_option(known: dict[str, str | bool], name: str, expected: str = "an integer >= 1") -> int | None:
-    """The integer value of option --name from `parse_options`'s known dict (None if absent), or a one-line error."""
-    if name not in known:
-        return None
-    try:
-        return int(str(known[name]))
-    except ValueError:
-        raise UserError(f"--{name} {known[name]!r} is not valid: expected {expected}") from None
+class Parser(argparse.ArgumentParser):
+    """argparse with exact option names and its usage errors raised as a UserError (one line, exit 2)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(allow_abbrev=False, **kwargs)  # `--ste` must not silently mean `--steps`
+        # Python 3.11 reads `--optim.lr -1e-3` as two options; a dash followed by a digit is a value (as in 3.13).
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message)
 
 
-def field_help() -> str:
+def integer(expected: str, minimum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer (>= minimum), else an error naming the value and `expected`."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or (minimum is not None and number < minimum):
+            raise argparse.ArgumentTypeError(f"{value!r} is not valid: expected {expected}")
+        return number
+
+    return parse
+
+
+def add_config_fields(parser: Parser) -> None:
+    """One option per Config field, spelled with `-` (shown in --help) and with `_` (accepted, not shown).
+
+    Values stay strings here: `apply_overrides` converts them and names the field in its errors, as for a sweep spec.
+    """
     from groklab.config import Config, get_path
 
     default = Config()
-    lines = []
-    for path, (_, doc) in leaf_fields().items():
-        lines.append(f"  --{path.replace('_', '-')}  (default {get_path(default, path)!r})\n      {doc}")
-    return "\n".join(lines)
+    group = parser.add_argument_group("config fields (dotted paths; `-` and `_` are interchangeable)")
+    for path, (tp, doc) in leaf_fields().items():
+        dest = FIELD_PREFIX + path
+        # A bool field alone (`--compile`) means true; `--compile false` still works.
+        kind: dict[str, Any] = {"nargs": "?", "const": "true", "metavar": "BOOL"} if tp is bool else {"metavar": "VALUE"}
+        text = f"{doc} (default {get_path(default, path)!r})".replace("%", "%%")  # argparse %-formats help text
+        group.add_argument("--" + path.replace("_", "-"), dest=dest, default=argparse.SUPPRESS, help=text, **kind)
+        if "_" in path:
+            group.add_argument("--" + path, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kind)
 
 
-def cmd_presets(args: list[str]) -> None:
-    if args:
-        raise UserError(f"groklab presets takes no arguments, got {' '.join(args)!r}")
+def field_overrides(args: argparse.Namespace) -> dict[str, str]:
+    return {key.removeprefix(FIELD_PREFIX): value for key, value in vars(args).items() if key.startswith(FIELD_PREFIX)}
+
+
+def run_dir_arg(value: str) -> Path:
+    """A RUN / DIR positional that must be an existing directory."""
+    path = Path(value)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory holding a groklab run")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands: each takes the parsed arguments, calls the API and prints.
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
     from groklab.presets import PRESETS
 
     width = max(map(len, PRESETS))
@@ -106,48 +117,32 @@ def cmd_presets(args: list[str]) -> None:
         print(f"{name:<{width}}  {preset.description}")
 
 
-def cmd_train(args: list[str]) -> None:
-    if "--help" in args or "-h" in args:
-        print(TRAIN_HELP + field_help())
-        return
-    known, overrides = parse_options(args, flags={"quiet"}, options={"preset", "out", "seeds"})
-    if "out" not in known:
+def cmd_train(args: argparse.Namespace) -> None:
+    if args.out is None:
         raise UserError("groklab train needs --out DIR (where the run directory is written)")
     from groklab.config import apply_overrides, validate
     from groklab.presets import get_preset
 
-    config = validate(apply_overrides(get_preset(str(known.get("preset", "mlp"))), overrides))
-    if "seeds" in known:  # N seeds as one vmapped ensemble: one run directory per seed, DIR/seed-<k>/
-        from groklab.ensemble import parse_seeds, train_ensemble
+    config = validate(apply_overrides(get_preset(args.preset), field_overrides(args)))
+    out = Path(args.out)
+    if args.seeds is not None:  # N seeds as one vmapped ensemble: one run directory per seed, DIR/seed-<k>/
+        from groklab.train import train_ensemble
 
-        out = Path(str(known["out"]))
-        for k, summary in enumerate(train_ensemble(config, out, parse_seeds(str(known["seeds"])), progress=not known.get("quiet"))):
-            report(summary, out / f"seed-{k}", bool(known.get("quiet")))
+        for k, summary in enumerate(train_ensemble(config, out, args.seeds, progress=not args.quiet)):
+            report(summary, out / f"seed-{k}", args.quiet)
         return
     from groklab.train import train
 
-    report(train(config, Path(str(known["out"])), progress=not known.get("quiet")), Path(str(known["out"])), bool(known.get("quiet")))
+    report(train(config, out, progress=not args.quiet), out, args.quiet)
 
 
-def cmd_resume(args: list[str]) -> None:
-    if "--help" in args or "-h" in args or not args:
-        print(
-            "usage: groklab resume DIR [--quiet]\n\nContinue the run in DIR from its newest valid checkpoint.\n\nexample:\n  groklab resume runs/mlp"
-        )
-        if not args:
-            raise SystemExit(EXIT_USAGE)
-        return
-    known, overrides = parse_options(args[1:], flags={"quiet"}, options=set())
-    if overrides:
-        raise UserError(f"groklab resume takes no config fields (got --{next(iter(overrides))}): a resumed run keeps its config")
+def cmd_resume(args: argparse.Namespace) -> None:
     from groklab.runio import RunDir
     from groklab.train import train
 
-    path = Path(args[0])
-    if not path.is_dir():
-        raise UserError(f"{path} is not a directory holding a groklab run")
+    path = run_dir_arg(args.dir)
     config = RunDir(path).read_config()
-    report(train(config, path, progress=not known.get("quiet")), path, bool(known.get("quiet")))
+    report(train(config, path, progress=not args.quiet), path, args.quiet)
 
 
 def report(summary: dict, out: Path, quiet: bool) -> None:
@@ -171,30 +166,586 @@ def report(summary: dict, out: Path, quiet: bool) -> None:
     print(f"run directory: {out}  (summary.json, metrics.jsonl, metrics.parquet, checkpoints/)")
 
 
-COMMANDS: dict[str, Callable[[list[str]], None] | str] = {
-    "presets": cmd_presets,
-    "train": cmd_train,
-    "resume": cmd_resume,
-    # Commands whose argument handling lives beside their feature ("module:function", imported on use).
-    "bench": "groklab.bench:command",
-    "sweep": "groklab.sweep:command",
-    "query": "groklab.sweep:query_command",
-    "recipe": "groklab.experiments.recipes:command",
-    "analyze": "groklab.analysis:command",
-    "export-tl": "groklab.analysis.tl:command",
-    "report": "groklab.report:command",
-    "ls": "groklab.report:ls_command",
-    "compare": "groklab.report:compare_command",
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from groklab.stats import group_stats
+    from groklab.sweep import expand, load_spec, run_sweep
+
+    spec_path = Path(args.spec)
+    console = Console()
+    if args.dry_run:
+        spec = load_spec(spec_path)
+        console.print(plan_table(spec, expand(spec, spec_path.name)))
+        return
+    if args.out is None:
+        raise UserError("groklab sweep needs --out DIR (where the sweep dir is written)")
+    out = Path(args.out)
+    result = run_sweep(spec_path, out, backend=args.backend, workers=args.workers, address=args.address, progress=not args.quiet)
+    failed = sum(r["status"] == "failed" for r in result.rows)
+    if args.quiet:
+        print(out)
+    else:
+        console.print(stats_table(group_stats(result.rows, result.spec.axes), result.spec.axes))
+        ran = len(result.runs) - result.skipped - len(result.elsewhere)
+        elsewhere = f", {len(result.elsewhere)} running elsewhere (another process holds them)" if result.elsewhere else ""
+        console.print(
+            f"{len(result.runs)} runs: {ran} run now, {result.skipped} already done, {failed} failed{elsewhere}, in {result.wall_s:.1f} s\n"
+            f'sweep dir: {out}  (runs.parquet; query it with `groklab query {out} "SELECT ... FROM runs"`)'
+        )
+    if failed:
+        raise SystemExit(1)
+
+
+def plan_table(spec: Any, runs: list[Any]) -> Any:
+    """The dry-run table: one line per run with its axis values and seed."""
+    from rich.table import Table
+
+    columns = [*spec.axes, "seed"]
+    fixed = ", ".join(f"{k}={v!r}" for k, v in spec.fixed.items()) or "nothing"
+    table = Table(title=f"{len(runs)} runs of preset {spec.preset}", caption=f"fixed: {fixed}")
+    table.add_column("run_id")
+    for name in columns:
+        table.add_column(name)
+    for run in runs:
+        table.add_row(run.run_id, *(str(run.point.get(c, "")) for c in columns))
+    return table
+
+
+def stats_table(groups: list[Any], axes: list[str]) -> Any:
+    """A rich Table of `group_stats` output, one line per group."""
+    from rich.table import Table
+
+    table = Table(title="across seeds: mean [95% t-interval]; censored = never reached 99% val within budget")
+    for axis in axes:
+        table.add_column(axis)
+    for name in ("done", "grokked", "censored", "steps to 99% val (grokked runs)", "median (censored = ∞)", "final test acc"):
+        table.add_column(name, justify="right")
+    for g in groups:
+        censored = f"{g.censored} (> {g.budget} steps)" if g.censored else "0"
+        median = f"{g.median_steps_to_grok:.0f}" if g.median_steps_to_grok is not None else (f"> {g.budget}" if g.done else "-")
+        done = f"{g.done}/{g.runs}" + (f" ({g.failed} failed)" if g.failed else "")
+        table.add_row(
+            *(str(g.key[a]) for a in axes),
+            done,
+            f"{g.grokked}/{g.done}",
+            censored,
+            g.steps_to_grok.format(0),
+            median,
+            g.test_acc.format(3),
+        )
+    return table
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    from groklab.sweep import query
+
+    columns, rows = query(Path(args.dir), args.sql)
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif args.format == "json":
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(caption=f"{len(rows)} rows")
+        for name in columns:
+            table.add_column(name)
+        for row in rows:
+            table.add_row(*("NULL" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+        Console().print(table)
+
+
+def cmd_recipe(args: argparse.Namespace) -> None:
+    from groklab.experiments.recipes import MODULES, get_recipe, run_recipe, spec_text
+
+    if args.list:
+        for name in MODULES:
+            try:
+                print(f"{name:20s} {get_recipe(name).description}")
+            except UserError:
+                continue  # a recipe whose module is not installed is simply not offered
+        return
+    if args.name is None:
+        raise UserError("groklab recipe takes one NAME: see groklab recipe --list")
+    recipe = get_recipe(args.name)
+    if args.print_spec is not None:
+        print(spec_text(recipe, args.print_spec, args.scale), end="")
+        return
+    if args.out is None:
+        raise UserError("groklab recipe needs --out DIR")
+    out = Path(args.out)
+    numbers = run_recipe(
+        recipe.name, out, scale=args.scale, backend=args.backend, workers=args.workers, address=args.address, quiet=args.quiet
+    )
+    if args.quiet:
+        print(out / "findings.json")
+    else:
+        print(f"\n{recipe.name} ({args.scale}): {numbers.get('headline', '')}")
+        print(f"findings: {out / 'findings.json'}  report: {out / 'report' / 'index.html'}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from groklab.analysis import analyze_run
+    from groklab.runio import load_run
+
+    path = run_dir_arg(args.run)
+    result = analyze_run(load_run(path), step=args.step, sharpness=not args.no_sharpness)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_analysis(result, path)
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_analysis(result: dict[str, Any], run_path: Path) -> None:
+    """`analyze_run`'s result as two tables: the measures, then the per-parameter norms."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    main = Table(title=f"{run_path} at step {result['step']}", show_header=False)
+    main.add_column("measure", style="bold")
+    main.add_column("value")
+    main.add_row("phase", result["phase"])
+    if (b := result["phase_boundaries"]) is not None:
+        main.add_row(
+            "Nanda phases",
+            f"memorization → {b['memorization_end']}, circuit formation → {_short(b['circuit_formation_end'])}, "
+            f"cleanup → {_short(b['cleanup_end'])} (from {b['cleanup_from']})",
+        )
+    if (f := result["fourier"]) is not None:
+        main.add_row("key frequencies", f"{', '.join(map(str, f['key_frequencies'])) or 'none'}  ({len(f['key_frequencies'])})")
+        for key in ("gini", "full_loss", "restricted_loss", "excluded_loss", "logit_variance_explained"):
+            main.add_row(key.replace("_", " "), _short(f[key]))
+    n = result["norms"]
+    main.add_row("weight norm total", _short(n["total"]))
+    main.add_row("last-layer norm", _short(n["last_layer"]))
+    neurons = sorted(n["per_neuron"], reverse=True)
+    if neurons:
+        main.add_row("neuron norms", f"max {neurons[0]:.4g}, median {neurons[len(neurons) // 2]:.4g}, min {neurons[-1]:.4g}")
+    main.add_row("RQI", _short(result["rqi"]))
+    if (s := result["sharpness"]) is not None:
+        main.add_row("top Hessian eigenvalue", _short(s["top_eigenvalue"]))
+        main.add_row("ε-sharpness", _short(s["eps_sharpness"]))
+    if (e := result["embeddings"]) is not None:
+        main.add_row("embedding circularity", _short(e["circularity"]))
+    console.print(main)
+    layers = Table(title="per-parameter norms")
+    layers.add_column("parameter")
+    layers.add_column("norm", justify="right")
+    for name, value in n["per_layer"].items():
+        layers.add_row(name, _short(value))
+    console.print(layers)
+
+
+def cmd_export_tl(args: argparse.Namespace) -> None:
+    from groklab.analysis.tl import export_tl
+
+    out, diff = export_tl(run_dir_arg(args.run), None if args.out is None else Path(args.out), step=args.step)
+    print(f"wrote {out}: HookedTransformer with logits within {diff:.2g} of groklab's on every example")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from groklab.report import report as write_report
+
+    page = write_report(Path(args.dir), quiet=args.quiet, analyze=not args.no_analysis, sharpness=not args.no_sharpness)
+    print(page if args.quiet else f"report written: {page}  (open it in a browser; PNGs beside it)")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    if len(args.runs) < 2:
+        raise UserError(f"groklab compare needs at least two run directories, got {len(args.runs)}")
+    if args.out is None:
+        raise UserError("groklab compare needs --out DIR (where the comparison report is written)")
+    from groklab.report import compare_runs
+
+    page = compare_runs([Path(p) for p in args.runs], Path(args.out))
+    print(page if args.quiet else f"comparison written: {page}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from groklab.bench import CONFIG_KEYS, GROK_RUNS, run_bench, time_to_grok
+
+    only = None
+    if args.only is not None:
+        only = {name.strip() for name in args.only.split(",") if name.strip()}
+        if not only or not only <= set(CONFIG_KEYS):
+            raise UserError(f"--only={args.only!r} is not valid: expected a comma-separated list of {', '.join(CONFIG_KEYS)}")
+    result = run_bench(quick=args.quick, compile=not (args.quick or args.no_compile), threads=args.threads, peer=args.peer, only=only)
+    grok = {name: time_to_grok(run_args, args.threads) for name, run_args in GROK_RUNS.items()} if args.time_to_grok else None
+    if args.json:
+        print(json.dumps(result if grok is None else {**result, "time_to_grok_s": grok}))
+    else:
+        print_bench(result, grok)
+
+
+def print_bench(result: dict[str, Any], grok: dict[str, float | None] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s",
+        caption="GFLOP/s on the FLOPs a step stands for (the plain computation: a transformer's at the last position, an MLP's "
+        "from concatenated embeddings); --json also gives the fewer the fast path executes (executed_gflop_per_step)",
+    )
+    for column in ("config", "ms/step", "steps/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for c in result["configs"]:
+        peer = "-" if c["peer_ms_per_step"] is None else f"{c['peer_ms_per_step']:.1f}"
+        ratio = "-" if c["ratio_vs_peer"] is None else f"{c['ratio_vs_peer']:.2f}"
+        table.add_row(
+            c["name"], f"{c['ms_per_step']:.2f}", f"{c['steps_per_s']:.1f}", f"{c['gflops']:.1f}", f"{c['fraction_of_peak']:.0%}", peer, ratio
+        )
+    console = Console()
+    console.print(table)
+    for name, seconds in (grok or {}).items():
+        console.print(f"time to grok ({name}): " + ("never within budget" if seconds is None else f"{seconds:.1f} s from process start"))
+
+
+LS_HEADERS = {
+    "run_id": "run",
+    "steps_to_train_acc_99": "fit@",
+    "steps_to_val_acc_99": "grok@",
+    "grok_delay": "delay",
+    "train/acc": "train",
+    "val/acc": "val",
+    "test/acc": "test",
+    "train_frac": "frac",
+    "weight_decay": "wd",
+    "split_seed": "split",
 }
+"""Short headers for the terminal table; a config column shows the last part of its dotted name."""
+LS_LOW_VALUE = ("split_seed", "train/acc", "seed")
+"""Left out first, in this order, when the table is wider than the terminal (then swept fields, from the right)."""
+LS_STATUS_STYLES = {"finished": "green", "incomplete": "yellow", "interrupted": "yellow", "diverged": "red", "failed": "red"}
 
 
-def resolve(command: Callable[[list[str]], None] | str) -> Callable[[list[str]], None]:
-    if callable(command):
-        return command
-    import importlib
+def cmd_ls(args: argparse.Namespace) -> None:
+    from groklab.report import SHOWN_RESULTS, ls_rows
+    from groklab.report.data import SEED_COLUMNS, varying_columns
 
-    module, _, function = command.partition(":")
-    return getattr(importlib.import_module(module), function)
+    rows = ls_rows(Path(args.dir))
+    varying = varying_columns(rows)
+    groups = [c for c in varying if c not in SEED_COLUMNS]
+    columns = ["run_id", *groups, *(c for c in SEED_COLUMNS if c in varying), "status", *SHOWN_RESULTS]
+    if args.quiet:  # full values, tab-separated, every column: for scripts
+        from groklab.report.page import fmt
+
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join("" if row.get(c) is None else fmt(row.get(c)) for c in columns))
+        return
+    print_ls_table(rows, columns, groups, f"{len(rows)} runs in {args.dir}")
+
+
+def ls_cell(column: str, value: Any) -> str:
+    from groklab.report.page import fmt
+
+    if column.endswith("/acc") and isinstance(value, float) and value == value:
+        return f"{value:.3f}"  # accuracies aligned on three decimals
+    return fmt(value)
+
+
+def print_ls_table(rows: list[dict[str, Any]], columns: list[str], groups: list[str], title: str) -> None:
+    """`groklab ls` for a person: every kept cell whole, the table as wide as the terminal (80 when piped).
+
+    Columns are left out (low-value ones first, then swept fields from the right) rather than cut to "…".
+    """
+    from rich.console import Console
+    from rich.text import Text
+
+    width = shutil.get_terminal_size().columns
+    headers = {c: LS_HEADERS.get(c, LS_HEADERS.get(c.split(".")[-1], c.split(".")[-1])) for c in columns}
+    cells = {c: [ls_cell(c, row.get(c)) for row in rows] for c in columns}
+    widths = {c: max([len(headers[c]), *map(len, cells[c])]) for c in columns}
+    shown, gap = list(columns), 2
+    droppable = [c for c in LS_LOW_VALUE if c in columns] + groups[::-1]
+    while sum(widths[c] for c in shown) + gap * (len(shown) - 1) > width:
+        if gap == 2:
+            gap = 1
+        elif droppable:
+            shown.remove(droppable.pop(0))
+        else:
+            break  # only the key columns are left: let a long run id overflow rather than cut it
+    left = {"run_id", "status", *groups}
+
+    def line(values: dict[str, str], status_style: str = "") -> Text:
+        text = Text()
+        for i, c in enumerate(shown):
+            cell = values[c].ljust(widths[c]) if c in left else values[c].rjust(widths[c])
+            text.append(" " * gap if i else "")
+            text.append(cell, style=status_style if c == "status" else "")
+        return text
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(title, markup=False)
+    console.print(line(headers), style="bold")
+    for i, row in enumerate(rows):
+        console.print(line({c: cells[c][i] for c in shown}, LS_STATUS_STYLES.get(str(row.get("status")), "")))
+    legend = "fit@ / grok@: first step with train / val accuracy ≥ 0.99; delay: grok@ − fit@; train, val, test: final accuracy."
+    hidden = [headers[c] for c in columns if c not in shown]
+    if hidden:
+        legend += f" Left out to fit {width} columns: {', '.join(hidden)} (--quiet prints every column)."
+    console.print(textwrap.fill(legend, width), markup=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser: one sub-command each, its help text and examples.
+
+SWEEP_SPEC_HELP = """\
+spec:
+  preset = "mlp"                     # base preset (groklab presets)
+  seeds = 3                          # seed = 0, 1, 2; split_seed stays fixed unless set
+  [set]                              # fixed overrides, Config dotted paths as in the CLI
+  steps = 2000
+  [grid]                             # cartesian product
+  "task.op" = ["x+y", "x-y"]
+  "task.train_frac" = [0.3, 0.5]
+  [zip]                              # equal-length lists walked together
+  "optim.lr" = [1e-3, 3e-3]
+  "optim.weight_decay" = [1.0, 0.3]
+
+"""
+
+EXPORT_TL_LOAD_HELP = """\
+load it back (hooks included):
+  from groklab.analysis.tl import load_hooked
+  model = load_hooked("RUN/transformer_lens.pt")
+
+"""
+
+NO_CONFIG_FIELDS = {
+    "resume": "a resumed run keeps its config",
+    "sweep": "config fields go in the spec",
+    "recipe": "a recipe's config is its bundled spec (see --print-spec)",
+}
+"""Why a command other than train refuses a config-field option."""
+
+
+def build_parser() -> tuple[Parser, dict[str, Parser]]:
+    """The `groklab` parser and its sub-command parsers by name."""
+    parser = Parser(prog="groklab", add_help=False)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, run: Callable[[argparse.Namespace], None], usage: str, description: str, examples: list[str], epilog: str = "") -> Parser:
+        sub = subparsers.add_parser(
+            name, usage=usage, description=description, epilog=epilog + "examples:\n" + "".join(f"  {e}\n" for e in examples)
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    def quiet(sub: Parser, what: str) -> None:
+        sub.add_argument("--quiet", action="store_true", help=what)
+
+    def workers_backend_address(sub: Parser) -> None:
+        sub.add_argument("--backend", default="local", metavar="local|ray", help="local: a process pool on this machine (default); ray: Ray core tasks")
+        sub.add_argument(
+            "--workers", type=integer("an integer >= 1"), metavar="N",
+            help="runs at once (default: all cores locally, all CPUs of a Ray cluster); each local worker gets cores // N torch "
+            "threads unless the spec sets `threads`",
+        )
+        sub.add_argument(
+            "--address", metavar="ADDR",
+            help="connect to an existing Ray cluster (e.g. auto or ray://head:10001); run dirs must then be on a filesystem every node sees",
+        )
+
+    def step(sub: Parser, what: str) -> None:
+        sub.add_argument("--step", type=integer("an integer step with a model checkpoint"), metavar="N", help=what)
+
+    command("presets", cmd_presets, "groklab presets", "List the presets with one line each.", ["groklab presets"])
+
+    sub = command(
+        "train", cmd_train,
+        "groklab train --preset NAME --out DIR [--quiet] [--<field> VALUE ...]\n"
+        "       groklab train --preset NAME --out DIR --seeds N [...]   (N seeds at once, as one vmapped ensemble)",
+        "Train one run into DIR (created; if DIR already holds this very run, it is resumed).",
+        [
+            "groklab train --preset mlp --out runs/mlp",
+            "groklab train --preset mlp --out runs/mul --task.op x*y --task.p 101 --task.train-frac 0.4",
+            "groklab train --preset power-fig1 --out runs/fig1 --optim.weight-decay 0.5 --seed 3 --steps 20000",
+            "groklab train --preset mlp --out runs/s --seeds 8 --compile",
+        ],
+    )
+    sub.add_argument("--preset", default="mlp", metavar="NAME", help="the preset the fields below override (default mlp; see groklab presets)")
+    sub.add_argument("--out", metavar="DIR", help="the run directory to write (required)")
+    sub.add_argument(
+        "--seeds", type=integer("an integer >= 1 (the number of seeds to train)", minimum=1), metavar="N",
+        help="train seeds seed .. seed+N-1 as one vmapped ensemble, one run directory per seed: DIR/seed-<k>/",
+    )
+    quiet(sub, "no progress bar; print only the run directory")
+    add_config_fields(sub)
+
+    sub = command(
+        "resume", cmd_resume, "groklab resume DIR [--quiet]", "Continue the run in DIR from its newest valid checkpoint.", ["groklab resume runs/mlp"]
+    )
+    sub.add_argument("dir", metavar="DIR")
+    quiet(sub, "no progress bar; print only the run directory")
+
+    sub = command(
+        "sweep", cmd_sweep,
+        "groklab sweep SPEC --out DIR [--backend local|ray] [--workers N] [--address ADDR] [--dry-run] [--quiet]",
+        "Run every run of the sweep spec SPEC (TOML) into DIR: DIR/spec.toml, DIR/runs.parquet (one row per run:\n"
+        "flattened config + summary) and DIR/runs/<run_id>/ (ordinary run dirs). Rerunning the same command skips\n"
+        "finished runs and resumes interrupted ones. A failed run does not stop the others (exit code 1 at the end).\n"
+        "Two sweeps may run on one DIR at once: each run is trained by one of them only (DIR/locks/), the other\n"
+        'skips it as "running elsewhere", and runs.parquet keeps the results of both.',
+        [
+            "groklab sweep ops.toml --out sweeps/ops --dry-run",
+            "groklab sweep ops.toml --out sweeps/ops --workers 2",
+            "groklab sweep ops.toml --out /mnt/nfs/sweeps/ops --backend ray --address auto",
+            'groklab query sweeps/ops "SELECT \\"task.op\\", avg(steps_to_val_acc_99) FROM runs GROUP BY 1"',
+        ],
+        SWEEP_SPEC_HELP,
+    )
+    sub.add_argument("spec", metavar="SPEC")
+    sub.add_argument("--out", metavar="DIR", help="the sweep directory to write (required, except with --dry-run)")
+    workers_backend_address(sub)
+    sub.add_argument("--dry-run", action="store_true", help="print the expanded runs as a table and exit")
+    quiet(sub, "no progress bar and no table; print DIR at the end")
+
+    sub = command(
+        "query", cmd_query, 'groklab query DIR "SQL" [--format table|csv|json]',
+        "Run DuckDB SQL over a sweep dir. Views: `runs` (DIR/runs.parquet: run_id, run_dir, the flattened config\n"
+        'such as "task.op" and "optim.lr", status, steps, steps_to_val_acc_99, grokked, "test/acc", ...) and\n'
+        '`metrics` (every run\'s metric rows with a run_id column: step, "val/acc", "train/loss", ...). Names with\n'
+        "a dot or slash need double quotes.",
+        [
+            'groklab query sweeps/ops "SELECT status, count(*) FROM runs GROUP BY status"',
+            'groklab query sweeps/ops "SELECT \\"task.train_frac\\", avg(grokked::INT) AS frac_grokked FROM runs GROUP BY 1 ORDER BY 1"',
+            'groklab query sweeps/ops "SELECT run_id, max(\\"val/acc\\") FROM metrics GROUP BY run_id" --format csv',
+        ],
+    )
+    sub.add_argument("dir", metavar="DIR")
+    sub.add_argument("sql", metavar="SQL")
+    sub.add_argument("--format", default="table", choices=("table", "csv", "json"), help="table (default), csv or json")
+
+    sub = command(
+        "recipe", cmd_recipe,
+        "groklab recipe NAME --out DIR [--scale quick|paper] [--workers N] [--backend local|ray] [--address ADDR] [--quiet]\n"
+        "       groklab recipe --list",
+        "Reproduce a published result: run the recipe's bundled sweep(s) into DIR/<part>/, then write\n"
+        "DIR/findings.json (the headline numbers), DIR/figures/*.png and DIR/report/index.html.\n"
+        "Rerunning the same command finishes an interrupted recipe (finished runs are skipped).",
+        [
+            "groklab recipe power-fig1 --out recipes/fig1",
+            "groklab recipe grokfast --out recipes/grokfast --workers 2",
+            "groklab recipe power-fig2 --out /mnt/nfs/fig2 --scale paper --backend ray --address auto",
+            "groklab recipe omnigrok-digits --print-spec sweep --scale paper > mine.toml",
+        ],
+    )
+    sub.add_argument("name", nargs="?", metavar="NAME")
+    sub.add_argument("--out", metavar="DIR", help="the recipe directory to write")
+    sub.add_argument("--scale", default="quick", metavar="quick|paper", help="quick (default): minutes on a laptop CPU, smaller budgets; paper: the paper's settings")
+    workers_backend_address(sub)
+    sub.add_argument("--list", action="store_true", help="list the recipes with one line each")
+    sub.add_argument("--print-spec", metavar="PART", help="print the bundled sweep spec of PART at --scale (to copy and edit) and exit")
+    quiet(sub, "no progress bars; print DIR/findings.json's path at the end")
+
+    sub = command(
+        "analyze", cmd_analyze, "groklab analyze RUN [--step N] [--json] [--no-sharpness]",
+        "Measure the mechanism of a run's newest (or step N's) model checkpoint: Fourier key frequencies, Gini,\n"
+        "restricted / excluded loss (modular tasks), weight norms, RQI (x+y), sharpness, embedding circularity,\n"
+        "the run's phase and Nanda's phase boundaries.",
+        ["groklab analyze runs/mlp", "groklab analyze runs/mlp --step 512 --json"],
+    )
+    sub.add_argument("run", metavar="RUN")
+    step(sub, "analyze the weights-only checkpoint of step N (see RUN/checkpoints/model-*.pt)")
+    sub.add_argument("--json", action="store_true", help="print the result as one JSON object instead of tables")
+    sub.add_argument("--no-sharpness", action="store_true", help="skip the Hessian power iteration (the slowest part)")
+
+    sub = command(
+        "export-tl", cmd_export_tl, "groklab export-tl RUN [--step N] [--out FILE]",
+        "Build a TransformerLens HookedTransformer from a run of the `nanda` or `power` model (weights of the newest,\n"
+        "or step N's, checkpoint), check that its last-position logits match groklab's on every example to 1e-4, and\n"
+        "save its config, state_dict and the power model's post-residual LayerNorms to FILE (default\n"
+        "RUN/transformer_lens.pt). The power model's LayerNorms come after each residual addition, which TransformerLens\n"
+        "blocks cannot express: they run as permanent hooks on blocks.i.hook_resid_mid and blocks.i.hook_resid_post.\n"
+        "Needs the `interp` extra.",
+        ["groklab export-tl runs/nanda", "groklab export-tl runs/nanda --step 4096 --out nanda-4096.pt"],
+        EXPORT_TL_LOAD_HELP,
+    )
+    sub.add_argument("run", metavar="RUN")
+    step(sub, "export the weights-only checkpoint of step N")
+    sub.add_argument("--out", metavar="FILE", help="where to save it (default RUN/transformer_lens.pt)")
+
+    sub = command(
+        "report", cmd_report, "groklab report DIR [--quiet] [--no-analysis] [--no-sharpness]",
+        "Write DIR/report/index.html (opens from disk, offline) and a PNG per figure, for a run directory, a sweep\n"
+        "directory (runs.parquet or spec.toml) or a folder of run directories. A sweep report also writes a page\n"
+        "per run (report/runs/<id>.html) and a sortable table linking to them.",
+        ["groklab report runs/mlp", "groklab report sweeps/fig2 --quiet", "groklab report runs/nanda --no-sharpness"],
+    )
+    sub.add_argument("dir", metavar="DIR")
+    quiet(sub, "print only the page's path")
+    sub.add_argument("--no-analysis", action="store_true", help="run reports: skip the checkpoint analysis (Fourier, norms, embeddings, sharpness)")
+    sub.add_argument("--no-sharpness", action="store_true", help="run reports: skip only the Hessian sharpness (the slowest part of the analysis)")
+
+    sub = command(
+        "ls", cmd_ls, "groklab ls DIR [--quiet]",
+        "List the runs of a sweep directory or of a folder of run directories: status, steps, steps to 99%\n"
+        "train and val accuracy (fit@, grok@: the grokking point), final accuracies, and the swept fields. The\n"
+        "table fits the terminal (80 columns when piped), leaving out low-value columns rather than cutting cells.\n"
+        "--quiet prints every column, tab-separated, with full values.",
+        ["groklab ls sweeps/fig2", "groklab ls runs", "groklab ls sweeps/fig2 --quiet | sort -t$'\\t' -k5 -n"],
+    )
+    sub.add_argument("dir", metavar="DIR")
+    quiet(sub, "tab-separated values of every column, for scripts")
+
+    sub = command(
+        "compare", cmd_compare, "groklab compare RUN RUN [RUN ...] --out DIR [--quiet]",
+        "Overlay the accuracy and loss curves of several runs in one report, DIR/index.html (plus PNGs),\n"
+        "with a table of what differs between their configs.",
+        ["groklab compare runs/wd1 runs/wd0 --out reports/wd", "groklab compare sweeps/fig2/runs/* --out reports/fig2-all"],
+    )
+    sub.add_argument("runs", nargs="+", metavar="RUN")
+    sub.add_argument("--out", metavar="DIR", help="the report directory to write (required)")
+    quiet(sub, "print only the page's path")
+
+    sub = command(
+        "bench", cmd_bench, "groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]",
+        "Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and\n"
+        "against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,\n"
+        "MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).",
+        ["groklab bench", "groklab bench --json --threads 2 --time-to-grok", "groklab bench --quick --only power,mlp"],
+    )
+    sub.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    sub.add_argument("--quick", action="store_true", help="short timing windows and no compiled variants (seconds, not minutes; for smoke tests)")
+    sub.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (by default each transformer/MLP config is also timed compiled)")
+    sub.add_argument("--time-to-grok", action="store_true", help="also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%%)")
+    sub.add_argument("--threads", type=integer("an integer >= 0 (0: torch's default)", minimum=0), default=0, metavar="N", help="CPU threads (default: torch's default for this machine)")
+    sub.add_argument("--peer", metavar="DIR", help="the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)")
+    sub.add_argument("--only", metavar="LIST", help="time only these configs, comma-separated: power, nanda, mlp, ensemble (sgemm always runs)")
+    return parser, subparsers.choices
+
+
+def refuse_extra(command: str, extra: list[str]) -> NoReturn:
+    """A one-line error for the first argument the command's parser did not take."""
+    arg = extra[0]
+    if not arg.startswith("-"):
+        raise UserError(f"unexpected argument {arg!r}: see groklab {command} --help")
+    name = arg.partition("=")[0]
+    if command == "train":
+        from groklab.config import Config, apply_overrides
+
+        apply_overrides(Config(), {name.removeprefix("--"): None})  # not a field: raises its error with the "did you mean" hint
+    from groklab.config import normalize_path
+
+    if command in NO_CONFIG_FIELDS and normalize_path(name.removeprefix("--")) in leaf_fields():
+        raise UserError(f"groklab {command} takes no config fields (got {name}): {NO_CONFIG_FIELDS[command]}")
+    raise UserError(f"groklab {command} has no option {name}: see groklab {command} --help")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,12 +753,18 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else EXIT_USAGE
-    command = COMMANDS.get(argv[0])
     try:
-        if command is None:
-            raise UserError(f"unknown command {argv[0]!r}: expected one of {', '.join(COMMANDS)}")
-        resolve(command)(argv[1:])
+        _, commands = build_parser()
+        if argv[0] not in commands:
+            raise UserError(f"unknown command {argv[0]!r}: expected one of {', '.join(commands)}")
+        # Intermixed: options may come before, between or after the positionals (`compare a --out d b`).
+        args, extra = commands[argv[0]].parse_known_intermixed_args(argv[1:])
+        if extra:
+            refuse_extra(argv[0], extra)
+        args.run(args)
         sys.stdout.flush()  # so that a reader that went away is noticed here, not at interpreter exit
+    except SystemExit as done:  # --help (0), or a command's own exit code
+        return done.code if isinstance(done.code, int) else 0
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

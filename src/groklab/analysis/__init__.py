@@ -2,13 +2,12 @@
 
 The submodules hold pure functions (tensors in, numbers out). This module glues them to models and runs:
 ``analyze_run(run)`` measures one checkpoint of a run directory, ``training_metrics`` produces the extra
-metric keys that ``--analysis fourier,norms,rqi,sharpness`` logs during training, and ``command`` is
-``groklab analyze``.
+metric keys that ``--analysis fourier,norms,rqi,sharpness`` logs during training (`groklab analyze` prints
+``analyze_run``'s result).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -20,6 +19,7 @@ from groklab.config import Config, UserError
 from groklab.data import Dataset, build_task
 from groklab.data.permutations import S5_OPS
 from groklab.losses import LossFn, make_loss, softmax_collapse_fraction
+from groklab.models import load_model
 
 Tensor = torch.Tensor
 
@@ -44,7 +44,7 @@ def is_modular(config: Config) -> bool:
 
 def input_embedding(model: nn.Module, p: int) -> Tensor:
     """The operand-token embedding rows 0..p−1: (p, d_model)."""
-    return model.embed.weight[:p].detach()  # type: ignore[union-attr,index]
+    return model.embedding()[:p].detach()  # type: ignore[operator]
 
 
 @torch.no_grad()
@@ -57,21 +57,9 @@ def all_pair_logits(model: nn.Module, data: Dataset, p: int) -> Tensor:
 def neuron_activations(model: nn.Module, data: Dataset, p: int) -> Tensor:
     """Activations of the MLP neurons that feed the output, for every pair (a, b): (p, p, n_neurons), [a, b, neuron].
 
-    Nanda et al.'s neurons: the last transformer block's MLP at the answer position, or the MLP's last hidden
-    layer. Read with a hook on the layer's input projection, then its activation (it is a function, not a module).
+    Nanda et al.'s neurons: the last transformer block's MLP at the answer position, or the MLP's last hidden layer.
     """
-    blocks = getattr(model, "blocks", None)
-    layer, act = (blocks[-1].fc_in, blocks[-1].act) if blocks is not None else (model.hidden[-1], model.act)  # type: ignore[index,union-attr]
-    captured: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda _module, _inputs, out: captured.append(out))  # type: ignore[union-attr]
-    # The MLP's fast path gathers its first layer from token tables without calling the module: run its plain path.
-    forward = model if blocks is not None else model.plain  # type: ignore[union-attr]
-    try:
-        forward(data.x)  # every pair in row-major (a, b) order
-    finally:
-        handle.remove()
-    pre = captured[0]  # (p², n) for the MLP, (p², 1, n) for the transformer's last-position block
-    return act(pre[:, -1] if pre.dim() == 3 else pre).reshape(p, p, -1)  # type: ignore[operator]
+    return model.neurons(data.x).reshape(p, p, -1)  # type: ignore[operator]  # data.x: every pair in row-major (a, b) order
 
 
 def neuron_fourier(model: nn.Module, data: Dataset, p: int) -> dict[str, Any]:
@@ -195,7 +183,7 @@ def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> di
 
         available = checkpoint_steps(run.path / "checkpoints", "model")
         step = available[-1] if available else None
-    model = run.load_model(step)
+    model = load_model(run, step)
     model.eval()
     data = build_task(config.task, config.split_seed)
     modular = is_modular(config)
@@ -234,100 +222,4 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-# ---------------------------------------------------------------------------------------------
-# `groklab analyze`.
-
-ANALYZE_HELP = """\
-usage: groklab analyze RUN [--step N] [--json] [--no-sharpness]
-
-Measure the mechanism of a run's newest (or step N's) model checkpoint: Fourier key frequencies, Gini,
-restricted / excluded loss (modular tasks), weight norms, RQI (x+y), sharpness, embedding circularity,
-the run's phase and Nanda's phase boundaries.
-
-options:
-  --step N         analyze the weights-only checkpoint of step N (see RUN/checkpoints/model-*.pt)
-  --json           print the result as one JSON object instead of tables
-  --no-sharpness   skip the Hessian power iteration (the slowest part)
-
-examples:
-  groklab analyze runs/mlp
-  groklab analyze runs/mlp --step 512 --json
-"""
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _print_tables(result: dict[str, Any], run_path: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    main = Table(title=f"{run_path} at step {result['step']}", show_header=False)
-    main.add_column("measure", style="bold")
-    main.add_column("value")
-    main.add_row("phase", result["phase"])
-    if (b := result["phase_boundaries"]) is not None:
-        main.add_row(
-            "Nanda phases",
-            f"memorization → {b['memorization_end']}, circuit formation → {_fmt(b['circuit_formation_end'])}, "
-            f"cleanup → {_fmt(b['cleanup_end'])} (from {b['cleanup_from']})",
-        )
-    if (f := result["fourier"]) is not None:
-        main.add_row("key frequencies", f"{', '.join(map(str, f['key_frequencies'])) or 'none'}  ({len(f['key_frequencies'])})")
-        for key in ("gini", "full_loss", "restricted_loss", "excluded_loss", "logit_variance_explained"):
-            main.add_row(key.replace("_", " "), _fmt(f[key]))
-    n = result["norms"]
-    main.add_row("weight norm total", _fmt(n["total"]))
-    main.add_row("last-layer norm", _fmt(n["last_layer"]))
-    neurons = sorted(n["per_neuron"], reverse=True)
-    if neurons:
-        main.add_row("neuron norms", f"max {neurons[0]:.4g}, median {neurons[len(neurons) // 2]:.4g}, min {neurons[-1]:.4g}")
-    main.add_row("RQI", _fmt(result["rqi"]))
-    if (s := result["sharpness"]) is not None:
-        main.add_row("top Hessian eigenvalue", _fmt(s["top_eigenvalue"]))
-        main.add_row("ε-sharpness", _fmt(s["eps_sharpness"]))
-    if (e := result["embeddings"]) is not None:
-        main.add_row("embedding circularity", _fmt(e["circularity"]))
-    console.print(main)
-    layers = Table(title="per-parameter norms")
-    layers.add_column("parameter")
-    layers.add_column("norm", justify="right")
-    for name, value in n["per_layer"].items():
-        layers.add_row(name, _fmt(value))
-    console.print(layers)
-
-
-def command(args: list[str]) -> None:
-    """`groklab analyze RUN [--step N] [--json] [--no-sharpness]`."""
-    if not args or args[0] in ("-h", "--help") or "--help" in args:
-        print(ANALYZE_HELP)
-        if not args:
-            raise UserError("groklab analyze needs a run directory: groklab analyze RUN")
-        return
-    from pathlib import Path
-
-    from groklab.cli import int_option, parse_options
-    from groklab.runio import load_run
-
-    known, unknown = parse_options(args[1:], flags={"json", "no-sharpness"}, options={"step"})
-    if unknown:
-        raise UserError(f"unknown option --{next(iter(unknown))} for groklab analyze: expected --step N, --json, --no-sharpness")
-    step = int_option(known, "step", "an integer step with a model checkpoint")
-    path = Path(args[0])
-    if not path.is_dir():
-        raise UserError(f"{path} is not a directory holding a groklab run")
-    run = load_run(path)
-    result = analyze_run(run, step=step, sharpness=not known.get("no-sharpness"))
-    if known.get("json"):
-        print(json.dumps(result))
-    else:
-        _print_tables(result, path)
-
-
-__all__ = ["ANALYSES", "analyze_run", "command", "parse_analysis", "training_metrics"]
+__all__ = ["ANALYSES", "analyze_run", "parse_analysis", "training_metrics"]

@@ -1,12 +1,13 @@
-"""`groklab export-tl RUN`: a run's transformer (Nanda's or Power's) as a TransformerLens HookedTransformer.
+"""`groklab export-tl RUN`: a run's transformer as a TransformerLens HookedTransformer.
 
 TransformerLens (the optional extra `interp`) gives hooks and caches on every activation, so its tools
-(activation patching, attention patterns, logit lens) work on a groklab run. The `nanda` model (no LayerNorm)
-maps onto a plain HookedTransformer. The `power` model normalizes *after* each residual addition
-(x = LN(x + attn(x)); x = LN(x + mlp(x))), which TransformerLens's pre-LayerNorm blocks cannot express; it becomes
-a HookedTransformer without LayerNorms plus permanent hooks on `blocks.i.hook_resid_mid` and
+(activation patching, attention patterns, logit lens) work on a groklab run. A transformer without LayerNorm
+(model.norm=none, Nanda's) maps onto a plain HookedTransformer, a pre-LayerNorm one (model.norm=pre) onto one with
+TransformerLens's own LayerNorms. A post-LayerNorm one (model.norm=post, Power's) normalizes *after* each residual
+addition (x = LN(x + attn(x)); x = LN(x + mlp(x))), which TransformerLens's blocks cannot express; it becomes a
+HookedTransformer without LayerNorms plus permanent hooks on `blocks.i.hook_resid_mid` and
 `blocks.i.hook_resid_post` that apply the run's LayerNorms there, so those hook points carry the normalized stream
-that the next layer reads. `load_hooked` rebuilds either from the saved file, hooks included.
+that the next layer reads. `load_hooked` rebuilds any of them from the saved file, hooks included.
 """
 
 from __future__ import annotations
@@ -22,26 +23,6 @@ from groklab.errors import UserError
 TL_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": "silu"}
 """groklab activations that TransformerLens has under the same function."""
 
-EXPORT_HELP = """\
-usage: groklab export-tl RUN [--step N] [--out FILE]
-
-Build a TransformerLens HookedTransformer from a run of the `nanda` or `power` model (weights of the newest,
-or step N's, checkpoint), check that its last-position logits match groklab's on every example to 1e-4, and
-save its config, state_dict and the power model's post-residual LayerNorms to FILE (default
-RUN/transformer_lens.pt). The power model's LayerNorms come after each residual addition, which TransformerLens
-blocks cannot express: they run as permanent hooks on blocks.i.hook_resid_mid and blocks.i.hook_resid_post.
-Needs the `interp` extra.
-
-load it back (hooks included):
-  from groklab.analysis.tl import load_hooked
-  model = load_hooked("RUN/transformer_lens.pt")
-
-examples:
-  groklab export-tl runs/nanda
-  groklab export-tl runs/nanda --step 4096 --out nanda-4096.pt
-"""
-
-
 def require_transformer_lens() -> Any:
     try:
         import transformer_lens
@@ -51,16 +32,16 @@ def require_transformer_lens() -> Any:
 
 
 def tl_config(model_cfg: Any, vocab_size: int, n_classes: int, seq_len: int) -> dict[str, Any]:
-    """HookedTransformerConfig fields for a groklab transformer: no LayerNorm of TransformerLens's own (the power
-    model's run as hooks, see `post_layernorms`), biases zero where groklab has none."""
-    if model_cfg.name not in ("nanda", "power"):
-        raise UserError(f"export-tl supports the transformers, model.name='nanda' or 'power', not {model_cfg.name!r}")
+    """HookedTransformerConfig fields for a groklab transformer: TransformerLens's LayerNorms for pre-LN, none otherwise
+    (post-LN's run as hooks, see `post_layernorms`), biases zero where groklab has none."""
+    if model_cfg.name != "transformer":
+        raise UserError(f"export-tl supports model.name='transformer', not {model_cfg.name!r}")
     if model_cfg.activation not in TL_ACTIVATIONS:
         raise UserError(
             f"model.activation={model_cfg.activation!r} has no TransformerLens equivalent: expected one of {', '.join(TL_ACTIVATIONS)}"
         )
     return {
-        "n_layers": 1 if model_cfg.name == "nanda" else model_cfg.n_layers,
+        "n_layers": model_cfg.n_layers,
         "d_model": model_cfg.d_model,
         "d_head": model_cfg.d_model // model_cfg.n_heads,
         "n_heads": model_cfg.n_heads,
@@ -69,7 +50,7 @@ def tl_config(model_cfg: Any, vocab_size: int, n_classes: int, seq_len: int) -> 
         "d_vocab_out": n_classes,
         "n_ctx": seq_len,
         "act_fn": TL_ACTIVATIONS[model_cfg.activation],
-        "normalization_type": None,
+        "normalization_type": "LN" if model_cfg.norm == "pre" else None,
         "positional_embedding_type": "standard",
         "default_prepend_bos": False,
         "dtype": torch.float32,
@@ -85,7 +66,11 @@ def tl_state_dict(model: torch.nn.Module, n_heads: int) -> dict[str, torch.Tenso
     def bias(linear: torch.nn.Linear) -> torch.Tensor:
         return torch.zeros(linear.out_features) if linear.bias is None else linear.bias.detach()
 
+    def ln(prefix: str, layer: Any) -> dict[str, torch.Tensor]:  # a pre-LN model's LayerNorm as TransformerLens names it
+        return {f"{prefix}.w": layer.weight.detach(), f"{prefix}.b": layer.bias.detach()} if isinstance(layer, torch.nn.LayerNorm) else {}
+
     state = {
+        **ln("ln_final", model.ln_final),
         "embed.W_E": model.embed.weight.detach(),  # type: ignore[union-attr]
         "pos_embed.W_pos": model.pos.weight.detach(),  # type: ignore[union-attr]
         "unembed.W_U": model.unembed.weight.detach().T,  # type: ignore[union-attr]
@@ -103,16 +88,18 @@ def tl_state_dict(model: torch.nn.Module, n_heads: int) -> dict[str, torch.Tenso
             f"blocks.{i}.mlp.W_in": block.fc_in.weight.detach().T, f"blocks.{i}.mlp.b_in": bias(block.fc_in),
             f"blocks.{i}.mlp.W_out": block.fc_out.weight.detach().T, f"blocks.{i}.mlp.b_out": bias(block.fc_out),
         }  # fmt: skip
+        if block.pre_norm:
+            state |= ln(f"blocks.{i}.ln1", block.ln_attn) | ln(f"blocks.{i}.ln2", block.ln_mlp)
     return state
 
 
 def post_layernorms(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
-    """The power model's LayerNorms by the TransformerLens hook point they apply at: after attention's residual
-    addition (hook_resid_mid) and after the MLP's (hook_resid_post). Empty for the nanda model."""
+    """A post-LN model's LayerNorms by the TransformerLens hook point they apply at: after attention's residual
+    addition (hook_resid_mid) and after the MLP's (hook_resid_post). Empty for the others."""
     norms = {}
     for i, block in enumerate(model.blocks):  # type: ignore[union-attr, arg-type]
         for point, ln in (("hook_resid_mid", block.ln_attn), ("hook_resid_post", block.ln_mlp)):
-            if isinstance(ln, torch.nn.LayerNorm):
+            if isinstance(ln, torch.nn.LayerNorm) and not block.pre_norm:
                 norms[f"blocks.{i}.{point}"] = {"weight": ln.weight.detach().clone(), "bias": ln.bias.detach().clone(), "eps": ln.eps}
     return norms
 
@@ -128,7 +115,7 @@ def add_post_layernorms(hooked: Any, norms: dict[str, dict[str, Any]]) -> None:
 
 
 def load_hooked(path: str | Path) -> Any:
-    """The HookedTransformer that `groklab export-tl` saved at `path`, with the power model's LayerNorm hooks."""
+    """The HookedTransformer that `groklab export-tl` saved at `path`, with a post-LN model's LayerNorm hooks."""
     tl = require_transformer_lens()
     saved = torch.load(path, weights_only=False)
     hooked = tl.HookedTransformer(tl.HookedTransformerConfig(**saved["cfg"]))
@@ -144,9 +131,10 @@ def to_hooked_transformer(run: Any, step: int | None = None, atol: float = 1e-4)
     """
     tl = require_transformer_lens()
     from groklab.data import build_task
+    from groklab.models import load_model
 
     data = build_task(run.config.task, run.config.split_seed)
-    model = run.load_model(step).eval()
+    model = load_model(run, step).eval()
     cfg = tl_config(run.config.model, data.vocab_size, data.n_classes, data.x.shape[1])
     hooked = tl.HookedTransformer(tl.HookedTransformerConfig(**cfg))
     state = hooked.state_dict()  # keeps TransformerLens's own buffers (masks, IGNORE) as they are
@@ -166,29 +154,18 @@ def to_hooked_transformer(run: Any, step: int | None = None, atol: float = 1e-4)
     return hooked, {"cfg": cfg, "state_dict": hooked.state_dict(), "post_layernorm": norms}, diff
 
 
-def command(args: list[str]) -> None:
-    """`groklab export-tl RUN [--step N] [--out FILE]`."""
-    if not args or "--help" in args or "-h" in args:
-        print(EXPORT_HELP)
-        if not args:
-            raise UserError("groklab export-tl needs a run directory: groklab export-tl RUN")
-        return
-    from groklab.cli import int_option, parse_options
-    from groklab.runio import atomic_write_bytes, load_run
+def export_tl(run_dir: Path, out: Path | None = None, step: int | None = None) -> tuple[Path, float]:
+    """Save the run's (step's) transformer for `load_hooked` to `out` (default RUN/transformer_lens.pt).
 
-    known, unknown = parse_options(args[1:], flags=set(), options={"step", "out"})
-    if unknown:
-        raise UserError(f"unknown option --{next(iter(unknown))} for groklab export-tl: expected --step N, --out FILE")
-    path = Path(args[0])
-    if not path.is_dir():
-        raise UserError(f"{path} is not a directory holding a groklab run")
-    step = int_option(known, "step", "an integer step with a model checkpoint")
-    require_transformer_lens()
-    _, export, diff = to_hooked_transformer(load_run(path), step)
-    out = Path(str(known.get("out", path / "transformer_lens.pt")))
+    Returns (the file written, max |logit difference| from groklab's over every example).
+    """
     import io
 
+    from groklab.runio import atomic_write_bytes, load_run
+
+    _, export, diff = to_hooked_transformer(load_run(run_dir), step)
+    out = run_dir / "transformer_lens.pt" if out is None else out
     buf = io.BytesIO()
     torch.save(export, buf)
     atomic_write_bytes(out, buf.getvalue())
-    print(f"wrote {out}: HookedTransformer with logits within {diff:.2g} of groklab's on every example")
+    return out, diff

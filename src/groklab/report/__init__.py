@@ -8,7 +8,6 @@ any single run the full page with the analysis figures.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from groklab.report.plots import (
 )
 from groklab.stats import RESULT_COLUMNS
 
-__all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "run_phase", "command", "ls_command", "compare_command"]
+__all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "run_phase", "ls_rows"]
 
 FINAL_KEYS = tuple(f"{s}/{m}" for s in SPLITS for m in ("acc", "loss"))
 
@@ -222,6 +221,9 @@ def report_sweep(path: Path, *, quiet: bool = False) -> Path:
 
 def compare_runs(paths: list[Path], out: Path) -> Path:
     """Overlay several runs' curves in one report at `out`/index.html."""
+    for p in paths:
+        if kind_of(p) != "run":
+            raise UserError(f"{p} is not a run directory (no config.json): compare takes run directories")
     runs = [load_run_data(p) for p in paths]
     figs = compare_figures(runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,102 +301,8 @@ def _progress(items: list[Any], quiet: bool, what: str) -> Any:
     return track(items, description=what, console=Console(stderr=True), transient=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-REPORT_HELP = """\
-usage: groklab report DIR [--quiet] [--no-analysis] [--no-sharpness]
-
-Write DIR/report/index.html (opens from disk, offline) and a PNG per figure, for a run directory, a sweep
-directory (runs.parquet or spec.toml) or a folder of run directories. A sweep report also writes a page
-per run (report/runs/<id>.html) and a sortable table linking to them.
-
-options:
-  --quiet          print only the page's path
-  --no-analysis    run reports: skip the checkpoint analysis (Fourier, norms, embeddings, sharpness)
-  --no-sharpness   run reports: skip only the Hessian sharpness (the slowest part of the analysis)
-
-examples:
-  groklab report runs/mlp
-  groklab report sweeps/fig2 --quiet
-  groklab report runs/nanda --no-sharpness
-"""
-
-LS_HELP = """\
-usage: groklab ls DIR [--quiet]
-
-List the runs of a sweep directory or of a folder of run directories: status, steps, steps to 99%
-train and val accuracy (the grokking point), final accuracies. --quiet prints tab-separated values.
-
-examples:
-  groklab ls sweeps/fig2
-  groklab ls runs
-  groklab ls sweeps/fig2 --quiet | sort -t$'\\t' -k5 -n
-"""
-
-COMPARE_HELP = """\
-usage: groklab compare RUN RUN [RUN ...] --out DIR [--quiet]
-
-Overlay the accuracy and loss curves of several runs in one report, DIR/index.html (plus PNGs),
-with a table of what differs between their configs.
-
-examples:
-  groklab compare runs/wd1 runs/wd0 --out reports/wd
-  groklab compare sweeps/fig2/runs/* --out reports/fig2-all
-"""
-
-
-def _parse(args: list[str], flags: set[str], options: set[str], usage: str) -> tuple[list[str], dict[str, Any]] | None:
-    """(positionals, options) or None after printing `usage` for --help."""
-    if "--help" in args or "-h" in args:
-        print(usage)
-        return None
-    positional: list[str] = []
-    known: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            if name in flags:
-                known[name] = True
-            elif name in options:
-                if not eq:
-                    if i + 1 >= len(args):
-                        raise UserError(f"--{name} needs a value")
-                    i += 1
-                    value = args[i]
-                known[name] = value
-            else:
-                allowed = ", ".join(f"--{o}" for o in sorted(flags | options))
-                raise UserError(f"unknown option --{name}: expected one of {allowed}")
-        else:
-            positional.append(arg)
-        i += 1
-    return positional, known
-
-
-def _one_dir(positional: list[str], command: str) -> Path:
-    if len(positional) != 1:
-        raise UserError(
-            f"groklab {command} takes one DIR, got {len(positional)} ({' '.join(positional) or 'none'}); see groklab {command} --help"
-        )
-    return Path(positional[0])
-
-
-def command(args: list[str]) -> None:
-    """`groklab report DIR`."""
-    parsed = _parse(args, {"quiet", "no-analysis", "no-sharpness"}, set(), REPORT_HELP)
-    if parsed is None:
-        return
-    positional, known = parsed
-    path = _one_dir(positional, "report")
-    quiet = bool(known.get("quiet"))
-    page = report(path, quiet=quiet, analyze=not known.get("no-analysis"), sharpness=not known.get("no-sharpness"))
-    print(page if quiet else f"report written: {page}  (open it in a browser; PNGs beside it)")
-
-
 def ls_rows(path: Path) -> list[dict[str, Any]]:
+    """One row per run (config and summary) in a run, sweep, recipe or folder directory, as `groklab ls` lists them."""
     kind = kind_of(path)
     if kind == "run":
         return [run_row(path, path.parent)]
@@ -402,73 +310,3 @@ def ls_rows(path: Path) -> list[dict[str, Any]]:
         parts = [d for d in sorted(path.iterdir()) if is_sweep(d)]
         return [{**row, "run_dir": f"{d.name}/{row.get('run_dir')}"} for d in parts for row in sweep_rows(d)]
     return sweep_rows(path)
-
-
-def ls_command(args: list[str]) -> None:
-    """`groklab ls DIR`."""
-    parsed = _parse(args, {"quiet"}, set(), LS_HELP)
-    if parsed is None:
-        return
-    positional, known = parsed
-    rows = ls_rows(_one_dir(positional, "ls"))
-    groups = [c for c in varying_columns(rows) if c not in SEED_COLUMNS]
-    columns = [
-        "run_id",
-        *groups,
-        *(c for c in SEED_COLUMNS if c in varying_columns(rows)),
-        "status",
-        *SHOWN_RESULTS,
-    ]
-    from groklab.report.page import fmt
-
-    if known.get("quiet"):
-        print("\t".join(columns))
-        for row in rows:
-            print("\t".join("" if row.get(c) is None else fmt(row.get(c)) for c in columns))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    # Short headers so that the table fits a terminal: the last part of a dotted config name.
-    headers = {
-        "run_id": "run",
-        "steps_to_train_acc_99": "fit@",
-        "steps_to_val_acc_99": "grok@",
-        "grok_delay": "delay",
-        "train/acc": "train",
-        "val/acc": "val",
-        "test/acc": "test",
-    }
-    table = Table(
-        title=f"{len(rows)} runs in {positional[0]}",
-        caption="fit@ / grok@: first step with train / val accuracy ≥ 0.99; delay: grok@ − fit@; train, val, test: final accuracy",
-        title_justify="left",
-    )
-    for c in columns:
-        left = c in ("run_id", "status") or c in groups
-        table.add_column(headers.get(c, c.split(".")[-1]), justify="left" if left else "right", no_wrap=c in ("status", "run_id"))
-    styles = {"finished": "green", "incomplete": "yellow", "interrupted": "yellow", "diverged": "red", "failed": "red"}
-    for row in rows:
-        status = str(row.get("status", "?"))
-        cells = [fmt(row.get(c)) for c in columns]
-        cells[columns.index("status")] = f"[{styles.get(status, 'white')}]{status}[/]"
-        table.add_row(*cells)
-    Console().print(table)
-
-
-def compare_command(args: list[str]) -> None:
-    """`groklab compare RUN RUN ... --out DIR`."""
-    parsed = _parse(args, {"quiet"}, {"out"}, COMPARE_HELP)
-    if parsed is None:
-        return
-    positional, known = parsed
-    if len(positional) < 2:
-        raise UserError(f"groklab compare needs at least two run directories, got {len(positional)}")
-    if "out" not in known:
-        raise UserError("groklab compare needs --out DIR (where the comparison report is written)")
-    paths = [Path(p) for p in positional]
-    for p in paths:
-        if kind_of(p) != "run":
-            raise UserError(f"{p} is not a run directory (no config.json): compare takes run directories")
-    page = compare_runs(paths, Path(str(known["out"])))
-    print(page if known.get("quiet") else f"comparison written: {page}", file=sys.stdout)

@@ -1,7 +1,7 @@
 """Sweeps: a TOML spec expanded into runs, run on a local process pool or on Ray, queried with DuckDB.
 
 Python API: ``run_sweep(spec_path, out)``, ``expand(load_spec(path))``, ``query(sweep_dir, sql)``, and the
-statistics in ``groklab.stats``. The commands `groklab sweep` and `groklab query` are in groklab.cli.
+statistics in ``groklab.stats``; the commands `groklab sweep` and `groklab query` (cli.py) print what they return.
 """
 
 from __future__ import annotations
