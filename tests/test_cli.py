@@ -109,3 +109,34 @@ def test_bad_input_one_line_exit_2_nothing_changed(case: str, named: str, bad_in
     assert named.format(**paths) in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert after == before
+
+
+def test_ls_piped_fits_80_columns_without_cutting_cells(tmp_path: Path) -> None:
+    """Piped (or in an 80-column terminal) `groklab ls` keeps the key columns whole and every line within 80 characters."""
+    import os
+
+    from groklab.sweep import expand, parse_spec
+    from groklab.sweep.table import RunsTable
+
+    spec = 'seeds = 2\n[grid]\n"task.op" = ["x+y", "x/y"]\n"task.train_frac" = [0.3, 0.5]\n"optim.weight_decay" = [0.1, 1.0]\n'
+    runs = expand(parse_spec(spec, "spec.toml"))
+    table = RunsTable(tmp_path, runs)
+    for i, run in enumerate(runs):
+        grokked = i % 3 != 0
+        final = {"train/acc": 1.0, "val/acc": 0.5 + i / 100, "test/acc": 0.49 + i / 100}
+        summary = {"status": ["finished", "interrupted"][i % 2], "steps": 100_000, "steps_to_train_acc_99": 1200 + i, "final": final}
+        table.update(run.run_id, summary | ({"steps_to_val_acc_99": 48_000 + i, "grok_delay": 46_800} if grokked else {}))
+    table.write()
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    result = subprocess.run([GROKLAB, "ls", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(line for line in lines if len(line) > 80)
+    assert "…" not in result.stdout
+    header = lines[1].split()
+    assert header[0] == "run" and {"status", "steps", "fit@", "grok@", "delay", "val", "test", "op", "frac", "wd"} <= set(header)
+    for i, run in enumerate(runs):
+        row = next(line.split() for line in lines if line.startswith(run.run_id))
+        cells = dict(zip(header, row, strict=True))
+        assert cells["status"] == ["finished", "interrupted"][i % 2] and cells["steps"] == "100000"
+        assert cells["grok@"] == (str(48_000 + i) if i % 3 else "—") and cells["test"] == f"{0.49 + i / 100:.3f}"
