@@ -265,11 +265,11 @@ def test_transformer_neurons_match_the_full_forward_and_their_spectrum_keeps_the
     config = tiny(get_preset("nanda"), {"task.p": 11, "model.d_model": 16, "model.d_mlp": 24, "model.n_heads": 2})
     data = build_task(config.task, config.split_seed)
     model = build_model(config.model, data, config.seed).eval()
-    acts = neuron_activations(model, data, 11)  # through the last-position fast path
+    acts = neuron_activations(model, data, 11)
     block, captured = model.blocks[-1], []
     handle = block.fc_in.register_forward_hook(lambda _m, _i, out: captured.append(out))
     with torch.no_grad():
-        model(data.x, full=True)  # every position through plain causal attention
+        model.sequence_logits(data.x)  # every position through plain causal attention
     handle.remove()
     assert acts.shape == (11, 11, 24)
     assert torch.allclose(acts.reshape(121, -1), block.act(captured[0][:, -1]), atol=1e-5)

@@ -9,6 +9,7 @@ import torch
 
 from groklab.analysis import tl
 from groklab.config import UserError, apply_overrides
+from groklab.models import load_model
 from groklab.presets import get_preset
 from groklab.runio import load_run
 from groklab.train import train
@@ -30,22 +31,22 @@ def test_export_tl_without_transformer_lens_says_how_to_install(tmp_path) -> Non
 
 
 def test_export_tl_rejects_the_mlp() -> None:
-    with pytest.raises(UserError, match="model.name='nanda' or 'power', not 'mlp'"):
+    with pytest.raises(UserError, match="model.name='transformer', not 'mlp'"):
         tl.tl_config(get_preset("mlp").model, 99, 97, 4)
 
 
 @pytest.mark.skipif(not HAS_TL, reason="needs the interp extra (transformer-lens)")
-@pytest.mark.parametrize("preset", ["nanda", "power-fig1"])
-def test_export_tl_logits_match(tmp_path, preset: str) -> None:
+@pytest.mark.parametrize(("preset", "norm"), [("nanda", "none"), ("power-fig1", "post"), ("power-fig1", "pre")])
+def test_export_tl_logits_match(tmp_path, preset: str, norm: str) -> None:
     base = {"device": "cpu", "threads": 1, "steps": 30, "eval_every": 30, "task.p": 11, "model.d_model": 32, "model.d_mlp": 64}
-    train(apply_overrides(get_preset(preset), base), tmp_path / "run", progress=False)
+    train(apply_overrides(get_preset(preset), {**base, "model.norm": norm}), tmp_path / "run", progress=False)
     run_dir = tmp_path / "run"
     hooked, _, diff = tl.to_hooked_transformer(load_run(run_dir))
     assert diff <= 1e-4
     assert tl.export_tl(run_dir, tmp_path / "tl.pt")[0] == tmp_path / "tl.pt"
     reloaded = tl.load_hooked(tmp_path / "tl.pt")
     x = torch.tensor([[1, 11, 2, 12]])  # 1 + 2 = (operand, op token, operand, '=')
-    model = load_run(run_dir).load_model().eval()
+    model = load_model(load_run(run_dir)).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(x)[:, -1], model(x), atol=1e-5)
         # TransformerLens tools see the run: a cache of every activation, the post-LayerNorm stream at the hook points.

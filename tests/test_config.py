@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from groklab.config import Config, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
+from groklab.config import Config, ModelConfig, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
 from groklab.presets import PRESETS
 
 
@@ -24,7 +24,7 @@ def test_overrides_coerce_strings_and_toml_values() -> None:
         {"task.op": "x*y", "task.p": "101", "task.train-frac": "0.4", "optim.weight_decay": 0.5, "steps": "1_000", "seed": 3.0},
     )
     assert (cfg.task.op, cfg.task.p, cfg.task.train_frac, cfg.optim.weight_decay, cfg.steps, cfg.seed) == ("x*y", 101, 0.4, 0.5, 1000, 3)
-    assert apply_overrides(Config(), {"model.name": "power"}).model.name == "power"
+    assert apply_overrides(Config(), {"model.name": "transformer"}).model.name == "transformer"
     assert Config().task.op == "x+y"  # frozen defaults untouched
 
 
@@ -69,7 +69,7 @@ def test_unknown_field_suggests_the_dotted_path() -> None:
         ({"model.d_model": "130"}, "model.d_model=130"),
         ({"model.init_scale": "-1"}, "model.init_scale=-1"),
         ({"task.name": "parity", "task.k_bits": "50"}, "task.k_bits=50"),
-        ({"task.name": "digits", "model.name": "power"}, "model.name='power'"),
+        ({"task.name": "digits", "model.name": "transformer"}, "model.name='transformer'"),
         ({"task.name": "mnist"}, "task.data_dir"),
         ({"device": "tpu"}, "device='tpu'"),
         ({"steps": "0"}, "steps=0"),
@@ -99,3 +99,50 @@ def test_from_dict_rejects_unknown_and_mistyped_keys() -> None:
     data["task"] = 3
     with pytest.raises(UserError, match="task must be a table"):
         from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("model", "named"),
+    [
+        (ModelConfig(norm="mid"), "model.norm='mid'"),  # type: ignore[arg-type]
+        (ModelConfig(init="xavier"), "model.init='xavier'"),  # type: ignore[arg-type]
+        (ModelConfig(mlp_bias="yes"), "model.mlp_bias='yes'"),  # type: ignore[arg-type]
+        (ModelConfig(name="nanda"), "model.norm=none"),  # type: ignore[arg-type]
+    ],
+)
+def test_validate_rejects_model_fields_set_from_python(model: ModelConfig, named: str) -> None:
+    with pytest.raises(UserError) as err:
+        validate(Config(model=model))
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "same"),
+    [
+        ("power", "model.name=transformer model.norm=post model.mlp_bias=false model.init=torch"),
+        ("nanda", "model.name=transformer model.norm=none model.mlp_bias=true model.init=normal model.n_layers=1"),
+    ],
+)
+def test_old_model_names_say_which_fields_build_the_same_model(name: str, same: str) -> None:
+    """`--model.name nanda` (schema 1's name) is one line naming the fields, which do build that model."""
+    with pytest.raises(UserError) as err:
+        apply_overrides(Config(), {"model.name": name})
+    assert f"model.name={name!r}" in str(err.value) and same in str(err.value) and "\n" not in str(err.value)
+    fields = dict(field.split("=") for field in same.split())
+    assert (
+        validate(apply_overrides(Config(), fields)).model
+        == from_dict({"model": {"name": name, **({} if name == "power" else {"n_layers": 2})}}, schema=1).model
+    )
+
+
+def test_schema_1_configs_keep_their_models() -> None:
+    """config.json of schema 1 named the transformers `power` and `nanda` (which always had one block): they load as
+    those models, every other field kept; the presets build the same ones."""
+    old = to_dict(PRESETS["nanda"].config)
+    old["model"] = {k: v for k, v in old["model"].items() if k not in ("norm", "mlp_bias", "init")} | {"name": "nanda", "n_layers": 2}
+    assert from_dict(old, schema=1) == PRESETS["nanda"].config
+    old = to_dict(PRESETS["power-fig1"].config)
+    old["model"] = {k: v for k, v in old["model"].items() if k not in ("norm", "mlp_bias", "init")} | {"name": "power"}
+    assert from_dict(old, schema=1) == PRESETS["power-fig1"].config
+    with pytest.raises(UserError, match="model.name='power' is not valid any more"):
+        from_dict(old)  # a schema-2 file has no `power`

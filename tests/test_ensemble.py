@@ -13,6 +13,7 @@ from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides
 from groklab.data import build_task
 from groklab.ensemble import Ensemble, parse_seeds, train_ensemble
+from groklab.models import load_model
 from groklab.runio import load_run
 from groklab.train import train
 
@@ -34,7 +35,7 @@ def metric_gap(a: list[dict], b: list[dict]) -> float:
     return max(abs(ra[key] - rb[key]) for ra, rb in zip(a, b, strict=True) for key in ra if key != "time_s")
 
 
-@pytest.mark.parametrize("model", ["mlp", "power"])
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
 def test_member_k_matches_single_run_with_seed_k(tmp_path: Path, model: str) -> None:
     config = ensemble_config(model)
     summaries = train_ensemble(config, tmp_path / "ens", SEEDS, progress=False)
@@ -49,14 +50,14 @@ def test_member_k_matches_single_run_with_seed_k(tmp_path: Path, model: str) -> 
         files = {p.name for p in (tmp_path / "ens" / f"seed-{k}").rglob("*")}
         assert files == {p.name for p in (tmp_path / f"single-{k}").rglob("*")}
     # The members' weights differ from each other (they really are different seeds).
-    w0, w1 = (load_run(tmp_path / "ens" / f"seed-{k}").load_model().state_dict() for k in (0, 1))
+    w0, w1 = (load_model(load_run(tmp_path / "ens" / f"seed-{k}")).state_dict() for k in (0, 1))
     assert any(not (w0[name] == w1[name]).all() for name in w0)
 
 
 def test_transformer_members_share_prefixes_found_outside_vmap() -> None:
     """The members' distinct `a op` prefixes are found once for all batches; each member's vmapped loss equals the loss of
     its own weights through the plain full-sequence computation."""
-    config = ensemble_config("power")
+    config = ensemble_config("transformer")
     data = build_task(config.task, config.split_seed)
     ens = Ensemble(config, data, SEEDS, torch.device("cpu"))
     idx = torch.stack([s.next() for s in ens.samplers])  # (N, batch)
@@ -67,7 +68,7 @@ def test_transformer_members_share_prefixes_found_outside_vmap() -> None:
     losses = ens.member_losses(dict(zip(ens.names, ens.stacked, strict=True)), ens.buffers, x, y, (tokens, inverse))
     for k in range(SEEDS):
         model = ens.load_member(k)
-        torch.testing.assert_close(losses[k], ens.loss_fn(model(x[k], full=True)[:, -1], y[k]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(losses[k], ens.loss_fn(model.sequence_logits(x[k])[:, -1], y[k]), atol=1e-5, rtol=1e-5)
 
 
 def test_member_checkpoint_resumes_as_a_single_run(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The fast path (last block at the answer position only, token tables, batches by index) against a plain reference.
 
 The references below are written from the architectures' description, independently of models/: for the
-transformers causal attention over every position of every layer, logits at every position, and the answer read
-at the last; for the MLP the operands' embeddings concatenated and multiplied layer by layer.
+transformers causal attention over every position of every layer (LayerNorm after each residual addition, before
+each sublayer and the unembedding, or none), logits at every position, and the answer read at the last; for the MLP
+the operands' embeddings concatenated and multiplied layer by layer.
 """
 
 from __future__ import annotations
@@ -20,37 +21,43 @@ from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.models.gather import gather_rows
 from groklab.optim import build_optimizer
-from groklab.train import BatchSampler, compiled_forward, optimizer_step
+from groklab.steppers import BatchSampler, compiled_forward, optimizer_step
 
 Tensor = torch.Tensor
 # The fast path must be exact on every device this machine has (CUDA kernels for attention and AdamW differ from CPU's).
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
-def reference_logits(model: torch.nn.Module, x: Tensor) -> Tensor:
-    """Full-sequence forward with the model's weights: x (batch, seq) -> logits (batch, seq, n_classes)."""
+def reference_logits(model: torch.nn.Module, x: Tensor, placement: str) -> Tensor:
+    """Full-sequence forward with the model's weights and LayerNorm `placement` (post, pre, none): x (batch, seq) ->
+    logits (batch, seq, n_classes)."""
     b, s = x.shape
     h = model.embed.weight[x] + model.pos.weight[:s]  # (batch, seq, d_model)
     d = h.shape[-1]
     future = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)  # position i sees positions <= i
+    pre = placement == "pre"
     for block in model.blocks:
         n_heads = block.n_heads
         dh = d // n_heads
-        q, k, v = (h @ block.qkv.weight.T).split(d, dim=-1)  # each (batch, seq, d_model)
+        a = norm(block.ln_attn, h) if pre else h
+        q, k, v = (a @ block.qkv.weight.T).split(d, dim=-1)  # each (batch, seq, d_model)
         q, k, v = (t.reshape(b, s, n_heads, dh).transpose(1, 2) for t in (q, k, v))  # (batch, heads, seq, dh)
         weights = torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(dh)).masked_fill(future, float("-inf")), dim=-1)
         attn = (weights @ v).transpose(1, 2).reshape(b, s, d) @ block.proj.weight.T
-        h = norm(block.ln_attn, h + attn)
-        hidden = torch.relu(F.linear(h, block.fc_in.weight, block.fc_in.bias))
-        h = norm(block.ln_mlp, h + F.linear(hidden, block.fc_out.weight, block.fc_out.bias))
+        h = h + attn if pre else norm(block.ln_attn, h + attn)
+        m = norm(block.ln_mlp, h) if pre else h
+        mlp = F.linear(torch.relu(F.linear(m, block.fc_in.weight, block.fc_in.bias)), block.fc_out.weight, block.fc_out.bias)
+        h = h + mlp if pre else norm(block.ln_mlp, h + mlp)
+    if placement == "pre":
+        h = norm(model.ln_final, h)
     return h @ model.unembed.weight.T
 
 
-def reference_answer_logits(model: torch.nn.Module, x: Tensor, operand_positions: tuple[int, ...]) -> Tensor:
+def reference_answer_logits(model: torch.nn.Module, x: Tensor, operand_positions: tuple[int, ...], placement: str) -> Tensor:
     """Logits at the answer, (batch, n_classes): the transformer's full-sequence forward read at the last position,
     or the MLP on its operands' embeddings side by side."""
     if hasattr(model, "blocks"):
-        return reference_logits(model, x)[:, -1]
+        return reference_logits(model, x, placement)[:, -1]
     h = torch.cat([model.embed.weight[x[:, pos]] for pos in operand_positions], dim=1)  # (batch, operands · d_model)
     for layer in model.hidden:
         h = torch.relu(h @ layer.weight.T + layer.bias)
@@ -58,16 +65,25 @@ def reference_answer_logits(model: torch.nn.Module, x: Tensor, operand_positions
 
 
 def norm(layer: torch.nn.Module, h: Tensor) -> Tensor:
-    """LayerNorm with the layer's own affine weights, or nothing for the LayerNorm-free (Nanda) model."""
+    """LayerNorm with the layer's own affine weights, or nothing for a LayerNorm-free (Nanda) model."""
     if isinstance(layer, torch.nn.LayerNorm):
         return F.layer_norm(h, layer.normalized_shape, layer.weight, layer.bias, layer.eps)
     return h
 
 
+MODELS: dict[str, dict[str, object]] = {
+    "power": {"model.name": "transformer", "model.norm": "post"},
+    "nanda": {"model.name": "transformer", "model.norm": "none", "model.mlp_bias": True, "model.init": "normal", "model.n_layers": 1},
+    "pre": {"model.name": "transformer", "model.norm": "pre"},
+    "mlp": {"model.name": "mlp"},
+}
+"""The models under test: Power et al.'s and Nanda et al.'s transformers, a pre-LN one, the MLP."""
+
+
 def small(model: str) -> Config:
     overrides = {
         "task.p": 23,
-        "model.name": model,
+        **MODELS[model],
         "model.d_model": 32,
         "model.n_heads": 4,
         "model.d_mlp": 64,
@@ -78,20 +94,20 @@ def small(model: str) -> Config:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model_name", ["power", "nanda", "mlp"])
+@pytest.mark.parametrize("model_name", list(MODELS))
 def test_fast_logits_match_the_full_sequence_reference(model_name: str, device: str) -> None:
     config = small(model_name)
     data = build_task(config.task, config.split_seed).to(torch.device(device))
     model = build_model(config.model, data, seed=1).to(device)
     with torch.no_grad():
         fast = model(data.x)  # (N, n_classes): the fast path, as training uses it
-        ref = reference_answer_logits(model, data.x, data.operand_positions)
+        ref = reference_answer_logits(model, data.x, data.operand_positions, config.model.norm)
     assert fast.shape == ref.shape == (len(data.x), data.n_classes)
     assert (fast - ref).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("model_name", ["power", "nanda", "mlp"])
+@pytest.mark.parametrize("model_name", list(MODELS))
 def test_first_100_training_losses_match_the_reference(model_name: str, device: str) -> None:
     """Train twice from the same init and batches: train.py's step on the fast path, and a plain loop on the reference."""
     config = small(model_name)
@@ -101,8 +117,8 @@ def test_first_100_training_losses_match_the_reference(model_name: str, device: 
     fast_model = build_model(config.model, data, config.seed).to(device)
     fast_losses: list[float] = []
 
-    def recording_loss(logits: Tensor, y: Tensor) -> Tensor:
-        loss = loss_fn(logits, y)
+    def recording_loss(logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        loss = loss_fn(logits, y, mask)
         fast_losses.append(float(loss))
         return loss
 
@@ -110,7 +126,7 @@ def test_first_100_training_losses_match_the_reference(model_name: str, device: 
     sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
     for _ in range(100):
         idx = sampler.next()
-        assert optimizer_step(fast_model, fast_model, optimizer, schedule, recording_loss, data.x[idx], data.y[idx])
+        assert optimizer_step(fast_model, fast_model, optimizer, schedule, recording_loss, data, idx)
 
     ref_model = build_model(config.model, data, config.seed).to(device)
     optimizer, schedule = build_optimizer(config.optim, ref_model)
@@ -118,7 +134,7 @@ def test_first_100_training_losses_match_the_reference(model_name: str, device: 
     ref_losses = []
     for _ in range(100):
         idx = sampler.next()
-        loss = F.cross_entropy(reference_answer_logits(ref_model, data.x[idx], data.operand_positions), data.y[idx])
+        loss = F.cross_entropy(reference_answer_logits(ref_model, data.x[idx], data.operand_positions, config.model.norm), data.y[idx])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -141,7 +157,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning_line(
     config = small("mlp")
     data = build_task(config.task, config.split_seed)
     model = build_model(config.model, data, 0)
-    forward = compiled_forward(model, make_loss("cross_entropy", "float32"), data.x[:8], data.y[:8])
+    forward = compiled_forward(model, make_loss("cross_entropy", "float32"), data, data.train[:8])
     assert forward is model
     assert all(p.grad is None for p in model.parameters())
     err = capsys.readouterr().err
@@ -176,12 +192,12 @@ def test_compiled_training_matches_eager(model_name: str) -> None:
         optimizer, schedule = build_optimizer(config.optim, model)
         sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
         trial = data.train[: sampler.batch_size]
-        forward = compiled_forward(model, loss_fn, data.x[trial], data.y[trial]) if compile else model
+        forward = compiled_forward(model, loss_fn, data, trial) if compile else model
         assert (forward is not model) == compile
         losses = []
         for _ in range(20):
             idx = sampler.next()
             losses.append(float(loss_fn(forward(data.x[idx]), data.y[idx])))
-            optimizer_step(model, forward, optimizer, schedule, loss_fn, data.x[idx], data.y[idx])
+            optimizer_step(model, forward, optimizer, schedule, loss_fn, data, idx)
         runs.append(losses)
     assert max(abs(a - b) for a, b in zip(*runs, strict=True)) < 1e-4

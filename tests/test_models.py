@@ -1,22 +1,38 @@
-"""Models: output shapes, parameter counts from the architecture formulas, init scale, the last-position fast path."""
+"""Models: output shapes, parameter counts from the architecture formulas, init, the fast paths against the reference,
+loading a run's model (also one written before model.name became `transformer`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from groklab.config import ModelConfig, TaskConfig
+from groklab.config import ModelConfig, TaskConfig, apply_overrides
 from groklab.data import build_task
-from groklab.models import build_model, n_params
+from groklab.models import build_model, load_model, n_params
 from groklab.models.activations import ACTIVATIONS
+from groklab.models.fast import FastMLP, FastTransformer
+from groklab.models.mlp import MLP
 from groklab.models.transformer import Transformer
+from groklab.presets import NANDA_MODEL as NANDA
+from groklab.presets import POWER_MODEL as POWER
+from groklab.presets import get_preset
+from groklab.runio import RunDir, load_run
 
-POWER = ModelConfig(name="power", d_model=128, n_layers=2, n_heads=4, d_mlp=512)
-NANDA = ModelConfig(name="nanda", d_model=128, n_heads=4, d_mlp=512)
+PRE = ModelConfig(name="transformer", d_model=128, n_layers=2, n_heads=4, d_mlp=512, norm="pre")
+ARCHITECTURES = {"power": POWER, "nanda": NANDA, "pre": PRE}
+"""The transformer's LayerNorm / bias / init combinations: Power et al.'s, Nanda et al.'s, and pre-LN."""
+
+
+def small(arch: str) -> ModelConfig:
+    """A test-sized model: one of ARCHITECTURES, or `mlp` (two hidden layers)."""
+    if arch == "mlp":
+        return ModelConfig(name="mlp", d_model=16, width=32, depth=2)
+    return dataclasses.replace(ARCHITECTURES[arch], d_model=32, d_mlp=48)
 
 
 def power_param_count(vocab: int, seq: int, n_classes: int, d: int, d_mlp: int, n_layers: int) -> int:
@@ -43,7 +59,7 @@ def test_power_transformer_shapes_and_param_count() -> None:
     assert 3.8e5 < expected < 4.4e5  # "about 4·10⁵ parameters" (Power et al.)
     x = ds.x[:10]
     assert model(x).shape == (10, 97)
-    assert model(x, full=True).shape == (10, 4, 97)
+    assert model.sequence_logits(x).shape == (10, 4, 97)
 
 
 def test_nanda_transformer_shapes_and_param_count() -> None:
@@ -55,6 +71,24 @@ def test_nanda_transformer_shapes_and_param_count() -> None:
     assert model(ds.x[:7]).shape == (7, 113)
     # N(0, 1/√d) init: the embedding's empirical std is close to 1/√128.
     assert abs(float(model.embed.weight.detach().std()) - 1 / math.sqrt(128)) < 0.01
+
+
+def test_pre_layernorm_transformer_param_count() -> None:
+    """Power's count plus the final LayerNorm before the unembedding; the blocks' two LayerNorms move, not multiply."""
+    ds = build_task(TaskConfig(op="x/y", p=97), split_seed=0)
+    model = build_model(PRE, ds, seed=0)
+    assert n_params(model) == power_param_count(vocab=99, seq=4, n_classes=97, d=128, d_mlp=512, n_layers=2) + 2 * 128
+
+
+def test_normal_init_leaves_layernorm_gains_at_one() -> None:
+    """Nanda's init on a model with LayerNorms: weight matrices and embeddings N(0, 1/d), LayerNorms as PyTorch makes them."""
+    ds = build_task(TaskConfig(op="x+y", p=97), split_seed=0)
+    model = build_model(dataclasses.replace(POWER, init="normal"), ds, seed=0)
+    for name, param in model.named_parameters():
+        if ".ln_" in name:
+            assert torch.equal(param, torch.ones_like(param) if name.endswith("weight") else torch.zeros_like(param)), name
+        else:
+            assert abs(float(param.detach().std()) - 1 / math.sqrt(128)) < 0.01, name
 
 
 @pytest.mark.parametrize(("width", "depth"), [(256, 1), (64, 3)])
@@ -109,7 +143,7 @@ def test_mlp_on_features(task: TaskConfig, n_in: int, n_classes: int) -> None:
     assert model(ds.x[:9]).shape == (9, n_classes)
 
 
-@pytest.mark.parametrize("cfg", [POWER, NANDA, ModelConfig(name="mlp", width=64)], ids=["power", "nanda", "mlp"])
+@pytest.mark.parametrize("cfg", [POWER, NANDA, PRE, ModelConfig(name="mlp", width=64)], ids=["power", "nanda", "pre", "mlp"])
 def test_init_scale_multiplies_every_weight(cfg: ModelConfig) -> None:
     ds = build_task(TaskConfig(op="x+y", p=11), split_seed=0)
     base = dict(build_model(cfg, ds, seed=4).named_parameters())
@@ -127,11 +161,12 @@ def test_same_seed_same_weights_other_seed_differs() -> None:
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-@pytest.mark.parametrize("name", ["power", "nanda"])
-def test_last_position_fast_path_is_exact(name: str, n_layers: int) -> None:
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_last_position_fast_path_is_exact(arch: str, n_layers: int) -> None:
     ds = build_task(TaskConfig(op="x*y", p=23), split_seed=0)
-    cfg = ModelConfig(name=name, d_model=64, n_layers=n_layers, n_heads=4, d_mlp=128)
+    cfg = dataclasses.replace(ARCHITECTURES[arch], d_model=64, n_layers=n_layers, n_heads=4, d_mlp=128)
     model = build_model(cfg, ds, seed=0)
+    assert isinstance(model, FastTransformer)
     # Train a few steps so the weights are not at their (symmetric) init.
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(5):
@@ -142,7 +177,8 @@ def test_last_position_fast_path_is_exact(name: str, n_layers: int) -> None:
     arbitrary = torch.randint(ds.vocab_size, (300, 4), generator=torch.Generator().manual_seed(0))
     for x in (ds.x, arbitrary):
         with torch.no_grad():
-            full = model(x, full=True)[:, -1]
+            full = model.sequence_logits(x)[:, -1]
+            torch.testing.assert_close(model.plain(x), full, atol=1e-5, rtol=1e-5)  # the last-position shortcut alone
             for shared in range(4):
                 model.shared_prefix = shared
                 fast = model(x)
@@ -150,14 +186,14 @@ def test_last_position_fast_path_is_exact(name: str, n_layers: int) -> None:
                 torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
-def test_fast_path_gradients_match_reference() -> None:
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_fast_path_gradients_match_reference(arch: str) -> None:
     ds = build_task(TaskConfig(op="x-y", p=17), split_seed=0)
-    model = build_model(ModelConfig(name="power", d_model=32, n_layers=2, n_heads=4, d_mlp=64), ds, seed=3)
+    cfg = dataclasses.replace(ARCHITECTURES[arch], d_model=32, n_layers=2, n_heads=4, d_mlp=64)
+    fast, reference = build_model(cfg, ds, seed=3), build_model(cfg, ds, seed=3, fast=False)
     grads = []
-    for full in (False, True):
-        model.zero_grad()
-        logits = model(ds.x, full=full)
-        F.cross_entropy(logits if not full else logits[:, -1], ds.y).backward()
+    for model in (fast, reference):
+        F.cross_entropy(model(ds.x), ds.y).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)
@@ -165,12 +201,12 @@ def test_fast_path_gradients_match_reference() -> None:
 
 def test_full_forward_is_causal() -> None:
     ds = build_task(TaskConfig(op="x+y", p=11), split_seed=0)
-    model = Transformer(ModelConfig(name="power", d_model=32, n_heads=2, d_mlp=64), ds.vocab_size, ds.n_classes, seq_len=4)
+    model = Transformer(ModelConfig(name="transformer", d_model=32, n_heads=2, d_mlp=64), ds.vocab_size, ds.n_classes, seq_len=4)
     x = ds.x[:6].clone()
     changed = x.clone()
     changed[:, 2] = (changed[:, 2] + 1) % 11
     with torch.no_grad():
-        before, after = model(x, full=True), model(changed, full=True)
+        before, after = model.sequence_logits(x), model.sequence_logits(changed)
     torch.testing.assert_close(before[:, :2], after[:, :2])  # earlier positions cannot see token 2
     assert not torch.allclose(before[:, 2:], after[:, 2:])
 
@@ -195,7 +231,7 @@ def test_dropout_training_draws_masks_per_sample_not_per_shared_prefix() -> None
     """Prefix rows shared by many samples would share their dropout masks: while training with dropout the fast
     path computes every sample's prefix itself (the same draws as with sharing turned off)."""
     ds = build_task(TaskConfig(op="x+y", p=13), split_seed=0)
-    model = build_model(ModelConfig(name="power", d_model=32, n_layers=2, n_heads=4, d_mlp=64, dropout=0.3), ds, seed=0)
+    model = build_model(ModelConfig(name="transformer", d_model=32, n_layers=2, n_heads=4, d_mlp=64, dropout=0.3), ds, seed=0)
     assert model.shared_prefix == 2
     outputs = []
     for shared in (2, 0):
@@ -204,4 +240,86 @@ def test_dropout_training_draws_masks_per_sample_not_per_shared_prefix() -> None
         outputs.append(model(ds.x[:64]))
     torch.testing.assert_close(outputs[0], outputs[1])
     model.eval()  # no dropout: sharing is back on, and exact
-    torch.testing.assert_close(model(ds.x[:64]), model(ds.x[:64], full=True)[:, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(ds.x[:64]), model.sequence_logits(ds.x[:64])[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [*ARCHITECTURES, "mlp"])
+def test_fast_and_reference_models_share_parameters_and_logits(arch: str) -> None:
+    """build_model(fast=False) is the plain reference: the same init (seed), state_dict keys and answer logits as the fast
+    model, so a checkpoint of either loads into the other."""
+    ds = build_task(TaskConfig(op="x-y", p=17), split_seed=0)
+    fast, reference = build_model(small(arch), ds, seed=5), build_model(small(arch), ds, seed=5, fast=False)
+    assert type(fast) is (FastMLP if arch == "mlp" else FastTransformer)
+    assert type(reference) is (MLP if arch == "mlp" else Transformer)
+    state = fast.state_dict()
+    assert state.keys() == reference.state_dict().keys()
+    assert all(torch.equal(state[k], reference.state_dict()[k]) for k in state)
+    with torch.no_grad():
+        for param in fast.parameters():  # away from the init, then into the reference
+            param.add_(0.1 * torch.randn_like(param))
+    reference.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ds.x), reference(ds.x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_sequence_logits_read_at_the_last_position_are_the_answer_logits(arch: str) -> None:
+    """Logits at every position, for sequence tasks: the last position's are forward's, and each position's depend on
+    the tokens up to it alone (a sequence cut after position i has the same logits there)."""
+    ds = build_task(TaskConfig(op="x*y", p=13), split_seed=0)
+    model = build_model(small(arch), ds, seed=1, fast=False)
+    with torch.no_grad():
+        every = model.sequence_logits(ds.x)  # (N, 4, n_classes)
+        assert every.shape == (len(ds.x), 4, 13)
+        assert torch.equal(every[:, -1], model(ds.x))
+        for i in range(1, 4):
+            torch.testing.assert_close(model.sequence_logits(ds.x[:, : i + 1])[:, -1], every[:, i], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [*ARCHITECTURES, "mlp"])
+def test_neurons_are_the_activations_that_feed_the_logits(arch: str) -> None:
+    """neurons(x): the last MLP's hidden activations at the answer position, as the forward computes them (caught by a
+    hook on their input layer); the MLP's logits are its output layer applied to them."""
+    ds = build_task(TaskConfig(op="x+y", p=11), split_seed=0)
+    model = build_model(small(arch), ds, seed=2, fast=False).eval()
+    layer = model.hidden[-1] if arch == "mlp" else model.blocks[-1].fc_in
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    with torch.no_grad():
+        logits = model(ds.x)
+        handle.remove()
+        neurons = model.neurons(ds.x)
+    width = 32 if arch == "mlp" else 48
+    assert neurons.shape == (len(ds.x), width)
+    pre = captured[0] if arch == "mlp" else captured[0][:, -1]
+    act = model.act if arch == "mlp" else model.blocks[-1].act
+    torch.testing.assert_close(neurons, act(pre), atol=1e-6, rtol=1e-5)
+    if arch == "mlp":
+        assert torch.equal(model.out(neurons), logits)
+    assert torch.equal(model.embedding(), model.embed.weight)
+
+
+@pytest.mark.parametrize(("legacy", "n_blocks", "layernorm"), [("power", 2, True), ("nanda", 1, False)])
+def test_load_model_reads_a_run_written_with_the_old_model_names(tmp_path, legacy: str, n_blocks: int, layernorm: bool) -> None:
+    """A schema-1 config.json names the model `power` or `nanda` (which ignored n_layers): it loads as the same model."""
+    config = apply_overrides(
+        get_preset("nanda" if legacy == "nanda" else "power-fig1"), {"task.p": 11, "model.d_model": 16, "model.d_mlp": 32}
+    )
+    run = RunDir(tmp_path / "run")
+    run.prepare(config)
+    raw = json.loads(run.config_path.read_text())
+    model_v1 = {k: v for k, v in raw["config"]["model"].items() if k not in ("norm", "mlp_bias", "init")}
+    raw["config"]["model"] = {**model_v1, "name": legacy, "n_layers": 2}
+    raw["schema_version"] = 1
+    run.config_path.write_text(json.dumps(raw))
+    data = build_task(config.task, config.split_seed)
+    trained = build_model(config.model, data, seed=7)
+    run.save_model(3, trained.state_dict())
+
+    loaded = load_run(run.path)
+    assert loaded.config == config
+    model = load_model(loaded)
+    assert type(model) is Transformer and len(model.blocks) == n_blocks
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in model.modules()) == layernorm
+    with torch.no_grad():
+        torch.testing.assert_close(model(data.x), trained(data.x), atol=1e-5, rtol=1e-5)

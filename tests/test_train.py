@@ -13,7 +13,7 @@ from conftest import tiny
 from groklab.config import Config, UserError
 from groklab.data import build_task
 from groklab.losses import make_loss
-from groklab.models import build_model
+from groklab.models import build_model, load_model
 from groklab.optim import build_optimizer
 from groklab.presets import PRESETS, get_preset
 from groklab.runio import load_run, summarize
@@ -62,7 +62,7 @@ def test_preset_smoke(name: str, tmp_path: Path) -> None:
 
     run = load_run(out)
     assert run.config == config and run.metrics == rows and run.summary == summary
-    model = run.load_model()
+    model = load_model(run)
     x, _ = build_task(config.task, config.split_seed).split("val")
     assert model(x[:3]).shape[0] == 3
 
@@ -116,7 +116,7 @@ def test_train_matches_replay(tmp_path: Path) -> None:
     assert logged.keys() == evals.keys()
     for step, value in evals.items():
         assert logged[step] == pytest.approx(value, abs=1e-5), step
-    saved = run.load_model().state_dict()
+    saved = load_model(run).state_dict()
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(saved[name], tensor, msg=name)
 

@@ -10,10 +10,10 @@ from groklab.config import VERSION, Config, ModelConfig, OptimConfig, TaskConfig
 
 __version__ = VERSION  # from the installed metadata: pyproject.toml is the one place it is written
 
-__all__ = ["Config", "TaskConfig", "ModelConfig", "OptimConfig", "UserError", "apply_overrides", "train", "presets", "load_run"]
+__all__ = ["Config", "TaskConfig", "ModelConfig", "OptimConfig", "UserError", "apply_overrides", "train", "presets", "load_run", "load_model"]
 
 
-def __getattr__(name: str):  # keep `import groklab` light: torch loads on first use of train/load_run/presets
+def __getattr__(name: str):  # keep `import groklab` light: torch loads on first use of train/load_run/load_model/presets
     if name == "train":
         from groklab.train import train
 
@@ -22,6 +22,10 @@ def __getattr__(name: str):  # keep `import groklab` light: torch loads on first
         from groklab.runio import load_run
 
         return load_run
+    if name == "load_model":
+        from groklab.models import load_model
+
+        return load_model
     if name == "presets":
         from groklab.presets import PRESETS
 

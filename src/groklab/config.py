@@ -19,7 +19,9 @@ from typing import Any, Literal
 
 from groklab.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version of config.json's layout. 2: model.name `transformer` with model.norm, model.mlp_bias and model.init replaced
+the names `power` and `nanda` of schema 1 (`from_dict` reads both, see LEGACY_MODELS)."""
 
 
 def _installed_version() -> str:
@@ -60,12 +62,18 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: Literal["power", "nanda", "mlp"] = "mlp"
-    """Model family: `power` (decoder transformer with LayerNorm), `nanda` (1 layer, no LayerNorm), `mlp`."""
+    name: Literal["transformer", "mlp"] = "mlp"
+    """Model family: `transformer` (decoder-only; its defaults are Power et al.'s, the `nanda` preset sets Nanda et al.'s) or `mlp`."""
     d_model: int = 128
     """Transformer width; for the MLP, the width of each operand's embedding."""
     n_layers: int = 2
-    """Transformer blocks (the `nanda` model always uses 1)."""
+    """Transformer blocks."""
+    norm: Literal["post", "pre", "none"] = "post"
+    """Transformer LayerNorm placement: `post` after each residual addition (Power et al.), `pre` before each block's attention and MLP plus one before the unembedding (GPT-2), `none` (Nanda et al.)."""
+    mlp_bias: bool = False
+    """Transformer: biases in the blocks' MLP layers (Nanda et al.: true; Power et al.: false). Attention and unembedding have none."""
+    init: Literal["torch", "normal"] = "torch"
+    """Transformer initialization: PyTorch's default per layer, or `normal` (Nanda et al.): every weight matrix and embedding from N(0, 1/d_model), biases 0, LayerNorm gains 1."""
     n_heads: int = 4
     """Attention heads."""
     d_mlp: int = 512
@@ -264,6 +272,8 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
             close = [p for p in fields if p.split(".")[-1] == path.split(".")[-1]]
             hint = f" (did you mean {', '.join(close)}?)" if close else " (see `groklab train --help`)"
             raise UserError(f"unknown config field {raw_path!r}{hint}")
+        if path == "model.name":
+            check_legacy_model(value)
         config = replace_path(config, path, coerce(path, value, fields[path][0]))
     return config
 
@@ -276,8 +286,22 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict` output (e.g. config.json), rejecting unknown or mistyped keys."""
+LEGACY_MODELS: dict[str, dict[str, Any]] = {
+    "power": {"model.name": "transformer", "model.norm": "post", "model.mlp_bias": False, "model.init": "torch"},
+    "nanda": {"model.name": "transformer", "model.norm": "none", "model.mlp_bias": True, "model.init": "normal", "model.n_layers": 1},
+}
+"""Schema 1's transformer names and the fields that build the same model (the `nanda` model ignored n_layers)."""
+
+
+def check_legacy_model(name: Any) -> None:
+    """A one-line UserError saying which fields replace a schema-1 model name; nothing for any other value."""
+    if name in LEGACY_MODELS:
+        same = " ".join(f"{key}={str(value).lower()}" for key, value in LEGACY_MODELS[name].items())
+        raise UserError(f"model.name={name!r} is not valid any more: set {same} for the same model")
+
+
+def from_dict(data: dict[str, Any], schema: int = SCHEMA_VERSION) -> Config:
+    """Rebuild a Config from `to_dict` output (e.g. config.json) of layout version `schema`, rejecting unknown or mistyped keys."""
     flat: dict[str, Any] = {}
     sections = {path.rsplit(".", 1)[0] for path in leaf_fields() if "." in path}  # task, model, optim
 
@@ -291,6 +315,8 @@ def from_dict(data: dict[str, Any]) -> Config:
                 flat[prefix + key] = value
 
     walk(data, "")
+    if schema < 2 and flat.get("model.name") in LEGACY_MODELS:
+        flat.update(LEGACY_MODELS[flat["model.name"]])
     return validate(apply_overrides(Config(), flat))
 
 
@@ -331,6 +357,12 @@ def validate(config: Config) -> Config:
         _check(bool(t.data_dir), "task.data_dir is empty: the mnist task needs the directory holding the IDX files")
     if t.name != "binop":
         _check(m.name == "mlp", f"model.name={m.name!r} is not valid for task.name={t.name!r}: expected mlp")
+    check_legacy_model(m.name)
+    hints = typing.get_type_hints(ModelConfig)
+    for name in ("name", "norm", "init"):  # Literal fields a Python caller may have set to anything
+        value = getattr(m, name)
+        _check(value in typing.get_args(hints[name]), f"model.{name}={value!r} is not valid: expected {_allowed(hints[name])}")
+    _check(isinstance(m.mlp_bias, bool), f"model.mlp_bias={m.mlp_bias!r} is not valid: expected true or false")
     for name in ("d_model", "n_layers", "n_heads", "d_mlp", "width", "depth"):
         value = getattr(m, name)
         _check(value >= 1, f"model.{name}={value} is not valid: expected an integer >= 1")

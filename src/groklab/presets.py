@@ -13,7 +13,8 @@ class Preset:
     config: Config
 
 
-POWER_MODEL = ModelConfig(name="power", d_model=128, n_layers=2, n_heads=4, d_mlp=512)
+POWER_MODEL = ModelConfig(name="transformer", d_model=128, n_layers=2, n_heads=4, d_mlp=512, norm="post", mlp_bias=False, init="torch")
+NANDA_MODEL = ModelConfig(name="transformer", d_model=128, n_layers=1, n_heads=4, d_mlp=512, norm="none", mlp_bias=True, init="normal")
 POWER_OPTIM = OptimConfig(name="adamw", lr=1e-3, beta1=0.9, beta2=0.98, weight_decay=1.0, warmup_steps=10, batch_size=512)
 
 PRESETS: dict[str, Preset] = {
@@ -36,7 +37,7 @@ PRESETS: dict[str, Preset] = {
         "Nanda et al.: 1-layer transformer without LayerNorm, x+y mod 113 at 30%, full batch, AdamW wd 1",
         Config(
             task=TaskConfig(op="x+y", p=113, train_frac=0.3, val_frac=0.35),
-            model=ModelConfig(name="nanda", d_model=128, n_heads=4, d_mlp=512),
+            model=NANDA_MODEL,
             optim=OptimConfig(lr=1e-3, beta1=0.9, beta2=0.98, weight_decay=1.0, warmup_steps=10, batch_size=0),
             steps=40_000,
             eval_every=100,

@@ -1,4 +1,4 @@
-"""Models: one file per family, built from a ModelConfig and the task's shapes.
+"""Models: one file per family (the plain reference), their fast paths in fast.py, built from a ModelConfig and the task.
 
 A new model is one file here plus one line in ``build_model``.
 """
@@ -9,25 +9,41 @@ import torch
 from torch import nn
 
 from groklab.config import ModelConfig
-from groklab.data import Dataset
+from groklab.data import Dataset, build_task
+from groklab.models.fast import FastMLP, FastTransformer
 from groklab.models.mlp import MLP
 from groklab.models.transformer import Transformer
+from groklab.runio import Run
 
 
-def build_model(cfg: ModelConfig, data: Dataset, seed: int) -> nn.Module:
-    """A freshly initialized model (on the CPU) for `data`, every weight scaled by cfg.init_scale (Omnigrok's α)."""
+def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True) -> nn.Module:
+    """A freshly initialized model (on the CPU) for `data`, every weight scaled by cfg.init_scale (Omnigrok's α).
+
+    fast: the fast path that training uses (same parameters and state_dict keys, same answer logits), or the plain
+    reference model that analysis reads (False).
+    """
     torch.manual_seed(seed)
     if cfg.name == "mlp":
-        model: nn.Module = MLP(cfg, data.x.shape[1], data.n_classes, data.vocab_size, data.operand_positions)
-    else:
+        mlp = FastMLP if fast else MLP
+        model: nn.Module = mlp(cfg, data.x.shape[1], data.n_classes, data.vocab_size, data.operand_positions)
+    elif fast:
         # the positions before the last operand (`a op` in `a op b =`) are shared by every sample with the same first operand
-        model = Transformer(
-            cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1], shared_prefix=max(data.operand_positions, default=0)
-        )
+        shared = max(data.operand_positions, default=0)
+        model = FastTransformer(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1], shared_prefix=shared)
+    else:
+        model = Transformer(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1])
     if cfg.init_scale != 1.0:
         with torch.no_grad():
             for param in model.parameters():
                 param.mul_(cfg.init_scale)
+    return model
+
+
+def load_model(run: Run, step: int | None = None) -> nn.Module:
+    """The reference model of `run` (from groklab.load_run) at its weights-only checkpoint `step` (default: the newest)."""
+    config = run.config
+    model = build_model(config.model, build_task(config.task, config.split_seed), config.seed, fast=False)
+    model.load_state_dict(run.model_state(step))
     return model
 
 
