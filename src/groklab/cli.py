@@ -56,7 +56,8 @@ class Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(message)
+        # argparse prefixes a type's error with "argument --x: "; ours then read "--x 'v' is not valid: expected ...".
+        raise UserError(re.sub(r"^argument (\S+): ('.*' is not valid: )", r"\1 \2", message))
 
 
 def integer(expected: str, minimum: int | None = None) -> Callable[[str], int]:
@@ -271,9 +272,9 @@ def cmd_recipe(args: argparse.Namespace) -> None:
             except UserError:
                 continue  # a recipe whose module is not installed is simply not offered
         return
-    if args.name is None:
-        raise UserError("groklab recipe takes one NAME: see groklab recipe --list")
-    recipe = get_recipe(args.name)
+    if len(args.name) != 1:
+        raise UserError(f"groklab recipe takes one NAME, got {len(args.name)}: see groklab recipe --list")
+    recipe = get_recipe(args.name[0])
     if args.print_spec is not None:
         print(spec_text(recipe, args.print_spec, args.scale), end="")
         return
@@ -544,7 +545,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
         sub = subparsers.add_parser(
             name, usage=usage, description=description, epilog=epilog + "examples:\n" + "".join(f"  {e}\n" for e in examples)
         )
-        sub.set_defaults(run=run)
+        sub.set_defaults(handler=run)
         return sub
 
     def quiet(sub: Parser, what: str) -> None:
@@ -646,7 +647,7 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
             "groklab recipe omnigrok-digits --print-spec sweep --scale paper > mine.toml",
         ],
     )
-    sub.add_argument("name", nargs="?", metavar="NAME")
+    sub.add_argument("name", nargs="*", metavar="NAME")
     sub.add_argument("--out", metavar="DIR", help="the recipe directory to write")
     sub.add_argument("--scale", default="quick", metavar="quick|paper", help="quick (default): minutes on a laptop CPU, smaller budgets; paper: the paper's settings")
     workers_backend_address(sub)
@@ -761,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = commands[argv[0]].parse_known_intermixed_args(argv[1:])
         if extra:
             refuse_extra(argv[0], extra)
-        args.run(args)
+        args.handler(args)
         sys.stdout.flush()  # so that a reader that went away is noticed here, not at interpreter exit
     except SystemExit as done:  # --help (0), or a command's own exit code
         return done.code if isinstance(done.code, int) else 0
