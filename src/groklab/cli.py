@@ -408,7 +408,13 @@ def print_bench(result: dict[str, Any], grok: dict[str, float | None] | None) ->
         peer = "-" if c["peer_ms_per_step"] is None else f"{c['peer_ms_per_step']:.1f}"
         ratio = "-" if c["ratio_vs_peer"] is None else f"{c['ratio_vs_peer']:.2f}"
         table.add_row(
-            c["name"], f"{c['ms_per_step']:.2f}", f"{c['steps_per_s']:.1f}", f"{c['gflops']:.1f}", f"{c['fraction_of_peak']:.0%}", peer, ratio
+            c["name"],
+            f"{c['ms_per_step']:.2f}",
+            f"{c['steps_per_s']:.1f}",
+            f"{c['gflops']:.1f}",
+            f"{c['fraction_of_peak']:.0%}",
+            peer,
+            ratio,
         )
     console = Console()
     console.print(table)
@@ -536,12 +542,14 @@ NO_CONFIG_FIELDS = {
 """Why a command other than train refuses a config-field option."""
 
 
-def build_parser() -> tuple[Parser, dict[str, Parser]]:
-    """The `groklab` parser and its sub-command parsers by name."""
+def build_parser() -> dict[str, Parser]:
+    """The parsers of the `groklab` sub-commands, by name (one parent parser holds them)."""
     parser = Parser(prog="groklab", add_help=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def command(name: str, run: Callable[[argparse.Namespace], None], usage: str, description: str, examples: list[str], epilog: str = "") -> Parser:
+    def command(
+        name: str, run: Callable[[argparse.Namespace], None], usage: str, description: str, examples: list[str], epilog: str = ""
+    ) -> Parser:
         sub = subparsers.add_parser(
             name, usage=usage, description=description, epilog=epilog + "examples:\n" + "".join(f"  {e}\n" for e in examples)
         )
@@ -552,15 +560,21 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
         sub.add_argument("--quiet", action="store_true", help=what)
 
     def workers_backend_address(sub: Parser) -> None:
-        sub.add_argument("--backend", default="local", metavar="local|ray", help="local: a process pool on this machine (default); ray: Ray core tasks")
         sub.add_argument(
-            "--workers", type=integer("an integer >= 1"), metavar="N",
+            "--backend", default="local", metavar="local|ray", help="local: a process pool on this machine (default); ray: Ray core tasks"
+        )
+        sub.add_argument(
+            "--workers",
+            type=integer("an integer >= 1"),
+            metavar="N",
             help="runs at once (default: all cores locally, all CPUs of a Ray cluster); each local worker gets cores // N torch "
             "threads unless the spec sets `threads`",
         )
         sub.add_argument(
-            "--address", metavar="ADDR",
-            help="connect to an existing Ray cluster (e.g. auto or ray://head:10001); run dirs must then be on a filesystem every node sees",
+            "--address",
+            metavar="ADDR",
+            help="connect to an existing Ray cluster (e.g. auto or ray://head:10001); run dirs must then be on a filesystem "
+            "every node sees",
         )
 
     def step(sub: Parser, what: str) -> None:
@@ -569,7 +583,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     command("presets", cmd_presets, "groklab presets", "List the presets with one line each.", ["groklab presets"])
 
     sub = command(
-        "train", cmd_train,
+        "train",
+        cmd_train,
         "groklab train --preset NAME --out DIR [--quiet] [--<field> VALUE ...]\n"
         "       groklab train --preset NAME --out DIR --seeds N [...]   (N seeds at once, as one vmapped ensemble)",
         "Train one run into DIR (created; if DIR already holds this very run, it is resumed).",
@@ -580,23 +595,32 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
             "groklab train --preset mlp --out runs/s --seeds 8 --compile",
         ],
     )
-    sub.add_argument("--preset", default="mlp", metavar="NAME", help="the preset the fields below override (default mlp; see groklab presets)")
+    sub.add_argument(
+        "--preset", default="mlp", metavar="NAME", help="the preset the fields below override (default mlp; see groklab presets)"
+    )
     sub.add_argument("--out", metavar="DIR", help="the run directory to write (required)")
     sub.add_argument(
-        "--seeds", type=integer("an integer >= 1 (the number of seeds to train)", minimum=1), metavar="N",
+        "--seeds",
+        type=integer("an integer >= 1 (the number of seeds to train)", minimum=1),
+        metavar="N",
         help="train seeds seed .. seed+N-1 as one vmapped ensemble, one run directory per seed: DIR/seed-<k>/",
     )
     quiet(sub, "no progress bar; print only the run directory")
     add_config_fields(sub)
 
     sub = command(
-        "resume", cmd_resume, "groklab resume DIR [--quiet]", "Continue the run in DIR from its newest valid checkpoint.", ["groklab resume runs/mlp"]
+        "resume",
+        cmd_resume,
+        "groklab resume DIR [--quiet]",
+        "Continue the run in DIR from its newest valid checkpoint.",
+        ["groklab resume runs/mlp"],
     )
     sub.add_argument("dir", metavar="DIR")
     quiet(sub, "no progress bar; print only the run directory")
 
     sub = command(
-        "sweep", cmd_sweep,
+        "sweep",
+        cmd_sweep,
         "groklab sweep SPEC --out DIR [--backend local|ray] [--workers N] [--address ADDR] [--dry-run] [--quiet]",
         "Run every run of the sweep spec SPEC (TOML) into DIR: DIR/spec.toml, DIR/runs.parquet (one row per run:\n"
         "flattened config + summary) and DIR/runs/<run_id>/ (ordinary run dirs). Rerunning the same command skips\n"
@@ -618,7 +642,9 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     quiet(sub, "no progress bar and no table; print DIR at the end")
 
     sub = command(
-        "query", cmd_query, 'groklab query DIR "SQL" [--format table|csv|json]',
+        "query",
+        cmd_query,
+        'groklab query DIR "SQL" [--format table|csv|json]',
         "Run DuckDB SQL over a sweep dir. Views: `runs` (DIR/runs.parquet: run_id, run_dir, the flattened config\n"
         'such as "task.op" and "optim.lr", status, steps, steps_to_val_acc_99, grokked, "test/acc", ...) and\n'
         '`metrics` (every run\'s metric rows with a run_id column: step, "val/acc", "train/loss", ...). Names with\n'
@@ -634,7 +660,8 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     sub.add_argument("--format", default="table", choices=("table", "csv", "json"), help="table (default), csv or json")
 
     sub = command(
-        "recipe", cmd_recipe,
+        "recipe",
+        cmd_recipe,
         "groklab recipe NAME --out DIR [--scale quick|paper] [--workers N] [--backend local|ray] [--address ADDR] [--quiet]\n"
         "       groklab recipe --list",
         "Reproduce a published result: run the recipe's bundled sweep(s) into DIR/<part>/, then write\n"
@@ -649,14 +676,21 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     )
     sub.add_argument("name", nargs="*", metavar="NAME")
     sub.add_argument("--out", metavar="DIR", help="the recipe directory to write")
-    sub.add_argument("--scale", default="quick", metavar="quick|paper", help="quick (default): minutes on a laptop CPU, smaller budgets; paper: the paper's settings")
+    sub.add_argument(
+        "--scale",
+        default="quick",
+        metavar="quick|paper",
+        help="quick (default): minutes on a laptop CPU, smaller budgets; paper: the paper's settings",
+    )
     workers_backend_address(sub)
     sub.add_argument("--list", action="store_true", help="list the recipes with one line each")
     sub.add_argument("--print-spec", metavar="PART", help="print the bundled sweep spec of PART at --scale (to copy and edit) and exit")
     quiet(sub, "no progress bars; print DIR/findings.json's path at the end")
 
     sub = command(
-        "analyze", cmd_analyze, "groklab analyze RUN [--step N] [--json] [--no-sharpness]",
+        "analyze",
+        cmd_analyze,
+        "groklab analyze RUN [--step N] [--json] [--no-sharpness]",
         "Measure the mechanism of a run's newest (or step N's) model checkpoint: Fourier key frequencies, Gini,\n"
         "restricted / excluded loss (modular tasks), weight norms, RQI (x+y), sharpness, embedding circularity,\n"
         "the run's phase and Nanda's phase boundaries.",
@@ -668,7 +702,9 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     sub.add_argument("--no-sharpness", action="store_true", help="skip the Hessian power iteration (the slowest part)")
 
     sub = command(
-        "export-tl", cmd_export_tl, "groklab export-tl RUN [--step N] [--out FILE]",
+        "export-tl",
+        cmd_export_tl,
+        "groklab export-tl RUN [--step N] [--out FILE]",
         "Build a TransformerLens HookedTransformer from a run of the `nanda` or `power` model (weights of the newest,\n"
         "or step N's, checkpoint), check that its last-position logits match groklab's on every example to 1e-4, and\n"
         "save its config, state_dict and the power model's post-residual LayerNorms to FILE (default\n"
@@ -683,7 +719,9 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     sub.add_argument("--out", metavar="FILE", help="where to save it (default RUN/transformer_lens.pt)")
 
     sub = command(
-        "report", cmd_report, "groklab report DIR [--quiet] [--no-analysis] [--no-sharpness]",
+        "report",
+        cmd_report,
+        "groklab report DIR [--quiet] [--no-analysis] [--no-sharpness]",
         "Write DIR/report/index.html (opens from disk, offline) and a PNG per figure, for a run directory, a sweep\n"
         "directory (runs.parquet or spec.toml) or a folder of run directories. A sweep report also writes a page\n"
         "per run (report/runs/<id>.html) and a sortable table linking to them.",
@@ -691,11 +729,17 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     )
     sub.add_argument("dir", metavar="DIR")
     quiet(sub, "print only the page's path")
-    sub.add_argument("--no-analysis", action="store_true", help="run reports: skip the checkpoint analysis (Fourier, norms, embeddings, sharpness)")
-    sub.add_argument("--no-sharpness", action="store_true", help="run reports: skip only the Hessian sharpness (the slowest part of the analysis)")
+    sub.add_argument(
+        "--no-analysis", action="store_true", help="run reports: skip the checkpoint analysis (Fourier, norms, embeddings, sharpness)"
+    )
+    sub.add_argument(
+        "--no-sharpness", action="store_true", help="run reports: skip only the Hessian sharpness (the slowest part of the analysis)"
+    )
 
     sub = command(
-        "ls", cmd_ls, "groklab ls DIR [--quiet]",
+        "ls",
+        cmd_ls,
+        "groklab ls DIR [--quiet]",
         "List the runs of a sweep directory or of a folder of run directories: status, steps, steps to 99%\n"
         "train and val accuracy (fit@, grok@: the grokking point), final accuracies, and the swept fields. The\n"
         "table fits the terminal (80 columns when piped), leaving out low-value columns rather than cutting cells.\n"
@@ -706,7 +750,9 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     quiet(sub, "tab-separated values of every column, for scripts")
 
     sub = command(
-        "compare", cmd_compare, "groklab compare RUN RUN [RUN ...] --out DIR [--quiet]",
+        "compare",
+        cmd_compare,
+        "groklab compare RUN RUN [RUN ...] --out DIR [--quiet]",
         "Overlay the accuracy and loss curves of several runs in one report, DIR/index.html (plus PNGs),\n"
         "with a table of what differs between their configs.",
         ["groklab compare runs/wd1 runs/wd0 --out reports/wd", "groklab compare sweeps/fig2/runs/* --out reports/fig2-all"],
@@ -716,20 +762,42 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     quiet(sub, "print only the page's path")
 
     sub = command(
-        "bench", cmd_bench, "groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]",
+        "bench",
+        cmd_bench,
+        "groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]",
         "Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and\n"
         "against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,\n"
         "MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).",
         ["groklab bench", "groklab bench --json --threads 2 --time-to-grok", "groklab bench --quick --only power,mlp"],
     )
     sub.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    sub.add_argument("--quick", action="store_true", help="short timing windows and no compiled variants (seconds, not minutes; for smoke tests)")
-    sub.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (by default each transformer/MLP config is also timed compiled)")
-    sub.add_argument("--time-to-grok", action="store_true", help="also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%%)")
-    sub.add_argument("--threads", type=integer("an integer >= 0 (0: torch's default)", minimum=0), default=0, metavar="N", help="CPU threads (default: torch's default for this machine)")
-    sub.add_argument("--peer", metavar="DIR", help="the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)")
-    sub.add_argument("--only", metavar="LIST", help="time only these configs, comma-separated: power, nanda, mlp, ensemble (sgemm always runs)")
-    return parser, subparsers.choices
+    sub.add_argument(
+        "--quick", action="store_true", help="short timing windows and no compiled variants (seconds, not minutes; for smoke tests)"
+    )
+    sub.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="skip the torch.compile variants (by default each transformer/MLP config is also timed compiled)",
+    )
+    sub.add_argument(
+        "--time-to-grok",
+        action="store_true",
+        help="also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%%)",
+    )
+    sub.add_argument(
+        "--threads",
+        type=integer("an integer >= 0 (0: torch's default)", minimum=0),
+        default=0,
+        metavar="N",
+        help="CPU threads (default: torch's default for this machine)",
+    )
+    sub.add_argument(
+        "--peer", metavar="DIR", help="the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)"
+    )
+    sub.add_argument(
+        "--only", metavar="LIST", help="time only these configs, comma-separated: power, nanda, mlp, ensemble (sgemm always runs)"
+    )
+    return subparsers.choices
 
 
 def refuse_extra(command: str, extra: list[str]) -> NoReturn:
@@ -755,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else EXIT_USAGE
     try:
-        _, commands = build_parser()
+        commands = build_parser()
         if argv[0] not in commands:
             raise UserError(f"unknown command {argv[0]!r}: expected one of {', '.join(commands)}")
         # Intermixed: options may come before, between or after the positionals (`compare a --out d b`).

@@ -23,6 +23,7 @@ from groklab.errors import UserError
 TL_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": "silu"}
 """groklab activations that TransformerLens has under the same function."""
 
+
 def require_transformer_lens() -> Any:
     try:
         import transformer_lens
