@@ -1,8 +1,8 @@
 """Fast paths: the same answer logits as the reference models, from the same parameters, with less work.
 
-The classes here subclass the reference models and only override `forward`, so a checkpoint of either loads into
-the other, and every reference method (sequence logits, neurons, embedding) stays exact on a fast model. Training
-uses them; tests/test_fastpath.py compares them with an independent reference.
+The classes here subclass the reference models without adding parameters and override only `forward`, so a
+checkpoint of either loads into the other, and every reference method (sequence logits, neurons, embedding) stays
+exact on a fast model. Training uses them; tests/test_fastpath.py compares them with an independent reference.
 
 Transformer:
 
