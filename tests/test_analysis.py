@@ -11,9 +11,9 @@ import torch
 from groklab.analysis import analyze_run, fourier, norms, parse_analysis, phases, rqi, sharpness
 from groklab.analysis import embeddings as emb
 from groklab.cli import main
-from groklab.config import Config, UserError, apply_overrides, validate
+from groklab.config import Config, UserError, apply_overrides
 from groklab.runio import load_run
-from groklab.train import train
+from groklab.train import check, train
 
 P = 97
 
@@ -179,7 +179,7 @@ def test_parse_analysis_and_config_validation() -> None:
     with pytest.raises(UserError, match="analysis='bogus'"):
         parse_analysis("fourier,bogus")
     with pytest.raises(UserError, match="analysis="):
-        validate(apply_overrides(Config(), {"analysis": "norms,curvature"}))
+        check(apply_overrides(Config(), {"analysis": "norms,curvature"}))
 
 
 def test_training_logs_analysis_keys_and_analyze_run_is_json(small_config, tmp_path, capsys) -> None:

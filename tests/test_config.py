@@ -8,6 +8,7 @@ import pytest
 
 from groklab.config import Config, ModelConfig, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
 from groklab.presets import PRESETS
+from groklab.train import check
 
 
 def test_every_field_has_a_docstring() -> None:
@@ -77,7 +78,7 @@ def test_unknown_field_suggests_the_dotted_path() -> None:
 )
 def test_validate_rejects_with_one_line(overrides: dict[str, str], named: str) -> None:
     with pytest.raises(UserError) as err:
-        validate(apply_overrides(Config(), overrides))
+        check(apply_overrides(Config(), overrides))
     assert named in str(err.value) and "\n" not in str(err.value)
 
 

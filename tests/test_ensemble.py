@@ -12,10 +12,10 @@ from conftest import tiny
 from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides
 from groklab.data import build_task
-from groklab.ensemble import Ensemble, parse_seeds, train_ensemble
 from groklab.models import load_model
 from groklab.runio import load_run
-from groklab.train import train
+from groklab.steppers import Ensemble
+from groklab.train import train, train_ensemble
 
 SEEDS = 3
 
@@ -59,15 +59,15 @@ def test_transformer_members_share_prefixes_found_outside_vmap() -> None:
     its own weights through the plain full-sequence computation."""
     config = ensemble_config("transformer")
     data = build_task(config.task, config.split_seed)
-    ens = Ensemble(config, data, SEEDS, torch.device("cpu"))
+    ens = Ensemble([dataclasses.replace(config, seed=config.seed + k) for k in range(SEEDS)], data, torch.device("cpu"))
     idx = torch.stack([s.next() for s in ens.samplers])  # (N, batch)
     x, y = data.x[idx], data.y[idx]
     tokens, inverse = ens.prefixes(x)  # (u, 2), (N, batch)
     assert inverse.shape == x.shape[:2] and torch.equal(tokens[inverse], x[..., :2])
     assert len(tokens) < x.shape[0] * x.shape[1]  # prefixes repeat across the batches, so fewer rows run
-    losses = ens.member_losses(dict(zip(ens.names, ens.stacked, strict=True)), ens.buffers, x, y, (tokens, inverse))
+    losses = ens.member_losses(dict(zip(ens.names, ens.stacked, strict=True)), ens.buffers, (x, y), (tokens, inverse))
     for k in range(SEEDS):
-        model = ens.load_member(k)
+        model = ens.member(k)
         torch.testing.assert_close(losses[k], ens.loss_fn(model.sequence_logits(x[k])[:, -1], y[k]), atol=1e-5, rtol=1e-5)
 
 
@@ -119,9 +119,11 @@ def test_interventions_that_would_mix_the_seeds_are_refused(tmp_path: Path, fiel
 
 
 @pytest.mark.parametrize("bad", ["0", "-2", "1.5", "many"])
-def test_bad_seed_counts_are_one_line_errors(bad: str) -> None:
-    with pytest.raises(UserError, match="--seeds"):
-        parse_seeds(bad)
+def test_bad_seed_counts_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    assert main(["train", "--out", str(tmp_path / "x"), "--seeds", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seeds" in err and repr(bad) in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_seeds_writes_one_run_dir_per_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from groklab.cli import main
-from groklab.config import Config, UserError, apply_overrides, validate
+from groklab.config import Config, UserError, apply_overrides
 from groklab.runio import checkpoint_path, read_metrics
-from groklab.train import train
+from groklab.train import check, train
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("wandb")
@@ -54,7 +54,7 @@ def expected_points(rows: list[dict[str, Any]]) -> dict[str, list[tuple[int, flo
 def logged_config(small_config: Config, log: str) -> Config:
     # analysis=norms adds per-layer keys on some rows only: those must be mirrored too, at their steps.
     overrides = {"steps": 40, "eval_every": 5, "checkpoint_every": 20, "analysis": "norms", "analysis_every": 2, "log": log}
-    return validate(apply_overrides(small_config, overrides))
+    return check(apply_overrides(small_config, overrides))
 
 
 def crash_after_checkpoint(run: Path, step: int) -> None:
@@ -152,4 +152,4 @@ def test_missing_extra_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatc
 
 def test_unknown_logger_name_is_refused(small_config: Config) -> None:
     with pytest.raises(UserError, match=r"^log='tensorboard,mlflow' is not valid: expected a comma-separated list of tensorboard, wandb"):
-        validate(dataclasses.replace(small_config, log="tensorboard,mlflow"))
+        check(dataclasses.replace(small_config, log="tensorboard,mlflow"))

@@ -17,7 +17,8 @@ from groklab.models import build_model, load_model
 from groklab.optim import build_optimizer
 from groklab.presets import PRESETS, get_preset
 from groklab.runio import load_run, summarize
-from groklab.train import BatchSampler, evaluate, train
+from groklab.steppers import BatchSampler
+from groklab.train import evaluate, train
 
 SUMMARY_KEYS = {
     "status",

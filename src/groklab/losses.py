@@ -1,4 +1,9 @@
-"""Training losses on logits (batch, n_classes) and integer labels (batch,)."""
+"""Training losses on logits (batch, n_classes) and integer labels (batch,).
+
+Sequence tasks (targets at many positions) pass logits (batch, seq, n_classes), labels (batch, seq) and a bool mask
+(batch, seq) of the positions that have a target: the loss is the mean over those positions. The mask is applied as
+weights, not by indexing, so the loss keeps static shapes under torch.func.vmap (ensembles).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,18 @@ import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
-LossFn = Callable[[Tensor, Tensor], Tensor]
+LossFn = Callable[..., Tensor]
+"""loss_fn(logits, y, mask=None) -> scalar (see the module docstring for the shapes)."""
 
 
-def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(logits, y)
+def cross_entropy(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    return F.cross_entropy(logits, y, reduction=reduction)
 
 
-def mse(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean squared error between logits and one-hot targets (Omnigrok's loss for MNIST)."""
-    return F.mse_loss(logits, F.one_hot(y, logits.shape[-1]).to(logits.dtype))
+def mse(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """Mean squared error between logits and one-hot targets (Omnigrok's loss for MNIST); per sample: mean over classes."""
+    err = F.mse_loss(logits, F.one_hot(y, logits.shape[-1]).to(logits.dtype), reduction=reduction)
+    return err if reduction == "mean" else err.mean(-1)
 
 
 def stablemax_log_s(logits: Tensor) -> Tensor:
@@ -37,21 +44,29 @@ def stablemax(logits: Tensor) -> Tensor:
     return s / s.sum(-1, keepdim=True)
 
 
-def stablemax_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    """Mean of -log stablemax(logits)[y] over the batch: logits (batch, n_classes), y (batch,)."""
+def stablemax_cross_entropy(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """-log stablemax(logits)[y], averaged over the batch unless reduction="none": logits (batch, n_classes), y (batch,)."""
     log_s = stablemax_log_s(logits)  # (batch, n_classes)
-    return (torch.logsumexp(log_s, dim=-1) - log_s.gather(-1, y[:, None]).squeeze(-1)).mean()
+    per_sample = torch.logsumexp(log_s, dim=-1) - log_s.gather(-1, y[:, None]).squeeze(-1)
+    return per_sample.mean() if reduction == "mean" else per_sample
 
 
 LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy, "mse": mse, "stablemax": stablemax_cross_entropy}
 
 
 def make_loss(name: str, dtype: str) -> LossFn:
-    """The loss `name`, computed in `dtype` (float64 delays softmax collapse; Prieto et al.)."""
+    """The loss `name`, computed in `dtype` (float64 delays softmax collapse; Prieto et al.), with an optional target mask."""
     base, target = LOSSES[name], getattr(torch, dtype)
-    if target == torch.float32:
-        return base
-    return lambda logits, y: base(logits.to(target), y)
+
+    def loss(logits: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        logits = logits if target == torch.float32 else logits.to(target)
+        if mask is None:
+            return base(logits, y)
+        per_position = base(logits.flatten(0, -2), y.flatten(), reduction="none")  # (batch * seq,)
+        weights = mask.flatten().to(per_position.dtype)
+        return (per_position * weights).sum() / weights.sum().clamp(min=1)
+
+    return loss
 
 
 def softmax_collapse_fraction(logits: Tensor, y: Tensor) -> float:

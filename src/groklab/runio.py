@@ -208,16 +208,17 @@ class RunDir:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
         return rows
 
-    def latest_state(self) -> tuple[dict[str, Any] | None, list[Path]]:
-        """The newest valid resumable checkpoint (falling back to older ones) and the corrupt ones skipped on the way."""
-        skipped = []
-        for step in reversed(checkpoint_steps(self.ckpt_dir, "state")):
+    def states(self) -> tuple[dict[int, dict[str, Any]], list[Path]]:
+        """The valid resumable checkpoints, step -> state, and the corrupt ones (torn or failing their checksum)."""
+        valid, corrupt = {}, []
+        for step in checkpoint_steps(self.ckpt_dir, "state"):
             path = checkpoint_path(self.ckpt_dir, "state", step)
             state = load_checkpoint(path)
-            if state is not None:
-                return state, skipped
-            skipped.append(path)
-        return None, skipped
+            if state is None:
+                corrupt.append(path)
+            else:
+                valid[step] = state
+        return valid, corrupt
 
     def save_state(self, step: int, state: dict[str, Any], keep: int = 2) -> None:
         save_checkpoint(checkpoint_path(self.ckpt_dir, "state", step), state)

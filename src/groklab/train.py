@@ -1,19 +1,23 @@
-"""The training loop: ``train(config, run_dir) -> summary``, readable top to bottom.
+"""The training engine: one loop over a stepper (one model, or N seeds as one vmapped ensemble), readable top to
+bottom, with hooks at evaluation time (analysis measures, loggers, the progress bar, a sweep's test hook).
 
-The whole dataset lives on the device as tensors; batches are drawn by index; each evaluation runs the
-full train, val and test splits in one forward each under inference mode. The test split is only ever
-measured and logged: early stopping looks at val alone.
+``train(config, run_dir)`` trains one run; ``train_ensemble(config, out, n)`` trains seeds config.seed .. +n-1 together
+into out/seed-<k>/, each an ordinary run directory. Both are ``fit`` over a different stepper (steppers.py), so every
+option means the same for both. The whole dataset lives on the device as tensors; batches are drawn by index; each
+evaluation runs every split in one forward each under inference mode. The test split is only ever measured and
+logged: early stopping looks at val alone.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,16 +26,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from groklab.config import Config, UserError, validate
-from groklab.data import Dataset, build_task
-from groklab.loggers import MetricLoggers
-from groklab.losses import LossFn, make_loss
-from groklab.models import build_model
-from groklab.optim import Interventions, build_optimizer
+from groklab.analysis import parse_analysis, training_metrics
+from groklab.config import Config, validate
+from groklab.data import Dataset, build_task, check_task
+from groklab.errors import UserError
+from groklab.loggers import MetricLoggers, parse_log
+from groklab.losses import LossFn
 from groklab.runio import RunDir, config_digest, read_metrics, summarize
 from groklab.stats import GROK_ACC
+from groklab.steppers import Ensemble, Single, check_ensemble
 
 Tensor = torch.Tensor
+
+
+def check(config: Config) -> Config:
+    """The config as a run sees it: field ranges (config.validate) and the names that live with their
+    implementations (the op registry, the loggers, the analyses). Returns it unchanged or raises UserError."""
+    validate(config)
+    check_task(config.task)
+    parse_log(config.log)
+    parse_analysis(config.analysis)
+    return config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,11 +61,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def keep_freed_memory(device: torch.device) -> None:
-    """For a CPU run on glibc, keep freed memory for reuse instead of handing it back to the OS: tensors under 32 MiB come from the
-    heap rather than a fresh mmap each, and the heap is not trimmed after every step. The page faults this avoids
-    cost small CPU models 10-15% per step when measured as environment variables (MALLOC_MMAP_THRESHOLD_=33554432,
-    MALLOC_TRIM_THRESHOLD_); this is their run-time form, so `train` gets what `bench` times. Process-wide; a
-    no-op where there is no mallopt."""
+    """For a CPU run on glibc, keep freed memory for reuse instead of handing it back to the OS: tensors under 32 MiB
+    come from the heap rather than a fresh mmap each, and the heap is not trimmed after every step (the page faults
+    this avoids are measured in docs/performance.md). Process-wide; a no-op where there is no mallopt."""
     if device.type != "cpu" or sys.platform != "linux":
         return
     try:
@@ -59,34 +72,6 @@ def keep_freed_memory(device: torch.device) -> None:
         return
     mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
     mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
-
-
-class BatchSampler:
-    """Minibatches of training indices: a fresh permutation each epoch, drawn from its own generator."""
-
-    def __init__(self, train_idx: Tensor, batch_size: int, seed: int) -> None:
-        self.idx = train_idx
-        n = len(train_idx)
-        self.batch_size = n if batch_size == 0 or batch_size >= n else batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.pos = 0
-
-    def next(self) -> Tensor:
-        if self.batch_size == len(self.idx):  # full batch: no sampling at all
-            return self.idx
-        if self.pos + self.batch_size > len(self.perm):  # drop the ragged tail, as DataLoader(drop_last=True)
-            self.perm, self.pos = torch.randperm(len(self.idx), generator=self.gen), 0
-        batch = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return self.idx[batch.to(self.idx.device)]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.gen.set_state(state["gen"])
-        self.perm, self.pos = state["perm"], state["pos"]
 
 
 def eval_schedule(config: Config) -> set[int] | None:
@@ -107,62 +92,28 @@ def weight_norm(model: nn.Module) -> float:
     return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
 
 
+def correct(data: Dataset, logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-example correctness (n,), or for sequence tasks without their own score the correctness of every target
+    position pooled (its mean is token accuracy)."""
+    if data.score is not None:
+        return data.score(logits, y, mask)
+    right = (logits.argmax(-1) == y).float()
+    return right if mask is None else right[mask]
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 65536) -> dict[str, float]:
-    """Loss and accuracy on the full train, val and test splits (chunks only bound memory for big image sets)."""
+    """Loss and accuracy on every split (chunks only bound memory for big image sets)."""
     model.eval()
     out: dict[str, float] = {}
-    for split in ("train", "val", "test"):
-        x, y = data.split(split)
-        logits = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes)
-        out[f"{split}/loss"] = float(loss_fn(logits, y))
-        out[f"{split}/acc"] = float((logits.argmax(-1) == y).float().mean())
+    for split in data.split_names:
+        idx = data.indices(split)
+        x, y, mask = data.x[idx], data.y[idx], None if data.mask is None else data.mask[idx]
+        logits = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes) or (n, seq, n_classes)
+        out[f"{split}/loss"] = float(loss_fn(logits, y, mask))
+        out[f"{split}/acc"] = float(correct(data, logits, y, mask).mean())
     model.train()
     return out
-
-
-def optimizer_step(
-    model: nn.Module,
-    forward: Callable[[Tensor], Tensor],
-    optimizer: torch.optim.Optimizer | Interventions,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: LossFn,
-    x: Tensor,
-    y: Tensor,
-) -> bool:
-    """One optimizer step on the batch x (batch, ...) -> y (batch,); False, with no update, if the loss or gradient is not finite.
-
-    `forward` is the model itself or its compiled forward (`compiled_forward`); the benchmark times this very function.
-    """
-    loss = loss_fn(forward(x), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in model.parameters() if p.grad is not None])))
-    if not bool(torch.isfinite(loss + grad_norm)):  # one sync per step: cheaper than a check per tensor
-        return False
-    optimizer.step()
-    schedule.step()
-    return True
-
-
-def compiled_forward(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
-    """`torch.compile(model)` for training, tried once on the batch (x, y); the plain model, with a one-line warning, if that fails.
-
-    Compilation is lazy, so a missing compiler or an unsupported platform only shows at the first call: the trial
-    forward and backward surface it here, before the run has taken a step (RNG states and gradients are left as found).
-    The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
-    """
-    try:
-        compiled = torch.compile(model)
-        with torch.random.fork_rng(devices=[]):
-            loss_fn(compiled(x), y).backward()
-        model.zero_grad(set_to_none=True)
-        return compiled
-    except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
-        model.zero_grad(set_to_none=True)
-        reason = (str(err).strip().splitlines() or [""])[0][:160]
-        print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
-        return model
 
 
 def rng_states() -> dict[str, Any]:
@@ -197,145 +148,256 @@ def stop_on_signals() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-class Progress:
-    """A rich progress bar with live train/val accuracy; silent when disabled."""
+# ---------------------------------------------------------------------------------------------
+# Hooks: what happens around an evaluation, the same for every member of every stepper.
 
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
 
-            self.bar = RichProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[speed]} it/s"),
-                TimeRemainingColumn(),
-            )
-            self.task = self.bar.add_task(label, total=total, train="-", val="-", speed="-")
-            self.bar.start()
-        self.t0, self.s0 = time.perf_counter(), 0
+class Hook:
+    """Called by the loop; every method is optional. `member` k indexes the runs being trained together."""
 
-    def update(self, step: int, row: dict[str, Any] | None = None) -> None:
-        if self.bar is None:
-            return
+    def measure(self, member: int, evaluation: int, model: nn.Module) -> dict[str, float]:
+        """Extra keys for member k's next metrics row (the `evaluation`-th, counting from 0), before it is written."""
+        return {}
+
+    def logged(self, member: int, row: dict[str, Any]) -> None:
+        """Member k's row has been appended to its metrics.jsonl."""
+
+    def stepped(self, step: int, rows: Sequence[dict[str, Any]] | None) -> None:
+        """The loop reached `step`; rows: every live member's newest row when this step was an evaluation."""
+
+    def close(self) -> None:
+        """The loop ended (also on an error)."""
+
+
+class Measures(Hook):
+    """`--analysis`: the mechanism measurements of config.analysis, every config.analysis_every evaluations."""
+
+    def __init__(self, config: Config, data: Dataset, loss_fn: LossFn) -> None:
+        self.config, self.data, self.loss_fn = config, data, loss_fn
+
+    def measure(self, member: int, evaluation: int, model: nn.Module) -> dict[str, float]:
+        if evaluation % self.config.analysis_every:
+            return {}
+        return training_metrics(model, self.data, self.config, self.loss_fn)
+
+
+class Mirror(Hook):
+    """`--log`: each member's rows mirrored to TensorBoard / wandb as they are written."""
+
+    def __init__(self, loggers: list[MetricLoggers]) -> None:
+        self.loggers = loggers
+
+    def logged(self, member: int, row: dict[str, Any]) -> None:
+        self.loggers[member].log(row)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+class Progress(Hook):
+    """A rich progress bar with live train/val accuracy (the members' mean for an ensemble)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("train {task.fields[train]}  val {task.fields[val]}  {task.fields[speed]} it/s"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.bar.add_task(label, total=total, train="-", val="-", speed="-")
+        self.bar.start()
+        self.t0, self.s0 = time.perf_counter(), None
+
+    def stepped(self, step: int, rows: Sequence[dict[str, Any]] | None) -> None:
         fields = {}
-        if row is not None:
+        if rows:
             now = time.perf_counter()
-            speed = (step - self.s0) / max(now - self.t0, 1e-9)
+            if self.s0 is not None:
+                fields["speed"] = f"{(step - self.s0) / max(now - self.t0, 1e-9):.0f}"
             self.t0, self.s0 = now, step
-            fields = {"train": f"{row['train/acc']:.3f}", "val": f"{row['val/acc']:.3f}", "speed": f"{speed:.0f}"}
+            for split in ("train", "val"):
+                fields[split] = f"{sum(r[f'{split}/acc'] for r in rows) / len(rows):.3f}"
         self.bar.update(self.task, completed=step, **fields)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()
 
 
-def train(config: Config, run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+def label(config: Config, n: int) -> str:
+    task = config.task.op if config.task.name == "binop" else config.task.name
+    return f"{task} {config.model.name}" + (f" ×{n}" if n > 1 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+
+def fit(
+    configs: list[Config], runs: list[RunDir], data: Dataset, stepper: Single | Ensemble, hooks: Sequence[Hook]
+) -> list[dict[str, Any]]:
+    """Train the members (configs[k] into runs[k], all stepped by `stepper`) from where their checkpoints left them;
+    return their summaries. The members share everything but their seeds, so they share the step and the schedule."""
+    config, n = configs[0], len(configs)
+
+    # Resume: every member from its checkpoint at the same step (the newest that all of them hold); drop metrics past it.
+    step, states = resume_states(configs, runs)
+    for k, state in enumerate(states):
+        if state is not None:
+            stepper.load(k, state)
+    if states[0] is not None:
+        set_rng_states(states[0]["rng"])
+    rows = [run.truncate_metrics(step if states[0] is not None else -1) for run in runs]
+    held: list[int | None] = [s["held_since"] if s is not None else None for s in states]
+    elapsed = states[0]["elapsed"] if states[0] is not None else 0.0
+    summaries: list[dict[str, Any] | None] = [None] * n
+    t_start, last_ckpt = time.perf_counter() - elapsed, time.perf_counter()
+
+    def live() -> list[int]:
+        return [k for k in range(n) if summaries[k] is None]
+
+    def checkpoint(k: int) -> None:
+        runs[k].save_state(step, {
+            "config_digest": config_digest(configs[k]), "step": step, "elapsed": time.perf_counter() - t_start,
+            "held_since": held[k], **stepper.state(k), "rng": rng_states(),
+        })  # fmt: skip
+
+    def finish(k: int, status: str, **extra: Any) -> None:
+        """Member k's last checkpoint, final weights and summary."""
+        checkpoint(k)
+        runs[k].save_model(step, stepper.member(k).state_dict())
+        summaries[k] = summarize(
+            rows[k], status, step, time.perf_counter() - t_start, seed=configs[k].seed, split_seed=config.split_seed, **extra
+        )
+        runs[k].finish(summaries[k])
+
+    def evaluation(k: int) -> dict[str, Any]:
+        """Member k's metrics row at this step, written and handed to the hooks."""
+        model = stepper.member(k)
+        row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, data, stepper.loss_fn)}
+        row["norm/total"] = weight_norm(model)
+        row["lr"] = stepper.lr()
+        for hook in hooks:
+            row.update(hook.measure(k, len(rows[k]), model))
+        runs[k].append_metrics(row)
+        rows[k].append(row)
+        for hook in hooks:
+            hook.logged(k, row)
+        return row
+
+    log_steps = eval_schedule(config)
+    if states[0] is None:
+        for k in range(n):
+            checkpoint(k)
+            runs[k].save_model(step, stepper.member(k).state_dict())
+    try:
+        with stop_on_signals() as caught:
+            for hook in hooks:
+                hook.stepped(step, None)
+            while True:
+                # Evaluate every live member on every split; stop a member once val acc >= 0.99 has held stop_patience steps.
+                if is_eval_step(step, config, log_steps):
+                    for k in live():
+                        row = rows[k][-1] if rows[k] and rows[k][-1]["step"] == step else evaluation(k)  # a resumed run has it
+                        held[k] = (held[k] if held[k] is not None else step) if row["val/acc"] >= GROK_ACC else None
+                        if config.stop_patience and held[k] is not None and step - held[k] >= config.stop_patience:
+                            finish(k, "finished", stopped_early=True)
+                    for hook in hooks:
+                        hook.stepped(step, [rows[k][-1] for k in range(n)])
+                if step >= config.steps or not live() or caught:
+                    break
+
+                # One optimizer step of every member; a member whose loss or gradient is not finite stops at its last good state.
+                finite = stepper.step()
+                for k in live():
+                    if not finite[k]:
+                        finish(k, "diverged", diverged_at_step=step + 1)
+                step += 1
+                for hook in hooks:
+                    hook.stepped(step, None)
+                if step & (step - 1) == 0:  # weights at log-spaced steps 1, 2, 4, ... for analysis over time
+                    for k in live():
+                        runs[k].save_model(step, stepper.member(k).state_dict())
+                if step % config.checkpoint_every == 0 or time.perf_counter() - last_ckpt >= config.checkpoint_seconds:
+                    for k in live():
+                        checkpoint(k)
+                    last_ckpt = time.perf_counter()
+            for k in live():
+                finish(k, "interrupted" if caught else "finished")
+    finally:
+        for hook in hooks:
+            hook.close()
+    return [s for s in summaries if s is not None]
+
+
+def resume_states(configs: list[Config], runs: list[RunDir]) -> tuple[int, list[dict[str, Any] | None]]:
+    """(step, each member's state at it) from the newest valid checkpoint every member holds; (0, [None, ...]) for a
+    fresh start. A run with metrics but no usable checkpoint, or whose config.json was edited, is refused."""
+    found = [run.states() for run in runs]  # ({step: state}, corrupt paths) per member
+    corrupt = [path for _, paths in found for path in paths]
+    if all(not states for states, _ in found) and not any(read_metrics(run.metrics_path) for run in runs):
+        return 0, [None] * len(runs)
+    common = set.intersection(*(set(states) for states, _ in found))
+    if not common:
+        where = next((run.ckpt_dir for run, (states, _) in zip(runs, found, strict=True) if not states), runs[0].ckpt_dir)
+        raise UserError(
+            f"{where} holds no valid checkpoint{' shared by every member' if len(runs) > 1 else ''} ({len(corrupt)} corrupt): "
+            "the run cannot be resumed exactly; train it again into a new --out"
+        )
+    step = max(common)
+    if corrupt:
+        print(f"warning: skipped corrupt checkpoint(s) {', '.join(p.name for p in corrupt)}; resuming from an older one", file=sys.stderr)
+    elif any(max(states) > step for states, _ in found):
+        print(f"warning: the members' newest checkpoints differ; every member resumes from step {step}", file=sys.stderr)
+    for config, run, (states, _) in zip(configs, runs, found, strict=True):
+        if states[step]["config_digest"] != config_digest(config):
+            raise UserError(
+                f"{run.config_path} differs from the config its checkpoints were trained with (was it edited?); train into a new --out instead"
+            )
+    return step, [states[step] for states, _ in found]
+
+
+def train(config: Config, run_dir: str | Path, *, progress: bool = True, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
     """Train `config` into `run_dir` (resuming it if it already holds this run) and return summary.json's content."""
-    config = validate(config)
-    loggers = MetricLoggers(config, run_dir)  # --log mirrors; a missing extra fails here, before the run dir is written
-    run = RunDir(Path(run_dir))
-    existing = run.prepare(config)
-    summary = run.read_summary() if existing else None
-    if summary is not None and summary.get("status") == "finished":
-        return summary
+    return run_members(config, [Path(run_dir)], False, progress, hooks)[0]
+
+
+def train_ensemble(
+    config: Config, out: str | Path, n_seeds: int, *, progress: bool = True, hooks: Sequence[Hook] = ()
+) -> list[dict[str, Any]]:
+    """Train seeds config.seed .. config.seed + n_seeds - 1 together into out/seed-<k>/ (resuming those that hold
+    their run already) as one vmapped ensemble; return every member's summary, in seed order."""
+    check_ensemble(config)
+    return run_members(config, [Path(out) / f"seed-{k}" for k in range(n_seeds)], True, progress, hooks)
+
+
+def run_members(config: Config, outs: list[Path], ensemble: bool, progress: bool, hooks: Sequence[Hook]) -> list[dict[str, Any]]:
+    """Member k (seed config.seed + k) into outs[k]: check everything that can fail before a file is written, create
+    or reopen the run directories, build the data, the stepper and the hooks, and fit the members not yet finished."""
+    configs = [check(dataclasses.replace(config, seed=config.seed + k)) for k in range(len(outs))]
+    loggers = [MetricLoggers(c, out) for c, out in zip(configs, outs, strict=True)]  # a missing --log extra fails here
+    runs = [RunDir(out) for out in outs]
+    existing = [run.prepare(c) for run, c in zip(runs, configs, strict=True)]
+    summaries = [run.read_summary() if old else None for run, old in zip(runs, existing, strict=True)]
+    todo = [k for k, s in enumerate(summaries) if s is None or s.get("status") != "finished"]
+    if not todo:
+        return summaries  # type: ignore[return-value]
     if config.threads:
         torch.set_num_threads(config.threads)
-
-    # Build everything from the seeds: data split (split_seed), init, batch order and dropout (seed).
     device = resolve_device(config.device)
     keep_freed_memory(device)
     data = build_task(config.task, config.split_seed).to(device)
-    model = build_model(config.model, data, config.seed).to(device)
-    optimizer, schedule = build_optimizer(config.optim, model, seed=config.seed)
-    loss_fn = make_loss(config.loss, config.loss_dtype)
-    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
-    trial = data.train[: sampler.batch_size]  # compile for the training batch shape (static: no recompiles)
-    forward = compiled_forward(model, loss_fn, data.x[trial], data.y[trial]) if config.compile else model
-    step, elapsed, held_since = 0, 0.0, None
-
-    # Resume: restore every piece of state from the newest valid checkpoint; drop metrics past it.
-    state, corrupt = run.latest_state() if existing else (None, [])
-    if state is None and read_metrics(run.metrics_path):
-        raise UserError(
-            f"{run.ckpt_dir} holds no valid checkpoint ({len(corrupt)} corrupt): the run cannot be resumed exactly; train it again into a new --out"
-        )
-    if corrupt:
-        print(f"warning: skipped corrupt checkpoint(s) {', '.join(p.name for p in corrupt)}; resuming from an older one", file=sys.stderr)
-    if state is not None and state["config_digest"] != config_digest(config):
-        raise UserError(
-            f"{run.config_path} differs from the config its checkpoints were trained with (was it edited?); train into a new --out instead"
-        )
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        sampler.load_state_dict(state["sampler"])
-        set_rng_states(state["rng"])
-        step, elapsed, held_since = state["step"], state["elapsed"], state["held_since"]
-    rows = run.truncate_metrics(step if state is not None else -1)
-
-    def checkpoint() -> None:
-        run.save_state(step, {
-            "config_digest": config_digest(config), "step": step, "elapsed": elapsed, "held_since": held_since, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "sampler": sampler.state_dict(), "rng": rng_states(),
-        })  # fmt: skip
-
-    log_steps = eval_schedule(config)
-    bar = Progress(progress, config.steps, f"{config.task.op if config.task.name == 'binop' else config.task.name} {config.model.name}")
-    bar.update(step)
-    status, extra = "finished", {}
-    t_start, last_ckpt_time = time.perf_counter() - elapsed, time.perf_counter()
-    if state is None:
-        checkpoint()
-        run.save_model(step, model.state_dict())
-    with stop_on_signals() as caught:
-        while True:
-            if is_eval_step(step, config, log_steps) and (not rows or rows[-1]["step"] < step):
-                row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, data, loss_fn)}
-                row["norm/total"] = weight_norm(model)
-                row["lr"] = schedule.get_last_lr()[0]
-                if config.analysis and len(rows) % config.analysis_every == 0:  # mechanism measurements (--analysis)
-                    from groklab.analysis import training_metrics
-
-                    row.update(training_metrics(model, data, config, loss_fn))
-                run.append_metrics(row)
-                loggers.log(row)
-                rows.append(row)
-                bar.update(step, row)
-                held_since = (held_since if held_since is not None else step) if row["val/acc"] >= GROK_ACC else None
-                if config.stop_patience and held_since is not None and step - held_since >= config.stop_patience:
-                    extra["stopped_early"] = True
-                    break
-            if step >= config.steps:
-                break
-            if caught:
-                status = "interrupted"
-                break
-
-            # One optimizer step; a non-finite loss or gradient stops the run before the update is applied.
-            idx = sampler.next()
-            if not optimizer_step(model, forward, optimizer, schedule, loss_fn, data.x[idx], data.y[idx]):
-                status, extra["diverged_at_step"] = "diverged", step + 1
-                break
-            step += 1
-            bar.update(step)
-            if step & (step - 1) == 0:  # weights at log-spaced steps 1, 2, 4, ... for analysis over time
-                run.save_model(step, model.state_dict())
-
-            elapsed = time.perf_counter() - t_start
-            if step % config.checkpoint_every == 0 or time.perf_counter() - last_ckpt_time >= config.checkpoint_seconds:
-                checkpoint()
-                last_ckpt_time = time.perf_counter()
-        elapsed = time.perf_counter() - t_start
-        checkpoint()
-        run.save_model(step, model.state_dict())
-    bar.close()
-    loggers.close()
-    summary = summarize(rows, status, step, elapsed, seed=config.seed, split_seed=config.split_seed, **extra)
-    run.finish(summary)
-    return summary
+    members = [configs[k] for k in todo]
+    stepper = Ensemble(members, data, device) if ensemble else Single(members[0], data, device)
+    all_hooks: list[Hook] = [*hooks, Mirror([loggers[k] for k in todo])]
+    if config.analysis:
+        all_hooks.insert(0, Measures(config, data, stepper.loss_fn))
+    if progress:
+        all_hooks.append(Progress(config.steps, label(config, len(todo))))
+    for k, summary in zip(todo, fit(members, [runs[k] for k in todo], data, stepper, all_hooks), strict=True):
+        summaries[k] = summary
+    return summaries  # type: ignore[return-value]

@@ -5,8 +5,9 @@ A new task family is one file here plus one line in ``TASKS``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,12 +23,12 @@ Tensor = torch.Tensor
 
 @dataclass
 class Dataset:
-    """Every example of a task, on one device, with index tensors for the three splits."""
+    """Every example of a task, on one device, with index tensors for the three splits (and any task-defined ones)."""
 
     x: Tensor
     """Inputs: (N, seq) long tokens (`binop`: `a op b =`), or (N, features) float."""
     y: Tensor
-    """(N,) long class labels (for `binop`, the answer c predicted at the last position)."""
+    """(N,) long class labels (for `binop`, the answer c predicted at the last position); (N, seq) for sequence tasks."""
     n_classes: int
     vocab_size: int
     """Number of input tokens (0 for float features)."""
@@ -36,13 +37,32 @@ class Dataset:
     test: Tensor
     operand_positions: tuple[int, ...] = ()
     """Token positions of the operands (the MLP embeds only these)."""
+    mask: Tensor | None = None
+    """Sequence tasks: (N, seq) bool, the positions that have a target (the model then gives logits at every position)."""
+    extra_splits: dict[str, Tensor] = field(default_factory=dict)
+    """Task-defined splits beside train/val/test, evaluated and logged as `<name>/loss` and `<name>/acc` (e.g. `gen`)."""
+    score: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None
+    """Task-defined correctness: (logits, y, mask) of some examples -> (n,) per-example score in [0, 1], whose mean is
+    the split's `acc`. Default: argmax == y (sequence tasks: over every target position together)."""
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return ("train", "val", "test", *self.extra_splits)
+
+    def indices(self, name: str) -> Tensor:
+        return self.extra_splits[name] if name in self.extra_splits else getattr(self, name)
 
     def to(self, device: torch.device) -> Dataset:
         move = {k: getattr(self, k).to(device) for k in ("x", "y", "train", "val", "test")}
-        return Dataset(**move, n_classes=self.n_classes, vocab_size=self.vocab_size, operand_positions=self.operand_positions)
+        return dataclasses.replace(
+            self,
+            **move,
+            mask=None if self.mask is None else self.mask.to(device),
+            extra_splits={k: v.to(device) for k, v in self.extra_splits.items()},
+        )
 
     def split(self, name: str) -> tuple[Tensor, Tensor]:
-        idx = getattr(self, name)
+        idx = self.indices(name)
         return self.x[idx], self.y[idx]
 
 
@@ -65,6 +85,12 @@ def register_op(name: str, fn: Callable[[Tensor, Tensor, int], Tensor], *, divid
 
 def op_names() -> list[str]:
     return [*MODULAR_OPS, *S5_OPS, *_USER_OPS]
+
+
+def check_task(task: TaskConfig) -> None:
+    """Raise UserError for a task the registries cannot build (config.validate checks the plain value ranges)."""
+    if task.name == "binop":
+        check_op(task.op, task.p)
 
 
 def check_op(name: str, p: int) -> None:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groklab.config import Config, UserError, apply_overrides, normalize_path, to_dict, validate
+from groklab.config import Config, UserError, apply_overrides, normalize_path, to_dict
 from groklab.presets import get_preset
+from groklab.train import check
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,7 +158,7 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[PlannedRun]:
         point = {**zp, **gp, **sp}
         config = apply_overrides(base, point)
         try:
-            validate(config)
+            check(config)
         except UserError as err:
             shown = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base config"
             raise UserError(f"{where}: run {shown}: {err}") from None

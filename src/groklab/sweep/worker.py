@@ -19,6 +19,7 @@ from typing import Any
 
 from groklab.config import Config
 from groklab.sweep.locks import holder_of, try_lock
+from groklab.train import Hook, train
 
 KILL_HOOK_ENV = "GROKLAB_SWEEP_TEST_KILL"
 
@@ -39,30 +40,27 @@ def kill_hook_from_env() -> KillHook | None:
     return KillHook(int(step), marker, int(count or 1))
 
 
-def _install_kill_hook(hook: KillHook) -> None:
-    """Wrap RunDir.append_metrics in this worker process so that it dies at the hook's step."""
-    from groklab.runio import RunDir
+class KillAt(Hook):
+    """The training hook of KillHook: once the run logs a row at step >= hook.step, claim a free marker (each run is
+    killed once at most, COUNT runs in all) and kill this worker process with SIGKILL."""
 
-    original = RunDir.append_metrics
-    if getattr(original, "_kill_hook", False):
-        return
+    def __init__(self, hook: KillHook, run_dir: str) -> None:
+        self.hook, self.run_dir = hook, str(Path(run_dir))
 
-    def append_metrics(self: RunDir, row: dict[str, Any]) -> None:
-        if row["step"] >= hook.step:
-            markers = [Path(f"{hook.marker}.{i}") for i in range(1, hook.count + 1)]
-            if str(self.path) not in {m.read_text() for m in markers if m.exists()}:  # each run is killed once at most
-                for marker in markers:
-                    try:
-                        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                    except FileExistsError:
-                        continue
-                    os.write(fd, str(self.path).encode())
-                    os.close(fd)
-                    os.kill(os.getpid(), signal.SIGKILL)
-        original(self, row)
-
-    append_metrics._kill_hook = True  # type: ignore[attr-defined]
-    RunDir.append_metrics = append_metrics  # type: ignore[method-assign]
+    def logged(self, member: int, row: dict[str, Any]) -> None:
+        if row["step"] < self.hook.step:
+            return
+        markers = [Path(f"{self.hook.marker}.{i}") for i in range(1, self.hook.count + 1)]
+        if self.run_dir in {m.read_text() for m in markers if m.exists()}:
+            return
+        for marker in markers:
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                continue
+            os.write(fd, self.run_dir.encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_attempt(config: Config, run_dir: str, lock: str, threads: int, hook: KillHook | None = None) -> tuple[str, Any]:
@@ -83,14 +81,10 @@ def run_attempt(config: Config, run_dir: str, lock: str, threads: int, hook: Kil
 def _train(config: Config, run_dir: str, threads: int, hook: KillHook | None) -> tuple[str, Any]:
     import torch
 
-    from groklab.train import train
-
-    if hook is not None:
-        _install_kill_hook(hook)
     if not config.threads:  # the spec's own `threads` wins; otherwise share the cores among workers
         torch.set_num_threads(threads)
     try:
-        return "ok", train(config, Path(run_dir), progress=False)
+        return "ok", train(config, Path(run_dir), progress=False, hooks=[KillAt(hook, run_dir)] if hook is not None else [])
     except Exception as err:  # noqa: BLE001 - any failure of one run is reported in its row
         last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
         where = f" (at {Path(last.filename).name}:{last.lineno})" if last else ""

@@ -1,0 +1,308 @@
+"""Steppers: what the training loop steps. `Single` is one model; `Ensemble` is N seeds of one config whose weights
+are stacked (N, ...) and stepped together by one `torch.func.vmap`ped forward and backward.
+
+Both answer the same questions, so train.py has one loop: how many members, one step of every member (with a
+finite-or-not flag each), member k as an ordinary module (for evaluation, analysis and saving), and member k's
+resumable state in the exact layout of a single run's checkpoint (so `groklab resume DIR/seed-<k>` and a single run
+read each other's checkpoints).
+
+Ensembles: AdamW, Adam and SGD are elementwise, so one optimizer over the stacked tensors updates each member
+exactly as its own optimizer would; member k draws its own batches from its own BatchSampler and follows the
+trajectory of the single run with seed config.seed + k (up to float rounding of batched matmuls). Of the optimizer
+interventions, the elementwise ones are exact too (Grokfast filters, weight decay towards init: their state is
+stacked like the weights and sliced per member). Those that look at a whole weight tensor or share one random
+stream would mix the members, so they are refused (ENSEMBLE_REFUSED), as are dropout and torch.compile.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from groklab.config import Config
+from groklab.data import Dataset
+from groklab.errors import UserError
+from groklab.losses import LossFn, make_loss
+from groklab.models import build_model
+from groklab.optim import Interventions, build_optimizer
+
+Tensor = torch.Tensor
+
+
+class BatchSampler:
+    """Minibatches of training indices: a fresh permutation each epoch, drawn from its own generator."""
+
+    def __init__(self, train_idx: Tensor, batch_size: int, seed: int) -> None:
+        self.idx = train_idx
+        n = len(train_idx)
+        self.batch_size = n if batch_size == 0 or batch_size >= n else batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> Tensor:
+        if self.batch_size == len(self.idx):  # full batch: no sampling at all
+            return self.idx
+        if self.pos + self.batch_size > len(self.perm):  # drop the ragged tail, as DataLoader(drop_last=True)
+            self.perm, self.pos = torch.randperm(len(self.idx), generator=self.gen), 0
+        batch = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.idx[batch.to(self.idx.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"], state["pos"]
+
+
+def batch_loss(loss_fn: LossFn, logits: Tensor, data: Dataset, idx: Tensor) -> Tensor:
+    """The loss of logits for the examples idx: (batch, n_out) at the answer, or (batch, seq, n_out) under the task's mask."""
+    return loss_fn(logits, data.y[idx], None if data.mask is None else data.mask[idx])
+
+
+def optimizer_step(
+    model: nn.Module,
+    forward: Callable[[Tensor], Tensor],
+    optimizer: torch.optim.Optimizer | Interventions,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: LossFn,
+    data: Dataset,
+    idx: Tensor,
+) -> bool:
+    """One optimizer step on the examples idx (batch,); False, with no update, if the loss or gradient is not finite.
+
+    `forward` is the model itself or its compiled forward (`compiled_forward`); the benchmark times this very function.
+    """
+    loss = batch_loss(loss_fn, forward(data.x[idx]), data, idx)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in model.parameters() if p.grad is not None])))
+    if not bool(torch.isfinite(loss + grad_norm)):  # one sync per step: cheaper than a check per tensor
+        return False
+    optimizer.step()
+    schedule.step()
+    return True
+
+
+def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tensor) -> Callable[[Tensor], Tensor]:
+    """`torch.compile(model)` for training, tried once on the batch idx; the plain model, with a one-line warning, if that fails.
+
+    Compilation is lazy, so a missing compiler or an unsupported platform only shows at the first call: the trial
+    forward and backward surface it here, before the run has taken a step (RNG states and gradients are left as found).
+    The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
+    """
+    try:
+        compiled = torch.compile(model)
+        with torch.random.fork_rng(devices=[]):
+            batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
+        model.zero_grad(set_to_none=True)
+        return compiled
+    except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
+        model.zero_grad(set_to_none=True)
+        reason = (str(err).strip().splitlines() or [""])[0][:160]
+        print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
+        return model
+
+
+class Single:
+    """One model, its optimizer, schedule and batch sampler: the stepper of an ordinary run."""
+
+    def __init__(self, config: Config, data: Dataset, device: torch.device) -> None:
+        self.n, self.data = 1, data
+        self.model = build_model(config.model, data, config.seed).to(device)
+        self.optimizer, self.schedule = build_optimizer(config.optim, self.model, seed=config.seed)
+        self.loss_fn = make_loss(config.loss, config.loss_dtype)
+        self.sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+        trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape (static: no recompiles)
+        self.forward = compiled_forward(self.model, self.loss_fn, data, trial) if config.compile else self.model
+
+    def step(self) -> list[bool]:
+        """One optimizer step; [False] (and no update) if the loss or gradient was not finite."""
+        return [optimizer_step(self.model, self.forward, self.optimizer, self.schedule, self.loss_fn, self.data, self.sampler.next())]
+
+    def member(self, k: int) -> nn.Module:
+        return self.model
+
+    def lr(self) -> float:
+        return self.schedule.get_last_lr()[0]
+
+    def state(self, k: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "sampler": self.sampler.state_dict(),
+        }  # fmt: skip
+
+    def load(self, k: int, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.sampler.load_state_dict(state["sampler"])
+
+
+ENSEMBLE_REFUSED = {
+    "optim.orthograd": "the ensemble would project each whole stacked weight tensor, mixing the seeds",
+    "optim.norm_constraint": "the ensemble would rescale by the norm of all seeds' weights together",
+    "optim.grad_noise": "the ensemble would draw one noise stream for all seeds, not each seed's own",
+    "model.dropout": "dropout masks drawn under vmap differ from single runs",
+    "compile": "the vmapped step is not compiled",
+}
+"""Config fields (while on) whose single runs an ensemble would not reproduce -> why."""
+
+
+def check_ensemble(config: Config) -> None:
+    """Refuse, naming the field, a config whose ensemble would not match its single runs."""
+    values = {
+        "optim.orthograd": config.optim.orthograd, "optim.norm_constraint": config.optim.norm_constraint,
+        "optim.grad_noise": config.optim.grad_noise, "model.dropout": config.model.dropout, "compile": config.compile,
+    }  # fmt: skip
+    for name, value in values.items():
+        if value:
+            raise UserError(f"{name}={value} is not valid with --seeds: {ENSEMBLE_REFUSED[name]}; train the seeds one by one")
+
+
+class Ensemble:
+    """Members of one config that differ only in their seed (`configs`), weights stacked (N, ...), stepped together."""
+
+    def __init__(self, configs: list[Config], data: Dataset, device: torch.device) -> None:
+        check_ensemble(configs[0])
+        self.n, self.data, self.configs = len(configs), data, configs
+        models = [build_model(c.model, data, c.seed).to(device) for c in configs]
+        self.template = models[0]  # an ordinary module that holds one member's weights for evaluation and saving
+        params, self.buffers = stack_module_state(models)
+        self.names = list(params)
+        # nn.Parameters in a module, so the ordinary optimizer builder applies to the stacked tensors.
+        self.stacked = nn.ParameterList(nn.Parameter(params[name].detach()) for name in self.names)
+        self.optimizer, self.schedule = build_optimizer(configs[0].optim, self.stacked)
+        self.samplers = [BatchSampler(data.train, c.optim.batch_size, c.seed) for c in configs]
+        self.loss_fn = make_loss(configs[0].loss, configs[0].loss_dtype)
+        base = copy.deepcopy(self.template).to("meta")  # stateless structure for functional_call
+        # A transformer's distinct shared prefixes (a data-dependent count, which vmap cannot batch) are found once
+        # for every member's batch, outside vmap; each member then runs the union of them.
+        shares = getattr(self.template, "shares_prefix", lambda: 0)() > 0
+        self.prefixes: Callable[[Tensor], Any] = self.template.prefixes if shares else lambda x: None  # type: ignore[assignment,operator]
+
+        def member_loss(p: dict[str, Tensor], b: dict[str, Tensor], batch: tuple[Tensor, ...], prefixes: Any) -> Tensor:
+            kwargs = {} if prefixes is None else {"prefixes": prefixes}
+            return self.loss_fn(functional_call(base, (p, b), (batch[0],), kwargs), *batch[1:])
+
+        # batch: (x, y) or (x, y, mask), each (N, batch, ...) -> (N,) losses; prefixes: the shared (u, c) tokens and
+        # each member's (N, batch) indices
+        self.member_losses = vmap(member_loss, in_dims=(0, 0, 0, (None, 0) if shares else None))
+
+    def step(self) -> list[bool]:
+        """One step of every member; a member whose loss or gradient is not finite is flagged False (its update is
+        applied but the loop has already finished that member at its last good state)."""
+        idx = torch.stack([s.next() for s in self.samplers])  # (N, batch)
+        params = dict(zip(self.names, self.stacked, strict=True))
+        x = self.data.x[idx]  # (N, batch, ...)
+        batch = (x, self.data.y[idx]) if self.data.mask is None else (x, self.data.y[idx], self.data.mask[idx])
+        losses = self.member_losses(params, self.buffers, batch, self.prefixes(x))  # (N,)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the sum's gradient wrt member k's weights is member k's own gradient
+        sq = sum(p.grad.flatten(1).pow(2).sum(1) for p in self.stacked if p.grad is not None)  # (N,)
+        finite = torch.isfinite(losses + torch.as_tensor(sq).sqrt()).tolist()
+        self.optimizer.step()
+        self.schedule.step()
+        return finite
+
+    def member(self, k: int) -> nn.Module:
+        """The template module holding member k's weights (copied in, so saving it never drags the stack along)."""
+        with torch.no_grad():
+            for p, s in zip(self.template.parameters(), self.stacked, strict=True):
+                p.copy_(s[k])
+        return self.template
+
+    def lr(self) -> float:
+        return self.schedule.get_last_lr()[0]
+
+    def state(self, k: int) -> dict[str, Any]:
+        """Member k's resumable state, in the exact layout of a single run's (Single.state)."""
+        full = self.optimizer.state_dict()
+        slots = {i: {key: pick(v, k) for key, v in slot.items()} for i, slot in full["state"].items()}
+        optimizer = {"state": slots, "param_groups": full["param_groups"]}
+        if "groklab" in full:  # the Interventions wrapper (optim.py): its stacked state sliced the same way
+            optimizer["groklab"] = interventions_state(full["groklab"], k)
+        return {
+            "model": self.member(k).state_dict(), "optimizer": optimizer,
+            "schedule": self.schedule.state_dict(), "sampler": self.samplers[k].state_dict(),
+        }  # fmt: skip
+
+    def load(self, k: int, state: dict[str, Any]) -> None:
+        """Put a member's (or a single run's) state into slot k; every member resumes from the same step."""
+        with torch.no_grad():
+            for s, name in zip(self.stacked, self.names, strict=True):
+                s[k].copy_(state["model"][name])
+        own, full = state["optimizer"], self.optimizer.state_dict()
+        if not full["state"]:  # fresh optimizer: shape its stacked state from the member's, then fill slot k
+            full["state"] = {i: {key: stack_like(v, self.n) for key, v in slot.items()} for i, slot in own["state"].items()}
+        for i, slot in own["state"].items():
+            for key, v in slot.items():
+                if torch.is_tensor(v) and v.dim() > 0:
+                    full["state"][i][key][k] = v
+                else:
+                    full["state"][i][key] = v
+        if "groklab" in own:
+            full["groklab"] = load_interventions_state(full.get("groklab"), own["groklab"], k, self.n)
+        self.optimizer.load_state_dict(full)
+        self.schedule.load_state_dict(state["schedule"])
+        self.samplers[k].load_state_dict(state["sampler"])
+
+
+def pick(v: Any, k: int) -> Any:
+    """Member k's slice of a stacked optimizer value (scalars such as Adam's step are shared and kept)."""
+    return v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else v
+
+
+def stack_like(v: Any, n: int) -> Any:
+    return v.unsqueeze(0).repeat(n, *([1] * v.dim())).clone() if torch.is_tensor(v) and v.dim() > 0 else v
+
+
+def interventions_state(extra: dict[str, Any], k: int) -> dict[str, Any]:
+    """Member k's part of Interventions.state_dict()["groklab"]: Grokfast buffers and initial weights, sliced.
+
+    Every tensor there is stacked (N, ...) like the weights, except the MA ring buffers (window, N, ...).
+    The noise generator and norm target are unused (check_ensemble refuses them).
+    """
+
+    def cut(tensors: list[Tensor] | None, dim: int = 0) -> list[Tensor] | None:
+        return None if tensors is None else [t.select(dim, k).clone() for t in tensors]
+
+    filt = extra["filter"]
+    if filt is not None and "ema" in filt:
+        filt = {"ema": cut(filt["ema"])}
+    elif filt is not None:
+        filt = {"seen": filt["seen"], "buffers": cut(filt["buffers"], dim=1), "sums": cut(filt["sums"])}
+    return {**extra, "filter": filt, "init": cut(extra["init"])}
+
+
+def load_interventions_state(full: dict[str, Any] | None, own: dict[str, Any], k: int, n: int) -> dict[str, Any]:
+    """The inverse of interventions_state: member k's Grokfast buffers and initial weights written into slot k."""
+
+    def put(stacked: list[Tensor] | None, mine: list[Tensor] | None, dim: int = 0) -> list[Tensor] | None:
+        if mine is None:
+            return stacked
+        if stacked is None:
+            stacked = [m.unsqueeze(dim).repeat_interleave(n, dim).clone() for m in mine]
+        for s, m in zip(stacked, mine, strict=True):
+            s.select(dim, k).copy_(m)
+        return stacked
+
+    full = full or {**own, "filter": None, "init": None}
+    filt, mine = full["filter"], own["filter"]
+    if mine is not None and "ema" in mine:
+        filt = {"ema": put(filt and filt.get("ema"), mine["ema"])}
+    elif mine is not None:
+        filt = {
+            "seen": mine["seen"],
+            "buffers": put(filt and filt.get("buffers"), mine["buffers"], dim=1),
+            "sums": put(filt and filt.get("sums"), mine["sums"]),
+        }
+    return {**own, "filter": filt, "init": put(full["init"], own["init"])}
