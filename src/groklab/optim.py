@@ -205,7 +205,7 @@ def param_groups(cfg: OptimConfig, model: nn.Module) -> list[dict[str, Any]]:
     embed = getattr(model, "embed", None)
     if not isinstance(embed, nn.Module):
         raise UserError(
-            f"optim.embed_lr={cfg.embed_lr} needs a model with a token embedding trained one seed at a time (not --seeds): use 0"
+            f"optim.embed_lr={cfg.embed_lr} needs a model with a token embedding: use 0"
         )
     embedding = list(embed.parameters())
     ids = {id(p) for p in embedding}

@@ -178,9 +178,14 @@ class Ensemble:
         self.template = models[0]  # an ordinary module that holds one member's weights for evaluation and saving
         params, self.buffers = stack_module_state(models)
         self.names = list(params)
-        # nn.Parameters in a module, so the ordinary optimizer builder applies to the stacked tensors.
-        self.stacked = nn.ParameterList(nn.Parameter(params[name].detach()) for name in self.names)
-        self.optimizer, self.schedule = build_optimizer(configs[0].optim, self.stacked)
+        # The stacked tensors as the parameters of a copy of the model, so the ordinary optimizer builder applies to them
+        # as to one model (parameter groups such as the embedding's own learning rate included).
+        holder = copy.deepcopy(self.template)
+        for name in self.names:
+            module, _, leaf = name.rpartition(".")
+            setattr(holder.get_submodule(module), leaf, nn.Parameter(params[name].detach()))
+        self.stacked = list(holder.parameters())
+        self.optimizer, self.schedule = build_optimizer(configs[0].optim, holder)
         self.samplers = [BatchSampler(data.train, c.optim.batch_size, c.seed) for c in configs]
         self.loss_fn = make_loss(configs[0].loss, configs[0].loss_dtype)
         base = copy.deepcopy(self.template).to("meta")  # stateless structure for functional_call
@@ -241,6 +246,7 @@ class Ensemble:
             for s, name in zip(self.stacked, self.names, strict=True):
                 s[k].copy_(state["model"][name])
         own, full = state["optimizer"], self.optimizer.state_dict()
+        full["param_groups"] = own["param_groups"]  # the learning rate the schedule had set (same layout: one stacked tensor per parameter)
         if not full["state"]:  # fresh optimizer: shape its stacked state from the member's, then fill slot k
             full["state"] = {i: {key: stack_like(v, self.n) for key, v in slot.items()} for i, slot in own["state"].items()}
         for i, slot in own["state"].items():

@@ -10,9 +10,10 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.data import Dataset, build_task
+from groklab.errors import UserError
 from groklab.models.fast import FastMLP, FastTransformer
 from groklab.models.mlp import MLP
-from groklab.models.transformer import Transformer
+from groklab.models.transformer import LanguageModel, Transformer
 from groklab.runio import Run
 
 
@@ -23,9 +24,13 @@ def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True
     reference model that analysis reads (False).
     """
     torch.manual_seed(seed)
-    if cfg.name == "mlp":
+    if data.mask is not None:  # a sequence task: logits at every position (the fast paths serve one answer position)
+        if cfg.name != "transformer":
+            raise UserError(f"model.name={cfg.name!r} is not valid for a sequence task (targets at many positions): expected transformer")
+        model: nn.Module = LanguageModel(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1])
+    elif cfg.name == "mlp":
         mlp = FastMLP if fast else MLP
-        model: nn.Module = mlp(cfg, data.x.shape[1], data.n_classes, data.vocab_size, data.operand_positions)
+        model = mlp(cfg, data.x.shape[1], data.n_classes, data.vocab_size, data.operand_positions)
     elif fast:
         # the positions before the last operand (`a op` in `a op b =`) are shared by every sample with the same first operand
         shared = max(data.operand_positions, default=0)

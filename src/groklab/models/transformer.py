@@ -123,3 +123,11 @@ class Transformer(nn.Module):
         h = self.residual(x, n_blocks=len(self.blocks) - 1)
         last = self.blocks[-1]
         return last.neurons(last.add_attention(h, last.attend(*last.project(h))))[:, -1]
+
+
+class LanguageModel(Transformer):
+    """The transformer read out at every position, for sequence tasks (targets at many positions under a mask)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (batch, seq) tokens -> logits at every position (batch, seq, n_out)."""
+        return self.sequence_logits(x)
