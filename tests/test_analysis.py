@@ -176,7 +176,7 @@ def test_phase_boundaries_on_a_synthetic_grokking_curve() -> None:
 
 def test_parse_analysis_and_config_validation() -> None:
     assert parse_analysis("fourier, norms") == ["fourier", "norms"]
-    with pytest.raises(UserError, match="analysis='bogus'"):
+    with pytest.raises(UserError, match="analysis='fourier,bogus' is not valid"):
         parse_analysis("fourier,bogus")
     with pytest.raises(UserError, match="analysis="):
         check(apply_overrides(Config(), {"analysis": "norms,curvature"}))

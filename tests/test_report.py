@@ -15,9 +15,9 @@ import pytest
 from conftest import tiny
 
 from groklab.cli import main
-from groklab.config import Config, UserError, apply_overrides, to_dict
+from groklab.config import Config, UserError, apply_overrides, flatten, to_dict
 from groklab.report import report, report_run, report_sweep
-from groklab.report.data import downsample_indices, flatten, kind_of
+from groklab.report.data import downsample_indices, kind_of
 from groklab.runio import RunDir, atomic_write_bytes, summarize, write_parquet
 from groklab.stats import mean_ci
 

@@ -286,6 +286,25 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'task': {'op': 'x+y'}} -> {'task.op': 'x+y'}: the dotted field paths, as runs.parquet's columns name them."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def parse_names(field: str, spec: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma-separated config value of names (`"fourier, norms"`) -> the names, or a UserError naming the value."""
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if any(name not in allowed for name in names):
+        raise UserError(f"{field}={spec!r} is not valid: expected a comma-separated list of {', '.join(allowed)} (or empty)")
+    return names
+
+
 LEGACY_MODELS: dict[str, dict[str, Any]] = {
     "power": {"model.name": "transformer", "model.norm": "post", "model.mlp_bias": False, "model.init": "torch"},
     "nanda": {"model.name": "transformer", "model.norm": "none", "model.mlp_bias": True, "model.init": "normal", "model.n_layers": 1},

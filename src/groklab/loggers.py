@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groklab.config import Config, UserError, to_dict
+from groklab.config import Config, UserError, parse_names, to_dict
 from groklab.runio import atomic_write_json, read_metrics
 
 LOGGERS = ("tensorboard", "wandb")
@@ -34,11 +34,7 @@ LOGGERS = ("tensorboard", "wandb")
 
 def parse_log(spec: str) -> list[str]:
     """`"tensorboard, wandb"` -> ["tensorboard", "wandb"]; a name outside LOGGERS is a UserError."""
-    names = [name.strip() for name in spec.split(",") if name.strip()]
-    for name in names:
-        if name not in LOGGERS:
-            raise UserError(f"log={spec!r} is not valid: expected a comma-separated list of {', '.join(LOGGERS)} (or empty)")
-    return names
+    return parse_names("log", spec, LOGGERS)
 
 
 def _require(name: str) -> None:

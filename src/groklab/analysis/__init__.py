@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from groklab.analysis import circuits, collapse, embeddings, fourier, norms, phases, rqi, sharpness
-from groklab.config import Config, UserError
+from groklab.config import Config, parse_names
 from groklab.data import Dataset, build_task
 from groklab.data.permutations import S5_OPS
 from groklab.losses import LossFn, make_loss, softmax_collapse_fraction
@@ -30,12 +30,8 @@ LINEAR_OPS = {"x+y": 1, "x-y": -1}
 
 
 def parse_analysis(spec: str) -> list[str]:
-    """`"fourier,norms"` -> ["fourier", "norms"], or a UserError naming the unknown entry."""
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    for name in names:
-        if name not in ANALYSES:
-            raise UserError(f"analysis={name!r} is not valid: expected a comma-separated list of {', '.join(ANALYSES)}")
-    return names
+    """`"fourier,norms"` -> ["fourier", "norms"], or a UserError naming the value."""
+    return parse_names("analysis", spec, ANALYSES)
 
 
 def is_modular(config: Config) -> bool:
@@ -163,8 +159,9 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
                 logits = model(data.x[data.train])  # (n_train, n_classes)
             out["collapse/train"] = softmax_collapse_fraction(logits, data.y[data.train])
             out["collapse/train_own_loss"] = collapse.correct_gradient_zero_fraction(loss_fn, logits, data.y[data.train])
-        if "circuit" in names and config.task.name == "parity" and len(model.hidden) == 1:  # type: ignore[arg-type]
-            c = circuits.circuit_norms(model.hidden[0].weight, model.out.weight, model.hidden[0].bias, config.task.k_bits)  # type: ignore[index,union-attr]
+        if "circuit" in names and config.task.name == "parity" and config.model.depth == 1:  # the neurons read the bits
+            w_in, w_out = model.neuron_layers()  # type: ignore[operator]
+            c = circuits.circuit_norms(w_in.weight, w_out.weight, w_in.bias, config.task.k_bits)
             out.update({f"circuit/{k}": v for k, v in c.items()})
     finally:
         model.train(was_training)

@@ -34,29 +34,13 @@ def neuron_norms(w_in: Tensor, w_out: Tensor, b_in: Tensor | None = None) -> Ten
     return sq.sqrt()
 
 
-def hidden_pair(model: nn.Module) -> tuple[nn.Linear, nn.Linear]:
-    """The (producing, reading) Linear layers around the last hidden layer of groklab's models.
-
-    MLP: (hidden[-1], out); Transformer: (blocks[-1].fc_in, blocks[-1].fc_out).
-    """
-    if hasattr(model, "hidden"):
-        return model.hidden[-1], model.out  # type: ignore[index,return-value]
-    block = model.blocks[-1]  # type: ignore[index]
-    return block.fc_in, block.fc_out
-
-
-def last_layer(model: nn.Module) -> nn.Linear:
-    """The layer that produces the logits (MLP ``out``, Transformer ``unembed``): its norm is the slingshot signal."""
-    return model.out if hasattr(model, "out") else model.unembed  # type: ignore[return-value]
-
-
 def model_norms(model: nn.Module) -> dict[str, object]:
     """{total, per_layer {parameter name: norm}, last_layer, per_neuron [norm of each last-hidden-layer neuron]}."""
     per_layer = parameter_norms(dict(model.named_parameters()))
-    w_in, w_out = hidden_pair(model)
+    w_in, w_out = model.neuron_layers()  # type: ignore[operator]
     return {
         "total": total_norm(per_layer),
         "per_layer": per_layer,
-        "last_layer": float(last_layer(model).weight.detach().double().norm()),
+        "last_layer": float(model.readout().weight.detach().double().norm()),  # type: ignore[operator]
         "per_neuron": neuron_norms(w_in.weight, w_out.weight, w_in.bias).tolist(),
     }

@@ -43,6 +43,14 @@ class MLP(nn.Module):
             h = layer(self.drop(self.act(h)))
         return self.act(h)
 
+    def neuron_layers(self) -> tuple[nn.Linear, nn.Linear]:
+        """(the layer producing the neurons that feed the logits, the layer reading them): what each neuron owns."""
+        return self.hidden[-1], self.out
+
+    def readout(self) -> nn.Linear:
+        """The layer that produces the logits."""
+        return self.out
+
     def embedding(self) -> Tensor:
         """The operand-token embedding (vocab, d_model); rows 0..p−1 are the operands of the binary-operation tables."""
         if self.embed is None:

@@ -113,6 +113,14 @@ class Transformer(nn.Module):
             h = block(h)
         return h
 
+    def neuron_layers(self) -> tuple[nn.Linear, nn.Linear]:
+        """(the layer producing the neurons that feed the logits, the layer reading them): the last block's MLP."""
+        return self.blocks[-1].fc_in, self.blocks[-1].fc_out
+
+    def readout(self) -> nn.Linear:
+        """The layer that produces the logits (the unembedding)."""
+        return self.unembed
+
     def embedding(self) -> Tensor:
         """The token embedding (vocab, d_model): rows 0..p−1 are the operands of the binary-operation tables."""
         return self.embed.weight

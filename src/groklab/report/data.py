@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from groklab.config import UserError, to_dict
+from groklab.config import UserError, flatten, to_dict
 from groklab.runio import RunDir, read_metrics
 from groklab.stats import GROK_ACC, RESULT_COLUMNS, SPLITS, first_step
 
@@ -83,16 +83,6 @@ def kind_of(path: Path) -> str:
         return "folder"
     raise UserError(f"{path} is neither a run (no config.json) nor a sweep (no runs.parquet or spec.toml) nor a folder of runs")
 
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'task': {'op': 'x+y'}} -> {'task.op': 'x+y'}: the column names runs.parquet uses."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _columns_from_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:

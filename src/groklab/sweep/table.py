@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from groklab.config import leaf_fields, to_dict
+from groklab.config import flatten, leaf_fields, to_dict
 from groklab.runio import RunDir, atomic_write_bytes
 from groklab.sweep.locks import LOCK_DIR, TABLE_LOCK, locked
 from groklab.sweep.spec import PlannedRun
@@ -35,15 +35,6 @@ SUMMARY_COLUMNS: dict[str, type] = {
 DONE = ("finished", "diverged")
 """Statuses a rerun skips; `interrupted`, `pending` and `failed` runs are run (resumed) again."""
 
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def _arrow_type(tp: Any) -> Any:
