@@ -22,7 +22,7 @@ from groklab.errors import UserError
 from groklab.presets import get_preset
 from groklab.runio import RunDir, load_run, read_metrics
 from groklab.steppers import ENSEMBLE_REFUSED, Ensemble, Single
-from groklab.train import fit, train, train_ensemble
+from groklab.train import fit, train, train_ensemble, train_pack
 
 SMALL = {
     "task.p": 7, "model.d_model": 8, "model.width": 16, "model.depth": 1, "model.n_heads": 2, "model.d_mlp": 16,
@@ -236,3 +236,11 @@ def test_a_sequence_task_trains_in_the_same_loop(tmp_path: Path) -> None:
 def test_an_mlp_is_refused_for_a_sequence_task() -> None:
     with pytest.raises(UserError, match="^model.name='mlp' is not valid for a sequence task"):
         Single(tiny(Config(), SMALL), copy_task(), torch.device("cpu"))
+
+
+def test_a_pack_of_runs_that_differ_beyond_their_seed_is_refused(tmp_path: Path) -> None:
+    config = tiny(Config(), SMALL)
+    other = apply_overrides(config, {"seed": 9, "optim.lr": 0.01})
+    with pytest.raises(UserError, match=r"^runs that differ in optim.lr cannot train as one ensemble: only their seed may differ$"):
+        train_pack([config, other], [tmp_path / "a", tmp_path / "b"], progress=False)
+    assert not any(tmp_path.iterdir())

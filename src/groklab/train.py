@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from groklab.analysis import parse_analysis, training_metrics
-from groklab.config import Config, validate
+from groklab.config import Config, flatten, to_dict, validate
 from groklab.data import Dataset, build_task, check_task
 from groklab.errors import UserError
 from groklab.loggers import MetricLoggers, parse_log
@@ -363,7 +363,7 @@ def resume_states(configs: list[Config], runs: list[RunDir]) -> tuple[int, list[
 
 def train(config: Config, run_dir: str | Path, *, progress: bool = True, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
     """Train `config` into `run_dir` (resuming it if it already holds this run) and return summary.json's content."""
-    return run_members(config, [Path(run_dir)], False, progress, hooks)[0]
+    return run_members([config], [Path(run_dir)], False, progress, hooks)[0]
 
 
 def train_ensemble(
@@ -371,14 +371,29 @@ def train_ensemble(
 ) -> list[dict[str, Any]]:
     """Train seeds config.seed .. config.seed + n_seeds - 1 together into out/seed-<k>/ (resuming those that hold
     their run already) as one vmapped ensemble; return every member's summary, in seed order."""
-    check_ensemble(config)
-    return run_members(config, [Path(out) / f"seed-{k}" for k in range(n_seeds)], True, progress, hooks)
+    configs = [dataclasses.replace(config, seed=config.seed + k) for k in range(n_seeds)]
+    return train_pack(configs, [Path(out) / f"seed-{k}" for k in range(n_seeds)], progress=progress, hooks=hooks)
 
 
-def run_members(config: Config, outs: list[Path], ensemble: bool, progress: bool, hooks: Sequence[Hook]) -> list[dict[str, Any]]:
-    """Member k (seed config.seed + k) into outs[k]: check everything that can fail before a file is written, create
-    or reopen the run directories, build the data, the stepper and the hooks, and fit the members not yet finished."""
-    configs = [check(dataclasses.replace(config, seed=config.seed + k)) for k in range(len(outs))]
+def train_pack(
+    configs: Sequence[Config], run_dirs: Sequence[str | Path], *, progress: bool = True, hooks: Sequence[Hook] = ()
+) -> list[dict[str, Any]]:
+    """Train configs[k] into run_dirs[k] together as one vmapped ensemble: the configs may differ in their seed alone.
+    Every member is an ordinary run (resumed if its directory holds it already); returns their summaries in order."""
+    check_ensemble(configs[0])
+    first = flatten(to_dict(configs[0]))
+    for c in configs[1:]:
+        differ = sorted(k for k, v in flatten(to_dict(c)).items() if v != first[k] and k != "seed")
+        if differ:
+            raise UserError(f"runs that differ in {', '.join(differ)} cannot train as one ensemble: only their seed may differ")
+    return run_members(list(configs), [Path(d) for d in run_dirs], True, progress, hooks)
+
+
+def run_members(configs: list[Config], outs: list[Path], ensemble: bool, progress: bool, hooks: Sequence[Hook]) -> list[dict[str, Any]]:
+    """configs[k] into outs[k]: check everything that can fail before a file is written, create or reopen the run
+    directories, build the data, the stepper and the hooks, and fit the members not yet finished."""
+    configs = [check(c) for c in configs]
+    config = configs[0]
     loggers = [MetricLoggers(c, out) for c, out in zip(configs, outs, strict=True)]  # a missing --log extra fails here
     runs = [RunDir(out) for out in outs]
     existing = [run.prepare(c) for run, c in zip(runs, configs, strict=True)]
