@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from groklab.config import UserError, leaf_fields
+from groklab.stats import GROK_ACC
 
 EXIT_USAGE = 2
 
@@ -162,9 +163,9 @@ def report(summary: dict, out: Path, quiet: bool) -> None:
         print(f"diverged: non-finite loss or gradient at step {summary['diverged_at_step']}; the update was not applied")
     t99, v99 = summary["steps_to_train_acc_99"], summary["steps_to_val_acc_99"]
     if summary["grokked"]:
-        print(f"grokked: train acc reached 0.99 at step {t99}, val acc at step {v99} (delay {summary['grok_delay']} steps)")
+        print(f"grokked: train acc reached {GROK_ACC} at step {t99}, val acc at step {v99} (delay {summary['grok_delay']} steps)")
     else:
-        print(f"not grokked: train acc reached 0.99 at step {t99}; val acc never reached 0.99 within budget")
+        print(f"not grokked: train acc reached {GROK_ACC} at step {t99}; val acc never reached {GROK_ACC} within budget")
     print(f"run directory: {out}  (summary.json, metrics.jsonl, metrics.parquet, checkpoints/)")
 
 
@@ -503,7 +504,7 @@ def print_ls_table(rows: list[dict[str, Any]], columns: list[str], groups: list[
     console.print(line(headers), style="bold")
     for i, row in enumerate(rows):
         console.print(line({c: cells[c][i] for c in shown}, LS_STATUS_STYLES.get(str(row.get("status")), "")))
-    legend = "fit@ / grok@: first step with train / val accuracy ≥ 0.99; delay: grok@ − fit@; train, val, test: final accuracy."
+    legend = f"fit@ / grok@: first step with train / val accuracy ≥ {GROK_ACC}; delay: grok@ − fit@; train, val, test: final accuracy."
     hidden = [headers[c] for c in columns if c not in shown]
     if hidden:
         legend += f" Left out to fit {width} columns: {', '.join(hidden)} (--quiet prints every column)."
