@@ -140,3 +140,29 @@ def test_ls_piped_fits_80_columns_without_cutting_cells(tmp_path: Path) -> None:
         cells = dict(zip(header, row, strict=True))
         assert cells["status"] == ["finished", "interrupted"][i % 2] and cells["steps"] == "100000"
         assert cells["grok@"] == (str(48_000 + i) if i % 3 else "—") and cells["test"] == f"{0.49 + i / 100:.3f}"
+
+
+def test_sweep_stats_table_keeps_every_cell_whole_in_80_columns() -> None:
+    """Three axes, a censored group: every line fits 80 columns, nothing is cut to "…", the ± is the t-interval's half."""
+    import io
+
+    from rich.console import Console
+
+    from groklab.cli import stats_table
+    from groklab.stats import group_stats, mean_ci
+
+    grok = [1350, 1360, 1370]
+    rows = [{"task.op": "x+y", "optim.weight_decay": 1.0, "task.train_frac": 0.5, "status": "finished", "steps": 3000,
+             "steps_to_val_acc_99": s, "test/acc": 0.99} for s in grok]  # fmt: skip
+    rows += [{"task.op": "x^2+xy+y^2+x", "optim.weight_decay": 0.1, "task.train_frac": 0.5, "status": "finished", "steps": 3000,
+              "steps_to_val_acc_99": None, "test/acc": 0.3} for _ in grok]  # fmt: skip
+    axes = ["task.op", "optim.weight_decay", "task.train_frac"]
+    out = io.StringIO()
+    Console(file=out, width=80).print(stats_table(group_stats(rows, axes), axes))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in out.getvalue()
+    est = mean_ci(grok)
+    x_plus_y = next(line for line in lines if line.split()[:1] == ["x+y"])
+    assert f"1360 ± {(est.hi - est.lo) / 2:.0f}" in x_plus_y and "0.990" in x_plus_y
+    censored = next(line for line in lines if line.split()[:1] == ["x^2+xy+y^2+x"])
+    assert "0/3" in censored and ">3000" in censored

@@ -215,28 +215,43 @@ def plan_table(spec: Any, runs: list[Any]) -> Any:
     return table
 
 
+def plus_minus(est: Any, digits: int) -> str:
+    """An Estimate as `mean ± half-width` of its t-interval (symmetric), the mean alone for one value, `-` for none."""
+    if est.n == 0:
+        return "-"
+    return f"{est.mean:.{digits}f}" if est.n < 2 else f"{est.mean:.{digits}f} ± {(est.hi - est.lo) / 2:.{digits}f}"
+
+
 def stats_table(groups: list[Any], axes: list[str]) -> Any:
-    """A rich Table of `group_stats` output, one line per group."""
+    """A rich Table of `group_stats` output, one line per group, every cell whole (80 columns hold three short axes).
+
+    Runs that never grokked are censored: counted in `grokked`, never averaged; the median shows `>budget` when it is.
+    """
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="across seeds: mean [95% t-interval]; censored = never reached 99% val within budget")
-    for axis in axes:
-        table.add_column(axis)
-    for name in ("done", "grokked", "censored", "steps to 99% val (grokked runs)", "median (censored = ∞)", "final test acc"):
-        table.add_column(name, justify="right")
+    headers = [LS_HEADERS.get(a, LS_HEADERS.get(a.split(".")[-1], a.split(".")[-1])) for a in axes]
+    headers += ["done", "grokked", "steps to grok", "median", "test acc"]
+    rows = []
     for g in groups:
-        censored = f"{g.censored} (> {g.budget} steps)" if g.censored else "0"
-        median = f"{g.median_steps_to_grok:.0f}" if g.median_steps_to_grok is not None else (f"> {g.budget}" if g.done else "-")
-        done = f"{g.done}/{g.runs}" + (f" ({g.failed} failed)" if g.failed else "")
-        table.add_row(
-            *(str(g.key[a]) for a in axes),
-            done,
+        median = f"{g.median_steps_to_grok:.0f}" if g.median_steps_to_grok is not None else (f">{g.budget}" if g.done else "-")
+        rows.append([
+            *(str(g.key[a]) for a in axes), f"{g.done}/{g.runs}" + (f" ({g.failed} failed)" if g.failed else ""),
             f"{g.grokked}/{g.done}",
-            censored,
-            g.steps_to_grok.format(0),
-            median,
-            g.test_acc.format(3),
-        )
+            plus_minus(g.steps_to_grok, 0), median, plus_minus(g.test_acc, 3),
+        ])  # fmt: skip
+    table = Table(
+        title="mean ± 95% t-interval over seeds; steps to grok: over the runs that grokked (99% val); the median counts the others as ∞",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for i, header in enumerate(headers):
+        # a column never narrower than its widest cell: a wide table runs past the edge rather than cutting a number
+        width = max([len(header), *(len(row[i]) for row in rows)])
+        table.add_column(header, justify="left" if i < len(axes) else "right", no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
