@@ -157,15 +157,21 @@ ENSEMBLE_REFUSED = {
 """Config fields (while on) whose single runs an ensemble would not reproduce -> why."""
 
 
-def check_ensemble(config: Config) -> None:
-    """Refuse, naming the field, a config whose ensemble would not match its single runs."""
+def refused_field(config: Config) -> tuple[str, Any] | None:
+    """The first field (name, value) of `config` that an ensemble would not reproduce, or None."""
     values = {
         "optim.orthograd": config.optim.orthograd, "optim.norm_constraint": config.optim.norm_constraint,
         "optim.grad_noise": config.optim.grad_noise, "model.dropout": config.model.dropout, "compile": config.compile,
     }  # fmt: skip
-    for name, value in values.items():
-        if value:
-            raise UserError(f"{name}={value} is not valid with --seeds: {ENSEMBLE_REFUSED[name]}; train the seeds one by one")
+    return next(((name, value) for name, value in values.items() if value), None)
+
+
+def check_ensemble(config: Config) -> None:
+    """Refuse, naming the field, a config whose ensemble would not match its single runs."""
+    refused = refused_field(config)
+    if refused is not None:
+        name, value = refused
+        raise UserError(f"{name}={value} is not valid with --seeds: {ENSEMBLE_REFUSED[name]}; train the seeds one by one")
 
 
 class Ensemble:

@@ -1,7 +1,8 @@
-"""Backends that run a list of tasks: a local process pool and Ray core tasks, with one event interface.
+"""Backends that run a list of tasks (one run, or a pack of runs trained as one ensemble): a local process pool and Ray
+core tasks, with one event interface that speaks of runs.
 
-Both retry a run whose worker process died (killed, out of memory) up to `max_retries` times; a retried
-run resumes from its newest checkpoint because train() resumes a directory that holds the same config.
+Both retry a task whose worker process died (killed, out of memory, its node lost) up to `max_retries` times; a retried
+task resumes every run from its newest checkpoint because train() resumes a directory that holds the same config.
 A Python exception inside a run is not retried: it is reported as that run's failure.
 """
 
@@ -9,24 +10,29 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Protocol
 
-from groklab.config import Config, UserError
-from groklab.sweep.worker import KillHook, run_attempt
+from groklab.errors import UserError
+from groklab.sweep.packs import on_gpu
+from groklab.sweep.worker import KillHook, Member, Result, run_attempt
 
 
 @dataclass(frozen=True)
 class Task:
-    run_id: str
-    config: Config
-    run_dir: str
-    """Absolute path of the run directory (on a cluster: a path every node can reach)."""
-    lock: str
-    """Absolute path of the run's lock file (see locks.py): held by the worker while it trains the run."""
+    """What one worker trains at once: one run, or a pack of runs that differ only in their seed."""
+
+    members: tuple[Member, ...]
+
+    @property
+    def key(self) -> str:
+        return self.members[0].run_id
 
 
 class Events(Protocol):
@@ -52,7 +58,7 @@ def _worker_main(conn: Connection, threads: int, hook: KillHook | None) -> None:
         task: Task | None = conn.recv()
         if task is None:
             return
-        conn.send((task.run_id, *run_attempt(task.config, task.run_dir, task.lock, threads, hook)))
+        conn.send(run_attempt(task.members, threads, hook))
 
 
 @dataclass
@@ -77,6 +83,13 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
     deaths: dict[str, int] = {}
     slots = [spawn() for _ in range(min(workers, len(tasks)))]
 
+    def died(task: Task, reason: str, retry: bool) -> None:
+        for m in task.members:
+            if retry:
+                events.retried(m.run_id, reason)
+            else:
+                events.finished(m.run_id, "failed", reason)
+
     def collect(timeout: float | None) -> bool:
         """Handle whatever finished or died; False if nothing happened within `timeout`."""
         busy = [s for s in slots if s.task is not None]
@@ -85,24 +98,25 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
             task = slot.task
             if task is None or not (slot.conn in ready or slot.process.sentinel in ready):
                 continue
-            message = None
+            results: list[Result] | None = None
             if slot.conn.poll():
                 try:
-                    message = slot.conn.recv()
+                    results = slot.conn.recv()
                 except (EOFError, ConnectionError):
-                    message = None
-            if message is not None:
+                    results = None
+            if results is not None:
                 slot.task = None
-                events.finished(task.run_id, message[1], message[2])
+                for result in results:
+                    events.finished(*result)
                 continue
             slot.process.join(timeout=5)
             code = slot.process.exitcode
-            deaths[task.run_id] = deaths.get(task.run_id, 0) + 1
-            if deaths[task.run_id] <= max_retries:
+            deaths[task.key] = deaths.get(task.key, 0) + 1
+            if deaths[task.key] <= max_retries:
                 queue.appendleft(task)
-                events.retried(task.run_id, f"worker died (exit code {code})")
+                died(task, f"worker died (exit code {code})", retry=True)
             else:
-                events.finished(task.run_id, "failed", f"worker died {deaths[task.run_id]} times (last exit code {code})")
+                died(task, f"worker died {deaths[task.key]} times (last exit code {code})", retry=False)
             slot.conn.close()
             slots[i] = spawn()
         return bool(ready)
@@ -113,7 +127,8 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
                 if slot.task is None and queue:
                     slot.task = queue.popleft()
                     slot.conn.send(slot.task)
-                    events.started(slot.task.run_id)
+                    for m in slot.task.members:
+                        events.started(m.run_id)
             collect(None)
     except KeyboardInterrupt:
         # Running trainings caught the same Ctrl-C and are checkpointing: record their summaries, then stop.
@@ -135,52 +150,92 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray: the same run_attempt as a core task; Ray itself resubmits a task whose worker process died.
+# Ray: the same run_attempt as a core task; Ray itself resubmits a task whose worker process (or node) died.
 
 
-def run_ray(
-    tasks: list[Task],
-    workers: int | None,
-    threads: int,
-    events: Events,
-    hook: KillHook | None = None,
-    max_retries: int = 3,
-    address: str | None = None,
-) -> None:
-    """Run `tasks` as Ray tasks: a local Ray with `workers` CPUs, or the cluster at `address`.
-
-    At most `workers` tasks are in flight (default on a cluster: its CPU count), each reserving one CPU.
-    """
+@contextmanager
+def ray_connection(address: str | None, cpus: int | None) -> Iterator[Any]:
+    """The `ray` module, connected to the cluster at `address` or to a local Ray with `cpus` CPUs started here (and shut
+    down at the end); one-line errors when Ray is not installed or nothing answers at `address`."""
     try:
         import ray
     except ImportError:
         raise UserError("--backend ray needs Ray: pip install 'groklab[ray]'") from None
-
     started_here = not ray.is_initialized()
     if started_here:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers or 1, include_dashboard=False, log_to_driver=False)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cpus or 1, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UserError(f"--address {address}: no Ray cluster answers there ({reason}); start one with `ray start --head`") from None
     try:
-        if workers is None:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        remote: Callable[..., Any] = ray.remote(num_cpus=1, max_retries=max_retries)(run_attempt).remote
-        queue = deque(tasks)
-        pending: dict[Any, Task] = {}
-        while queue or pending:
-            while queue and len(pending) < workers:
-                task = queue.popleft()
-                pending[remote(task.config, task.run_dir, task.lock, threads, hook)] = task
-                events.started(task.run_id)
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                task = pending.pop(ref)
-                try:
-                    status, payload = ray.get(ref)
-                except ray.exceptions.RayError as err:  # the worker died more than max_retries times
-                    status, payload = "failed", f"{type(err).__name__}: {str(err).splitlines()[0]}"
-                events.finished(task.run_id, status, payload)
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _sees(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def check_shared(ray: Any, sweep_dir: Path) -> None:
+    """Refuse, in one line, a sweep dir that some node able to run a task cannot read (it is not on a shared filesystem):
+    its runs would be written where the driver never looks. A probe file written here is read back on every such node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    probe = sweep_dir / f".probe-{token}"
+    probe.write_text(token)
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+        sees = ray.remote(num_cpus=0)(_sees)
+        refs = {
+            n["NodeManagerAddress"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                str(probe), token
+            )
+            for n in nodes
+        }
+        blind = [node for node, ref in refs.items() if not ray.get(ref)]
+    finally:
+        probe.unlink()
+    if blind:
+        raise UserError(
+            f"--out {sweep_dir} is not visible on Ray node(s) {', '.join(blind)}: put the sweep dir on a filesystem every node mounts at the same path"
+        )
+
+
+def run_ray(
+    ray: Any, tasks: list[Task], workers: int | None, threads: int, events: Events, hook: KillHook | None = None, max_retries: int = 3
+) -> None:
+    """Run `tasks` as Ray tasks on the connected Ray (ray_connection): each reserves one CPU (and one GPU if it trains on
+    one); at most `workers` are in flight (default: the cluster's CPU count)."""
+    resources = ray.cluster_resources()
+    if workers is None:
+        workers = max(1, int(resources.get("CPU", 1)))
+    remote = ray.remote(num_cpus=1, max_retries=max_retries)(run_attempt)
+    queue = deque(tasks)
+    pending: dict[Any, Task] = {}
+    while queue or pending:
+        while queue and len(pending) < workers:
+            task = queue.popleft()
+            gpus = 1 if on_gpu(task.members[0].config, resources.get("GPU", 0) > 0) else 0  # a task on a GPU has it to itself
+            pending[remote.options(num_gpus=gpus).remote(task.members, threads, hook)] = task
+            for m in task.members:
+                events.started(m.run_id)
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            task = pending.pop(ref)
+            try:
+                results: list[Result] = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the worker (or its node) died more than max_retries times
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+                results = [(m.run_id, "failed", reason) for m in task.members]
+            for result in results:
+                events.finished(*result)

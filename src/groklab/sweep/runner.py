@@ -4,7 +4,7 @@ Sweep dir layout::
 
     spec.toml       a copy of the spec (a rerun with a different spec is refused)
     runs.parquet    one row per run: run_id, run_dir, flattened config, summary (see table.py)
-    runs/<run_id>/  ordinary run directories written by groklab.train.train
+    runs/<run_id>/  ordinary run directories written by groklab.train (a packed run's too: see packs.py)
     locks/          one lock file per run and one for runs.parquet (see locks.py)
 
 Two sweep processes on one dir (a rerun started while the first still runs, or one driver per node) share
@@ -17,17 +17,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from groklab.errors import UserError
 from groklab.runio import atomic_write_bytes
-from groklab.sweep.executors import Task, run_local, run_ray
+from groklab.sweep.executors import Task, check_shared, ray_connection, run_local, run_ray
 from groklab.sweep.locks import locked, run_lock_path
+from groklab.sweep.packs import check_pack, plan_packs
 from groklab.sweep.spec import PlannedRun, SweepSpec, expand, parse_spec
 from groklab.sweep.table import RunsTable
-from groklab.sweep.worker import kill_hook_from_env
+from groklab.sweep.worker import Member, kill_hook_from_env
 
 
 @dataclass
@@ -147,6 +149,19 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def worker_threads(workers: int | None, address: str | None = None) -> tuple[int | None, int]:
+    """(workers, torch threads per worker): share this machine's cores (default: a worker per core); on a cluster each
+    task reserves one CPU (workers None: as many as the cluster has)."""
+    n_workers = workers if workers is not None else (None if address else default_workers())
+    return n_workers, 1 if address else max(1, (os.cpu_count() or 1) // (n_workers or 1))
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_sweep(
     spec_path: Path,
     out: Path,
@@ -156,8 +171,14 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
     max_retries: int = 3,
+    pack: int | None = None,
 ) -> SweepResult:
-    """Run every run of the spec at `spec_path` into `out` (resuming a previous sweep of the same spec)."""
+    """Run every run of the spec at `spec_path` into `out` (resuming a previous sweep of the same spec).
+
+    pack: train runs that differ only in their seed as ensembles of up to this many (packs.py); None packs where the
+    runs train on a GPU and not elsewhere. Bad input, an unreachable Ray cluster included, is refused before anything
+    is written."""
+    check_pack(pack)
     if backend not in ("local", "ray"):
         raise UserError(f"--backend {backend!r} is not valid: expected local or ray")
     if workers is not None and workers < 1:
@@ -170,26 +191,32 @@ def run_sweep(
         raise UserError(f"cannot read sweep spec {spec_path}: {err.strerror}") from None
     spec = parse_spec(spec_text, spec_path.name)
     runs = expand(spec, spec_path.name)  # everything is validated before anything is written
-    prepare_sweep_dir(out, spec, spec_text)
+    n_workers, threads = worker_threads(workers, address)
+    with ray_connection(address, n_workers) if backend == "ray" else nullcontext() as ray:
+        gpu_here = ray.cluster_resources().get("GPU", 0) > 0 if ray is not None else gpu_available()
+        plan_packs(runs, pack, gpu_here)  # a refused --pack, before anything is written
+        prepare_sweep_dir(out, spec, spec_text)
+        root = out.resolve()
+        if address:
+            check_shared(ray, root)
 
-    t0 = time.perf_counter()
-    table = RunsTable(out, runs)
-    table.write()
-    todo = [r for r in runs if not table.done(r.run_id)]
-    root = out.resolve()
-    tasks = [Task(r.run_id, r.config, str(root / r.run_dir), str(run_lock_path(root, r.run_id))) for r in todo]
-    # Threads per worker: share this machine's cores; on a cluster each task reserves one CPU.
-    n_workers = workers if workers is not None else (None if address else default_workers())
-    threads = 1 if address else max(1, (os.cpu_count() or 1) // (n_workers or 1))
-    events = SweepProgress(table, len(runs), len(runs) - len(todo), progress)
-    hook = kill_hook_from_env()
-    try:
-        if tasks and backend == "local":
-            run_local(tasks, n_workers or 1, threads, events, hook, max_retries)
-        elif tasks:
-            run_ray(tasks, n_workers, threads, events, hook, max_retries, address)
-    finally:
-        events.close()
+        t0 = time.perf_counter()
+        table = RunsTable(out, runs)
         table.write()
+        todo = [r for r in runs if not table.done(r.run_id)]
+        tasks = [
+            Task(tuple(Member(r.run_id, r.config, str(root / r.run_dir), str(run_lock_path(root, r.run_id))) for r in members))
+            for members in plan_packs(todo, pack, gpu_here)
+        ]
+        events = SweepProgress(table, len(runs), len(runs) - len(todo), progress)
+        hook = kill_hook_from_env()
+        try:
+            if tasks and ray is None:
+                run_local(tasks, n_workers or 1, threads, events, hook, max_retries)
+            elif tasks:
+                run_ray(ray, tasks, n_workers, threads, events, hook, max_retries)
+        finally:
+            events.close()
+            table.write()
     wall_s = time.perf_counter() - t0
     return SweepResult(spec, runs, list(table.rows.values()), len(runs) - len(todo), wall_s, events.retries, events.elsewhere)

@@ -36,7 +36,6 @@ DONE = ("finished", "diverged")
 """Statuses a rerun skips; `interrupted`, `pending` and `failed` runs are run (resumed) again."""
 
 
-
 def _arrow_type(tp: Any) -> Any:
     import pyarrow as pa
 

@@ -26,11 +26,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from groklab.config import VERSION
 from groklab.errors import UserError
 from groklab.report.plots import Figure
+
+if TYPE_CHECKING:
+    from groklab.sweep import PlannedRun
 
 SCALES = ("quick", "paper")
 
@@ -94,6 +97,17 @@ def spec_text(recipe: Recipe, part: str, scale: str) -> str:
     return (resources.files(__name__) / "specs" / recipe.name / f"{part}-{scale}.toml").read_text()
 
 
+def recipe_runs(recipe: Recipe, scale: str) -> dict[str, list[PlannedRun]]:
+    """Every part's runs at `scale`, each spec expanded and validated (a bad one raises, naming its file)."""
+    from groklab.sweep import expand, parse_spec
+
+    check_scale(scale)
+    return {
+        part: expand(parse_spec(spec_text(recipe, part, scale), f"{recipe.name}/{part}-{scale}.toml"), f"{recipe.name}/{part}-{scale}.toml")
+        for part in recipe.parts
+    }
+
+
 def run_recipe(
     name: str,
     out: Path,
@@ -103,17 +117,21 @@ def run_recipe(
     workers: int | None = None,
     address: str | None = None,
     quiet: bool = False,
+    pack: int | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) every sweep of recipe `name` into `out`, then write its findings, figures and report.
 
+    pack: as for run_sweep (seeds trained as ensembles of up to this many; None: on a GPU only).
     Returns the findings dict (also in out/findings.json)."""
     from groklab.report import report_recipe
     from groklab.report.plots import save_png
     from groklab.runio import atomic_write_json
-    from groklab.sweep import expand, parse_spec, run_sweep
+    from groklab.sweep import run_sweep
+    from groklab.sweep.packs import check_pack
 
     recipe = get_recipe(name)
     check_scale(scale)
+    check_pack(pack)
     marker = out / "recipe.json"
     meta = {"recipe": name, "scale": scale, "parts": list(recipe.parts), "description": recipe.description, "groklab_version": VERSION}
     if marker.is_file():
@@ -123,8 +141,7 @@ def run_recipe(
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not a recipe directory: choose an empty or new --out")
     texts = {part: spec_text(recipe, part, scale) for part in recipe.parts}
-    for part, text in texts.items():  # every spec is checked before anything runs
-        expand(parse_spec(text, f"{name}/{part}-{scale}.toml"), f"{name}/{part}-{scale}.toml")
+    recipe_runs(recipe, scale)  # every spec is checked before anything runs
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, meta)
     dirs: dict[str, Path] = {}
@@ -134,7 +151,7 @@ def run_recipe(
         spec_file.write_text(text)
         if not quiet:
             print(f"[{name}] sweep {part} ({scale}) -> {dirs[part]}")
-        result = run_sweep(spec_file, dirs[part], backend=backend, workers=workers, address=address, progress=not quiet)
+        result = run_sweep(spec_file, dirs[part], backend=backend, workers=workers, address=address, progress=not quiet, pack=pack)
         spec_file.unlink()
         failed = [r["run_id"] for r in result.rows if r.get("status") == "failed"]
         if failed:
@@ -151,4 +168,4 @@ def run_recipe(
     return numbers
 
 
-__all__ = ["MODULES", "SCALES", "Findings", "Recipe", "get_recipe", "run_recipe", "spec_text"]
+__all__ = ["MODULES", "SCALES", "Findings", "Recipe", "get_recipe", "recipe_runs", "run_recipe", "spec_text"]
