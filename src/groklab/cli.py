@@ -178,13 +178,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     spec_path = Path(args.spec)
     console = Console()
     if args.dry_run:
+        from groklab.sweep.cost import estimate
+
         spec = load_spec(spec_path)
-        console.print(plan_table(spec, expand(spec, spec_path.name)))
+        runs = expand(spec, spec_path.name)
+        console.print(plan_table(spec, runs))
+        print_cost(console, {spec_path.name: estimate(runs, args.pack, args.workers, say=say)})
         return
     if args.out is None:
         raise UserError("groklab sweep needs --out DIR (where the sweep dir is written)")
     out = Path(args.out)
-    result = run_sweep(spec_path, out, backend=args.backend, workers=args.workers, address=args.address, progress=not args.quiet)
+    result = run_sweep(
+        spec_path, out, backend=args.backend, workers=args.workers, address=args.address, progress=not args.quiet, pack=args.pack
+    )
     failed = sum(r["status"] == "failed" for r in result.rows)
     if args.quiet:
         print(out)
@@ -198,6 +204,46 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         )
     if failed:
         raise SystemExit(1)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def print_cost(console: Any, estimates: dict[str, Any]) -> None:
+    """The dry-run's cost: one line per kind of task of each sweep (recipe part), then the total."""
+    from rich.table import Table
+
+    first = next(iter(estimates.values()))
+    table = Table(title="estimated cost on this machine", caption=f"calibration: {first.cache}")
+    for name in ("model, task", "device", "seeds/task", "runs", "ms/step", "ms/eval", "hours"):
+        table.add_column(name, justify="left" if name in ("model, task", "device") else "right", overflow="fold")
+    for name, est in estimates.items():
+        if len(estimates) > 1:
+            table.add_section()
+            table.add_row(f"[bold]{name}")
+        for line in est.lines:
+            measured = line.step_s is not None and line.eval_s is not None and line.hours is not None
+            cells = [f"{line.step_s * 1e3:.3g}", f"{line.eval_s * 1e3:.3g}", f"{line.hours:.3g}"] if measured else ["-", "-", "?"]
+            table.add_row(line.label, f"{line.device} ×{line.threads}", str(line.members), str(line.runs), *cells)
+    console.print(table)
+    for est in estimates.values():
+        for line in est.unmeasured:
+            console.print(f"not measured: {line.label}: {line.error}")
+    cpu, gpu = (sum(e.hours(on_cpu) for e in estimates.values()) for on_cpu in (True, False))
+    wall = sum(e.wall_s for e in estimates.values())
+    hours = f"{cpu:.3g} CPU-hours" + (f" and {gpu:.3g} GPU-hours" if gpu else "")
+    console.print(
+        f"estimate: {hours}, about {duration(wall)} here with {first.workers} worker(s) "
+        "(an upper bound where runs stop early; checkpoints not counted)"
+    )
 
 
 def plan_table(spec: Any, runs: list[Any]) -> Any:
@@ -280,7 +326,7 @@ def cmd_query(args: argparse.Namespace) -> None:
 
 
 def cmd_recipe(args: argparse.Namespace) -> None:
-    from groklab.experiments.recipes import MODULES, get_recipe, run_recipe, spec_text
+    from groklab.experiments.recipes import MODULES, get_recipe, recipe_runs, run_recipe, spec_text
 
     if args.list:
         for name in MODULES:
@@ -295,11 +341,29 @@ def cmd_recipe(args: argparse.Namespace) -> None:
     if args.print_spec is not None:
         print(spec_text(recipe, args.print_spec, args.scale), end="")
         return
+    if args.dry_run:
+        from rich.console import Console
+
+        from groklab.sweep.cost import estimate
+
+        parts = recipe_runs(recipe, args.scale)
+        console = Console()
+        for part, runs in parts.items():
+            console.print(f"{recipe.name} ({args.scale}) part {part}: {len(runs)} runs")
+        print_cost(console, {part: estimate(runs, args.pack, args.workers, say=say) for part, runs in parts.items()})
+        return
     if args.out is None:
         raise UserError("groklab recipe needs --out DIR")
     out = Path(args.out)
     numbers = run_recipe(
-        recipe.name, out, scale=args.scale, backend=args.backend, workers=args.workers, address=args.address, quiet=args.quiet
+        recipe.name,
+        out,
+        scale=args.scale,
+        backend=args.backend,
+        workers=args.workers,
+        address=args.address,
+        quiet=args.quiet,
+        pack=args.pack,
     )
     if args.quiet:
         print(out / "findings.json")
@@ -593,6 +657,19 @@ def build_parser() -> dict[str, Parser]:
             help="connect to an existing Ray cluster (e.g. auto or ray://head:10001); run dirs must then be on a filesystem "
             "every node sees",
         )
+        sub.add_argument(
+            "--pack",
+            type=integer("an integer >= 1 (1 trains every run on its own)", minimum=1),
+            metavar="N",
+            help="train runs that differ only in their seed as one vmapped ensemble of up to N per worker, each still its own "
+            "run dir (default: on where the runs train on a GPU, off on a CPU)",
+        )
+        sub.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print the expansion and its estimated cost on this machine (CPU-hours; a few seconds of calibration, cached "
+            "per machine) and exit",
+        )
 
     def step(sub: Parser, what: str) -> None:
         sub.add_argument("--step", type=integer("an integer step with a model checkpoint"), metavar="N", help=what)
@@ -638,7 +715,7 @@ def build_parser() -> dict[str, Parser]:
     sub = command(
         "sweep",
         cmd_sweep,
-        "groklab sweep SPEC --out DIR [--backend local|ray] [--workers N] [--address ADDR] [--dry-run] [--quiet]",
+        "groklab sweep SPEC --out DIR [--backend local|ray] [--workers N] [--address ADDR] [--pack N] [--dry-run] [--quiet]",
         "Run every run of the sweep spec SPEC (TOML) into DIR: DIR/spec.toml, DIR/runs.parquet (one row per run:\n"
         "flattened config + summary) and DIR/runs/<run_id>/ (ordinary run dirs). Rerunning the same command skips\n"
         "finished runs and resumes interrupted ones. A failed run does not stop the others (exit code 1 at the end).\n"
@@ -647,6 +724,7 @@ def build_parser() -> dict[str, Parser]:
         [
             "groklab sweep ops.toml --out sweeps/ops --dry-run",
             "groklab sweep ops.toml --out sweeps/ops --workers 2",
+            "groklab sweep seeds.toml --out sweeps/seeds --pack 8",
             "groklab sweep ops.toml --out /mnt/nfs/sweeps/ops --backend ray --address auto",
             'groklab query sweeps/ops "SELECT \\"task.op\\", avg(steps_to_val_acc_99) FROM runs GROUP BY 1"',
         ],
@@ -655,7 +733,6 @@ def build_parser() -> dict[str, Parser]:
     sub.add_argument("spec", metavar="SPEC")
     sub.add_argument("--out", metavar="DIR", help="the sweep directory to write (required, except with --dry-run)")
     workers_backend_address(sub)
-    sub.add_argument("--dry-run", action="store_true", help="print the expanded runs as a table and exit")
     quiet(sub, "no progress bar and no table; print DIR at the end")
 
     sub = command(
@@ -679,7 +756,8 @@ def build_parser() -> dict[str, Parser]:
     sub = command(
         "recipe",
         cmd_recipe,
-        "groklab recipe NAME --out DIR [--scale quick|paper] [--workers N] [--backend local|ray] [--address ADDR] [--quiet]\n"
+        "groklab recipe NAME --out DIR [--scale quick|paper] [--workers N] [--backend local|ray] [--address ADDR] [--pack N]\n"
+        "       [--dry-run] [--quiet]\n"
         "       groklab recipe --list",
         "Reproduce a published result: run the recipe's bundled sweep(s) into DIR/<part>/, then write\n"
         "DIR/findings.json (the headline numbers), DIR/figures/*.png and DIR/report/index.html.\n"
@@ -688,6 +766,7 @@ def build_parser() -> dict[str, Parser]:
             "groklab recipe power-fig1 --out recipes/fig1",
             "groklab recipe grokfast --out recipes/grokfast --workers 2",
             "groklab recipe power-fig2 --out /mnt/nfs/fig2 --scale paper --backend ray --address auto",
+            "groklab recipe power-fig2 --scale paper --dry-run",
             "groklab recipe omnigrok-digits --print-spec sweep --scale paper > mine.toml",
         ],
     )

@@ -203,9 +203,8 @@ def estimate(runs: list[PlannedRun], pack: int | None = None, workers: int | Non
         key = cost_key(fields, n, n_threads, device)
         if key not in lines:
             kinds[key] = fields
-            what = f"{config.model.name} on {config.task.name}" + (
-                f" ({fields['task.elements']} elements)" if "task.elements" in fields else ""
-            )
+            table = f"{fields['task.elements']}-element table" if "task.elements" in fields else config.task.name
+            what = f"{config.model.name}, {table}"
             line = lines[key] = {"label": what, "device": device.type, "threads": n_threads, "members": n, "tasks": 0, "runs": 0}
             line.update(step_s=None, eval_s=None, seconds=0.0, cached=key in cache, error=None)
             if key not in cache:
@@ -232,7 +231,7 @@ def estimate(runs: list[PlannedRun], pack: int | None = None, workers: int | Non
     for key, line in lines.items():
         same = [other for other, o in lines.items() if o["label"] == line["label"] and other != key]
         differ = sorted({f for other in same for f in kinds[key] if kinds[other].get(f) != kinds[key][f]})
-        suffixes[key] = "".join(f" {f}={kinds[key][f]}" for f in differ)
+        suffixes[key] = "".join(f", {f.rpartition('.')[2]} {kinds[key][f]}" for f in differ)
     for key, line in lines.items():
         line["label"] += suffixes[key]
     return Estimate([Line(**line) for line in lines.values()], path, n_workers or 1)
