@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import tiny
+from test_engine import GROKS
 
 from groklab.config import Config, UserError
 from groklab.data import build_task
@@ -184,16 +185,26 @@ def test_summarize_grok_delay() -> None:
     assert never["grokked"] is False and never["grok_delay"] is None and never["steps_to_val_acc_99"] is None
 
 
-def test_stop_patience_stops_on_val_only(tmp_path: Path) -> None:
-    config = tiny(get_preset("mlp"), {"task.p": 11, "steps": 400, "eval_every": 10, "stop_patience": 30, "optim.weight_decay": 0.0})
+def test_stop_patience_ignores_train_acc(tmp_path: Path) -> None:
+    """Without weight decay x+y mod 11 fits train by step 10 and never generalizes: fitting train alone never stops a run."""
+    config = tiny(get_preset("mlp"), {"task.p": 11, "steps": 100, "eval_every": 10, "stop_patience": 30, "optim.weight_decay": 0.0})
     summary = train(config, tmp_path / "run", progress=False)
     rows = load_run(tmp_path / "run").metrics
-    if summary.get("stopped_early"):
-        v99 = summary["steps_to_val_acc_99"]
-        assert summary["steps"] - v99 >= 30 and summary["steps"] < 400
-        assert all(row["val/acc"] >= 0.99 for row in rows if row["step"] >= v99)
-    else:
-        assert summary["steps"] == 400
+    assert summary["steps_to_train_acc_99"] == 10 and summary["steps_to_val_acc_99"] is None
+    assert summary["steps"] == 100 and summary["status"] == "finished" and not summary.get("stopped_early")
+    assert [row["step"] for row in rows] == list(range(0, 101, 10))
+
+
+def test_stop_patience_off_the_evaluation_grid_rounds_up(tmp_path: Path) -> None:
+    """Patience 60 with evaluations every 25 steps: the run stops at the first evaluation >= 60 steps after val acc
+    began to hold 0.99, i.e. 75 steps later (tests/test_engine.py pins a patience on the grid, for runs and ensembles)."""
+    config = tiny(get_preset("mlp"), {**GROKS, "stop_patience": 60})
+    summary = train(config, tmp_path / "run", progress=False)
+    rows = load_run(tmp_path / "run").metrics
+    steps, val = [row["step"] for row in rows], [row["val/acc"] for row in rows]
+    held_from = next(s for i, s in enumerate(steps) if all(v >= 0.99 for v in val[i:]))
+    assert summary["stopped_early"] is True and summary["status"] == "finished"
+    assert summary["steps"] == steps[-1] == held_from + 75 < config.steps
 
 
 def test_log_spaced_evaluation(tmp_path: Path, small_config: Config) -> None:
