@@ -30,6 +30,7 @@ commands:
   presets              list the presets with one line each
   train                train one run:  groklab train --preset mlp --out runs/mlp
   resume DIR           continue an interrupted run exactly where its last checkpoint left it
+  convert RUN ...      rewrite a trusted run's checkpoints of an earlier groklab so that they load as plain data
   sweep SPEC --out DIR run a TOML sweep of many runs, locally or on a Ray cluster
   query DIR "SQL"      DuckDB SQL over a sweep's `runs` and `metrics` tables
   recipe NAME --out D  reproduce a published figure (a bundled sweep, its figures, findings.json)
@@ -146,6 +147,15 @@ def cmd_resume(args: argparse.Namespace) -> None:
     path = run_dir_arg(args.dir)
     config = RunDir(path).read_config()
     report(train(config, path, progress=not args.quiet), path, args.quiet)
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from groklab.runio import convert_run
+
+    for value in args.runs:
+        path = run_dir_arg(value)
+        done = convert_run(path)
+        print(f"{path}: converted {len(done)} checkpoint(s)" if done else f"{path}: every checkpoint already loads as plain data")
 
 
 def report(summary: dict, out: Path, quiet: bool) -> None:
@@ -711,6 +721,17 @@ def build_parser() -> dict[str, Parser]:
     )
     sub.add_argument("dir", metavar="DIR")
     quiet(sub, "no progress bar; print only the run directory")
+
+    sub = command(
+        "convert",
+        cmd_convert,
+        "groklab convert RUN [RUN ...]",
+        "Rewrite the checkpoints that an earlier groklab wrote (NumPy objects in the resumable state) in today's format,\n"
+        "which loads as tensors and plain values only. Reading the old files runs whatever code they hold, so convert\n"
+        "only runs you trust (your own); every other command refuses such files instead of loading them.",
+        ["groklab convert runs/mlp", "groklab convert runs/ens/seed-*"],
+    )
+    sub.add_argument("runs", nargs="+", metavar="RUN")
 
     sub = command(
         "sweep",

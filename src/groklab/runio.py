@@ -19,10 +19,12 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from groklab.config import SCHEMA_VERSION, VERSION, Config, UserError, from_dict, to_dict
@@ -83,13 +85,34 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def contained(base: Path, name: Any, source: Path) -> Path:
+    """base / name, where `name` was read from the file `source`; a UserError if it leads outside base (an absolute
+    path, `..`, or a link elsewhere): a directory someone else wrote must not make groklab read or write elsewhere."""
+    target = base / str(name)
+    if not target.resolve().is_relative_to(base.resolve()):
+        raise UserError(f"{source} names {str(name)!r}, which leads outside {base}: groklab does not follow it")
+    return target
+
+
 def config_digest(config: Config) -> str:
     """A fingerprint of the resolved config, stored in each checkpoint to catch an edited config.json."""
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: torch.save files with a sha256 beside each, so a torn or corrupted one is detected.
+# Checkpoints: torch.save files with a sha256 beside each, so a torn or corrupted one is detected. Every file is read
+# with torch's weights-only loader, which builds tensors and plain values (dict, list, tuple, str, numbers, None) and
+# refuses anything else, so a file from someone else can never run code (its checksum proves nothing: whoever wrote
+# the file wrote the checksum too). The state's non-tensor parts are therefore stored as tensors and plain values.
+
+
+class UnreadableCheckpoint(UserError):
+    """A checkpoint or export groklab will not load: missing, torn, failing its checksum, or not plain data.
+    `legacy`: it is groklab's earlier format (NumPy objects in the state), which `convert_run` rewrites."""
+
+    def __init__(self, message: str, legacy: bool = False) -> None:
+        super().__init__(message)
+        self.legacy = legacy
 
 
 def _sha256(data: bytes) -> str:
@@ -104,16 +127,95 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path.with_name(path.name + ".sha256"), (_sha256(data) + "\n").encode())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's state, or None if it is missing, torn or corrupt (its sha256 does not match)."""
+def load_plain(path: Path, data: bytes | None = None) -> Any:
+    """The tensors and plain values of the torch.save file at `path` (or of its bytes `data`), loaded weights-only;
+    UnreadableCheckpoint naming the file if it holds anything else (a pickle that would run code) or is not a torch file."""
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise UnreadableCheckpoint(f"{path} cannot be read: {err.strerror}") from None
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols: the one-line error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - whatever the bytes are, the answer is the same: not loadable as data
+        raise _not_plain(path, data) from None
+
+
+def _not_plain(path: Path, data: bytes) -> UnreadableCheckpoint:
+    """Why the weights-only loader refused `data` (the file is only scanned for the names it needs, never run)."""
+    try:
+        needs = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - not a torch zip file at all
+        return UnreadableCheckpoint(f"{path} is not a torch.save file of tensors and plain values: groklab does not load it")
+    if needs and all(name.startswith("numpy.") for name in needs):
+        return UnreadableCheckpoint(
+            f"{path} holds NumPy objects (groklab's earlier checkpoint format), which groklab does not load from a file that may come from someone else",
+            legacy=True,
+        )
+    if needs:
+        return UnreadableCheckpoint(f"{path} is not plain data: loading it would run Python code ({', '.join(sorted(needs)[:3])}); groklab does not load it")
+    return UnreadableCheckpoint(f"{path} is damaged: the weights-only loader cannot parse it")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's content; UnreadableCheckpoint, naming the file and why, if it is missing, torn, fails its
+    sha256, or is not plain data. A file in groklab's earlier format says how to convert the run (`convert_run`)."""
     sha = path.with_name(path.name + ".sha256")
     try:
         data, expected = path.read_bytes(), sha.read_text().strip()
     except OSError:
-        return None
+        raise UnreadableCheckpoint(f"{path} is torn or has no {sha.name} (interrupted while being written)") from None
     if _sha256(data) != expected:
-        return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        raise UnreadableCheckpoint(f"{path} is corrupt: it does not match its {sha.name}")
+    try:
+        state = load_plain(path, data)
+    except UnreadableCheckpoint as err:
+        if err.legacy:
+            raise UnreadableCheckpoint(f"{err}; if you trust this run, convert it once: groklab convert {path.parent.parent}", legacy=True) from None
+        raise
+    if not isinstance(state, dict):
+        raise UnreadableCheckpoint(f"{path} holds a {type(state).__name__}, not a checkpoint's table")
+    return state
+
+
+def numpy_rng_to_plain(state: tuple[Any, ...]) -> dict[str, Any]:
+    """np.random.get_state() as plain values: the (624,) uint32 key as a tensor, the rest as numbers."""
+    kind, key, pos, has_gauss, gauss = state
+    return {"kind": kind, "key": torch.from_numpy(key.copy()), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def numpy_rng_from_plain(state: dict[str, Any]) -> tuple[Any, ...]:
+    """The inverse of numpy_rng_to_plain: a tuple np.random.set_state takes, bit for bit the one saved."""
+    return (state["kind"], state["key"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"])
+
+
+def convert_run(path: Path) -> list[Path]:
+    """Rewrite the checkpoints of the run at `path` that are in groklab's earlier format (NumPy objects in the state)
+    in the weights-only one; returns the files rewritten.
+
+    This loads them with the full pickle loader, which runs whatever code a file holds: only for a run you trust.
+    """
+    run = RunDir(path)
+    run.read_config()  # a clear error for a directory that is not a run
+    converted = []
+    for kind in ("state", "model"):
+        for step in checkpoint_steps(run.ckpt_dir, kind):
+            ckpt = checkpoint_path(run.ckpt_dir, kind, step)
+            try:
+                load_checkpoint(ckpt)
+                continue  # already readable as data
+            except UnreadableCheckpoint as err:
+                if not err.legacy:  # torn, corrupt or foreign: converting would not make it trustworthy
+                    raise
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+            if isinstance(state.get("rng", {}).get("numpy"), tuple):
+                state["rng"]["numpy"] = numpy_rng_to_plain(state["rng"]["numpy"])
+            save_checkpoint(ckpt, state)
+            load_checkpoint(ckpt)  # proves the rewritten file is plain data
+            converted.append(ckpt)
+    return converted
 
 
 def checkpoint_steps(ckpt_dir: Path, kind: str) -> list[int]:
@@ -129,6 +231,10 @@ def checkpoint_steps(ckpt_dir: Path, kind: str) -> list[int]:
 
 def checkpoint_path(ckpt_dir: Path, kind: str, step: int) -> Path:
     return ckpt_dir / f"{kind}-{step:09d}.pt"
+
+
+STATE_KEYS = frozenset({"config_digest", "step", "elapsed", "held_since", "model", "optimizer", "schedule", "sampler", "rng"})
+"""What train.fit writes into every state checkpoint (a plain-data file without them is not one)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,16 +314,19 @@ class RunDir:
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
         return rows
 
-    def states(self) -> tuple[dict[int, dict[str, Any]], list[Path]]:
-        """The valid resumable checkpoints, step -> state, and the corrupt ones (torn or failing their checksum)."""
-        valid, corrupt = {}, []
+    def states(self) -> tuple[dict[int, dict[str, Any]], dict[Path, str]]:
+        """The valid resumable checkpoints, step -> state, and the unreadable ones (torn, failing their checksum, or
+        not plain data), path -> the one-line reason, oldest first."""
+        valid, corrupt = {}, {}
         for step in checkpoint_steps(self.ckpt_dir, "state"):
             path = checkpoint_path(self.ckpt_dir, "state", step)
-            state = load_checkpoint(path)
-            if state is None:
-                corrupt.append(path)
-            else:
+            try:
+                state = load_checkpoint(path)
+                if missing := STATE_KEYS - state.keys():
+                    raise UnreadableCheckpoint(f"{path} is not a resumable state: it has no {', '.join(sorted(missing))}")
                 valid[step] = state
+            except UnreadableCheckpoint as err:
+                corrupt[path] = str(err)
         return valid, corrupt
 
     def save_state(self, step: int, state: dict[str, Any], keep: int = 2) -> None:
@@ -294,9 +403,10 @@ class Run:
             step = steps[-1]
         if step not in steps:
             raise UserError(f"step={step} has no checkpoint in {self.path}; available: {', '.join(map(str, steps))}")
-        state = load_checkpoint(checkpoint_path(ckpt_dir, "model", step))
-        if state is None:
-            raise UserError(f"the checkpoint of step {step} in {self.path} is corrupt")
+        path = checkpoint_path(ckpt_dir, "model", step)
+        state = load_checkpoint(path)
+        if not all(isinstance(name, str) and torch.is_tensor(value) for name, value in state.items()):
+            raise UnreadableCheckpoint(f"{path} is not a model's weights (parameter names -> tensors)")
         return state
 
 

@@ -32,7 +32,7 @@ from groklab.data import Dataset, build_task, check_task
 from groklab.errors import UserError
 from groklab.loggers import MetricLoggers, parse_log
 from groklab.losses import LossFn
-from groklab.runio import RunDir, config_digest, read_metrics, summarize
+from groklab.runio import RunDir, config_digest, numpy_rng_from_plain, numpy_rng_to_plain, read_metrics, summarize
 from groklab.stats import GROK_ACC
 from groklab.steppers import Ensemble, Single, check_ensemble
 
@@ -117,7 +117,8 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 6553
 
 
 def rng_states() -> dict[str, Any]:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every random stream's state as tensors and plain values (what a weights-only checkpoint can hold)."""
+    states = {"torch": torch.get_rng_state(), "numpy": numpy_rng_to_plain(np.random.get_state()), "python": random.getstate()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -125,7 +126,7 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    np.random.set_state(numpy_rng_from_plain(states["numpy"]))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -337,13 +338,15 @@ def fit(
 def resume_states(configs: list[Config], runs: list[RunDir]) -> tuple[int, list[dict[str, Any] | None]]:
     """(step, each member's state at it) from the newest valid checkpoint every member holds; (0, [None, ...]) for a
     fresh start. A run with metrics but no usable checkpoint, or whose config.json was edited, is refused."""
-    found = [run.states() for run in runs]  # ({step: state}, corrupt paths) per member
+    found = [run.states() for run in runs]  # ({step: state}, {unreadable path: why}) per member
     corrupt = [path for _, paths in found for path in paths]
     if all(not states for states, _ in found) and not any(read_metrics(run.metrics_path) for run in runs):
         return 0, [None] * len(runs)
     common = set.intersection(*(set(states) for states, _ in found))
     if not common:
         where = next((run.ckpt_dir for run, (states, _) in zip(runs, found, strict=True) if not states), runs[0].ckpt_dir)
+        if corrupt and len(runs) == 1:  # the newest unreadable file, and why (an earlier format says how to convert it)
+            raise UserError(f"{runs[0].path} cannot be resumed: {found[0][1][corrupt[-1]]}")
         raise UserError(
             f"{where} holds no valid checkpoint{' shared by every member' if len(runs) > 1 else ''} ({len(corrupt)} corrupt): "
             "the run cannot be resumed exactly; train it again into a new --out"

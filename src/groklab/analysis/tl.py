@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from groklab.errors import UserError
+from groklab.errors import UserError, first_line
 
 TL_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "silu": "silu"}
 """groklab activations that TransformerLens has under the same function."""
@@ -117,10 +117,17 @@ def add_post_layernorms(hooked: Any, norms: dict[str, dict[str, Any]]) -> None:
 
 def load_hooked(path: str | Path) -> Any:
     """The HookedTransformer that `groklab export-tl` saved at `path`, with a post-LN model's LayerNorm hooks."""
+    from groklab.runio import UnreadableCheckpoint, load_plain
+
     tl = require_transformer_lens()
-    saved = torch.load(path, weights_only=False)
-    hooked = tl.HookedTransformer(tl.HookedTransformerConfig(**saved["cfg"]))
-    hooked.load_state_dict(saved["state_dict"])
+    saved = load_plain(Path(path))  # weights-only: an export from someone else is data, never code
+    if not isinstance(saved, dict) or not isinstance(saved.get("cfg"), dict) or not isinstance(saved.get("state_dict"), dict):
+        raise UnreadableCheckpoint(f"{path} is not a groklab export-tl file (no cfg and state_dict tables)")
+    try:
+        hooked = tl.HookedTransformer(tl.HookedTransformerConfig(**saved["cfg"]))
+        hooked.load_state_dict(saved["state_dict"])
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:  # plain data, but not a model TransformerLens can build
+        raise UnreadableCheckpoint(f"{path} does not describe a HookedTransformer: {first_line(err)}") from None
     add_post_layernorms(hooked, saved.get("post_layernorm", {}))
     return hooked.eval()
 

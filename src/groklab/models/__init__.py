@@ -10,11 +10,11 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.data import Dataset, build_task
-from groklab.errors import UserError
+from groklab.errors import UserError, first_line
 from groklab.models.fast import FastMLP, FastTransformer
 from groklab.models.mlp import MLP
 from groklab.models.transformer import LanguageModel, Transformer
-from groklab.runio import Run
+from groklab.runio import Run, UnreadableCheckpoint
 
 
 def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True) -> nn.Module:
@@ -48,7 +48,10 @@ def load_model(run: Run, step: int | None = None) -> nn.Module:
     """The reference model of `run` (from groklab.load_run) at its weights-only checkpoint `step` (default: the newest)."""
     config = run.config
     model = build_model(config.model, build_task(config.task, config.split_seed), config.seed, fast=False)
-    model.load_state_dict(run.model_state(step))
+    try:
+        model.load_state_dict(run.model_state(step))
+    except RuntimeError as err:  # weights of another shape or names than config.json's model: a foreign or edited run
+        raise UnreadableCheckpoint(f"{run.path}: the model checkpoint does not fit config.json's model ({first_line(err)})") from None
     return model
 
 

@@ -21,6 +21,7 @@ from groklab.report.data import (
     is_sweep,
     kind_of,
     load_run_data,
+    row_run_dir,
     run_row,
     sweep_rows,
     varying_columns,
@@ -36,6 +37,7 @@ from groklab.report.plots import (
     steps_to_grok_figure,
     test_acc_figure,
 )
+from groklab.runio import UnreadableCheckpoint, contained
 from groklab.stats import RESULT_COLUMNS
 
 __all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "run_phase", "ls_rows"]
@@ -73,6 +75,8 @@ def run_analysis(path: Path, sharpness: bool) -> tuple[dict[str, Any] | None, st
 
     try:
         return analyze_run(load_run(path), sharpness=sharpness), ""
+    except UnreadableCheckpoint:
+        raise  # not a missing piece but a file groklab refused to load: report_run says so after writing the page
     except UserError as err:
         return None, f"Analysis skipped: {err}"
 
@@ -140,12 +144,18 @@ def report_run(
     """Write the run report (index.html in `out`, default path/report) and return the page's path."""
     out = out or path / "report"
     run = load_run_data(path)
-    analysis, why = run_analysis(path, sharpness) if analyze else (None, "")
+    unreadable = None
+    try:
+        analysis, why = run_analysis(path, sharpness) if analyze else (None, "")
+    except UnreadableCheckpoint as err:
+        analysis, why, unreadable = None, f"Analysis unavailable: {err}", err
     phase = (analysis or {}).get("phase") or run_phase(run)
     figs = run_figures(run, analysis)
     out.mkdir(parents=True, exist_ok=True)
     page = out / "index.html"
     write_page(page, f"groklab run {run.name}", run_body(run, figs, write_figures(figs, out, pngs), phase, analysis, [why]), plotly_src)
+    if unreadable is not None:
+        raise UnreadableCheckpoint(f"{unreadable}; {page} shows the curves without the analysis")
     return page
 
 
@@ -160,7 +170,7 @@ def report_sweep(path: Path, *, quiet: bool = False) -> Path:
     phases: list[str | None] = []
     table = [dict(row) for row in rows]  # the table adds status notes and phases; figures group the raw rows
     for i, row in _progress(list(enumerate(table)), quiet, "run pages"):
-        run_dir = path / str(row.get("run_dir") or Path("runs") / str(row.get("run_id")))
+        run_dir = row_run_dir(path, row)
         if not is_run(run_dir):
             row["status"] = f"{row.get('status') or 'missing'} (no run directory)"
             phases.append(None)
@@ -269,7 +279,7 @@ def report_recipe(path: Path, *, quiet: bool = False) -> Path:
         body += [f"<p><b>{esc(findings.get('headline', ''))}</b></p>", "<h2>Findings</h2>", kv_table(flatten(findings))]
     body += ["<h2>Figures</h2>", figures_html(figs, {f.key: f"../figures/{f.key}.png" for f in figs}), "<h2>Sweeps</h2><ul>"]
     for part in meta.get("parts", []):
-        if is_sweep(path / part):
+        if is_sweep(contained(path, part, path / "recipe.json")):  # the part's report is written there: never outside
             report_sweep(path / part, quiet=quiet)
             body.append(f'<li><a href="../{esc(part)}/report/index.html">{esc(part)}</a>: runs, per-seed statistics, spec</li>')
         else:

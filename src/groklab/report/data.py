@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from groklab.config import UserError, flatten, to_dict
-from groklab.runio import RunDir, read_metrics
+from groklab.runio import RunDir, contained, read_metrics
 from groklab.stats import GROK_ACC, RESULT_COLUMNS, SPLITS, first_step
 
 STANDARD_KEYS = {"step", "time_s", "lr"} | {f"{s}/{m}" for s in SPLITS for m in ("loss", "acc")}
@@ -150,6 +150,11 @@ def run_row(path: Path, base: Path) -> dict[str, Any]:
     return row
 
 
+def row_run_dir(sweep: Path, row: dict[str, Any]) -> Path:
+    """A sweep table row's run directory (its run_dir, else runs/<run_id>); a UserError if that leads outside the sweep."""
+    return contained(sweep, row.get("run_dir") or Path("runs") / str(row.get("run_id")), sweep / "runs.parquet")
+
+
 def sweep_rows(path: Path) -> list[dict[str, Any]]:
     """One dict per run: runs.parquet when present, else built from the run directories found."""
     parquet = path / "runs.parquet"
@@ -157,9 +162,12 @@ def sweep_rows(path: Path) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(parquet).to_pylist()
+            rows = pq.read_table(parquet).to_pylist()
         except Exception as err:
             raise UserError(f"{parquet} cannot be read ({type(err).__name__}); is the sweep still writing it?") from None
+        for row in rows:  # every run directory a reader may open from this table stays inside the sweep
+            row_run_dir(path, row)
+        return rows
     runs = child_runs(path / "runs") if (path / "runs").is_dir() else child_runs(path)
     return [run_row(p, path) for p in runs]
 
