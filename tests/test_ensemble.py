@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny
+from test_engine import rows_match
 
 from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides
@@ -30,11 +31,6 @@ def ensemble_config(model: str) -> Config:
     )  # fmt: skip
 
 
-def metric_gap(a: list[dict], b: list[dict]) -> float:
-    assert [r["step"] for r in a] == [r["step"] for r in b]
-    return max(abs(ra[key] - rb[key]) for ra, rb in zip(a, b, strict=True) for key in ra if key != "time_s")
-
-
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
 def test_member_k_matches_single_run_with_seed_k(tmp_path: Path, model: str) -> None:
     config = ensemble_config(model)
@@ -44,7 +40,7 @@ def test_member_k_matches_single_run_with_seed_k(tmp_path: Path, model: str) -> 
         single = train(dataclasses.replace(config, seed=config.seed + k), tmp_path / f"single-{k}", progress=False)
         member, alone = load_run(tmp_path / "ens" / f"seed-{k}"), load_run(tmp_path / f"single-{k}")
         assert member.config == alone.config
-        assert metric_gap(member.metrics, alone.metrics) < 1e-5
+        rows_match(member.metrics, alone.metrics, rel=0)  # same steps and keys both ways, values within 1e-5
         exact_keys = ("status", "steps", "steps_to_train_acc_99", "steps_to_val_acc_99", "grokked", "seed", "split_seed")
         assert {key: member.summary[key] for key in exact_keys} == {key: single[key] for key in exact_keys}
         files = {p.name for p in (tmp_path / "ens" / f"seed-{k}").rglob("*")}
@@ -76,7 +72,7 @@ def test_member_checkpoint_resumes_as_a_single_run(tmp_path: Path) -> None:
     config = ensemble_config("mlp")
     train_ensemble(config, tmp_path, 2, progress=False)
     before, after = drop_last_state_and_resume(dataclasses.replace(config, seed=4), tmp_path / "seed-1")
-    assert metric_gap(after, before) < 1e-5
+    rows_match(after, before, rel=0)
 
 
 def drop_last_state_and_resume(config: Config, run_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -105,9 +101,9 @@ def test_elementwise_interventions_match_single_runs_and_resume(tmp_path: Path, 
     train_ensemble(config, tmp_path / "ens", 2, progress=False)
     for k in range(2):
         train(dataclasses.replace(config, seed=config.seed + k), tmp_path / f"single-{k}", progress=False)
-        assert metric_gap(load_run(tmp_path / "ens" / f"seed-{k}").metrics, load_run(tmp_path / f"single-{k}").metrics) < 1e-5
+        rows_match(load_run(tmp_path / "ens" / f"seed-{k}").metrics, load_run(tmp_path / f"single-{k}").metrics, rel=0)
     before, after = drop_last_state_and_resume(dataclasses.replace(config, seed=config.seed + 1), tmp_path / "ens" / "seed-1")
-    assert metric_gap(after, before) < 1e-5
+    rows_match(after, before, rel=0)
 
 
 @pytest.mark.parametrize(("field", "value"), [("optim.orthograd", True), ("optim.norm_constraint", 1.0), ("optim.grad_noise", 0.01)])
