@@ -31,6 +31,11 @@ SMALL = {
 TRANSFORMER = {"model.name": "transformer", "model.n_layers": 1}
 PARITY = {"task.name": "parity", "task.n_bits": 8, "task.k_bits": 2, "task.n_samples": 64}
 MNIST = "<mnist>"  # replaced by a directory of IDX files the test writes
+LM = {"model.name": "lm", "model.n_layers": 1}
+DYCK = {
+    "task.name": "dyck", **LM, "task.n_brackets": 2, "task.max_depth": 3, "task.max_len": 16,
+    "task.train_size": 32, "task.eval_size": 8, "task.gen_size": 8,
+}  # fmt: skip
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "task.name": PARITY,
@@ -43,6 +48,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "task.n_samples": {**PARITY, "task.n_samples": 80},
     "task.train_size": {"task.name": "digits", "task.train_size": 100, "task.val_frac": 0.2},
     "task.data_dir": {"task.name": "mnist", "task.data_dir": MNIST, "task.train_size": 20, "task.val_frac": 0.2},
+    "task.eval_size": {**DYCK, "task.eval_size": 6},
+    "task.gen_size": {**DYCK, "task.gen_size": 6},
+    "task.n_brackets": {**DYCK, "task.n_brackets": 3},
+    "task.max_depth": {**DYCK, "task.max_depth": 4},
+    "task.min_distance": {**DYCK, "task.min_distance": 3},
+    "task.max_len": {**DYCK, "task.max_len": 20},
     "model.name": TRANSFORMER,
     "model.d_model": {"model.d_model": 16},
     "model.n_layers": {**TRANSFORMER, "model.n_layers": 2},
@@ -214,7 +225,7 @@ def copy_task(n: int = 512, seq: int = 8, vocab: int = 6) -> Dataset:
 
 
 def test_a_sequence_task_trains_in_the_same_loop(tmp_path: Path) -> None:
-    overrides = {**TRANSFORMER, "model.d_model": 32, "model.n_heads": 2, "model.d_mlp": 64, "optim.lr": 1e-2}
+    overrides = {**LM, "model.d_model": 32, "model.n_heads": 2, "model.d_mlp": 64, "optim.lr": 1e-2}
     config = tiny(Config(), {**overrides, "optim.weight_decay": 0.0, "optim.batch_size": 64, "steps": 60, "eval_every": 20})
     data, cpu = copy_task(), torch.device("cpu")
     configs = [dataclasses.replace(config, seed=k) for k in range(2)]

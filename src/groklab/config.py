@@ -36,10 +36,14 @@ VERSION = _installed_version()
 """The version of groklab that is running: `groklab.__version__`, config.json and recipe.json all read it here."""
 
 
+SEQUENCE_TASKS = ("dyck", "question_formation", "tense_inflection")
+"""Task families whose examples are token sequences with targets at many positions (trained with model `lm`)."""
+
+
 @dataclass(frozen=True)
 class TaskConfig:
-    name: Literal["binop", "parity", "digits", "mnist"] = "binop"
-    """Task family: `binop` (a ∘ b tables: modular ops and S5), `parity`, `digits` (sklearn 8×8), `mnist` (IDX files)."""
+    name: Literal["binop", "parity", "digits", "mnist", "dyck", "question_formation", "tense_inflection"] = "binop"
+    """Task family: `binop` (a ∘ b tables: modular ops and S5), `parity`, `digits` (sklearn 8×8), `mnist` (IDX files), or a sequence task of structural grokking (Murty et al. 2023, model `lm`): `dyck`, `question_formation`, `tense_inflection`."""
     op: str = "x+y"
     """Binary operation for `binop`: x+y, x-y, x*y, x/y, x/y_or_x-y, x^2+y^2, x^2+xy+y^2, x^2+xy+y^2+x, x^3+xy, x^3+xy^2+y, s5:xy, s5:xyx^-1, s5:xyx, or a name registered with groklab.data.register_op."""
     p: int = 97
@@ -55,15 +59,27 @@ class TaskConfig:
     n_samples: int = 2000
     """Sparse parity: number of distinct examples drawn (split by train_frac / val_frac)."""
     train_size: int = 1000
-    """Images: number of training images (Omnigrok uses 1,000); val_frac of all images is validation, the rest test."""
+    """Images: number of training images (Omnigrok uses 1,000); val_frac of all images is validation, the rest test. Sequence tasks: number of training sequences."""
     data_dir: str = ""
     """MNIST: directory holding the standard IDX files (train-images-idx3-ubyte, ... optionally .gz)."""
+    eval_size: int = 1000
+    """Sequence tasks: in-distribution sequences in the val split, and as many in the locked test split."""
+    gen_size: int = 1000
+    """Sequence tasks: sequences in the generalization split `gen` (logged as gen/loss, gen/acc; never used for stopping)."""
+    n_brackets: int = 20
+    """Dyck: number of bracket types k."""
+    max_depth: int = 10
+    """Dyck: maximum nesting depth m."""
+    min_distance: int = 1
+    """Dyck: a closing bracket is scored only if at least this many tokens after its opener (1: every one; the paper: 10)."""
+    max_len: int = 0
+    """Dyck: strings longer than this many tokens are drawn again (0: no limit, as the paper; a limit bounds the padded length)."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: Literal["transformer", "mlp"] = "mlp"
-    """Model family: `transformer` (decoder-only; its defaults are Power et al.'s, the `nanda` preset sets Nanda et al.'s) or `mlp`."""
+    name: Literal["transformer", "mlp", "lm"] = "mlp"
+    """Model family: `transformer` (decoder-only; its defaults are Power et al.'s, the `nanda` preset sets Nanda et al.'s), `mlp`, or `lm`: the same transformer as a causal language model (next-token loss at every position) for the sequence tasks."""
     d_model: int = 128
     """Transformer width; for the MLP, the width of each operand's embedding."""
     n_layers: int = 2
@@ -88,6 +104,8 @@ class ModelConfig:
     """Dropout probability after attention and MLP blocks (transformers) or hidden layers (MLP)."""
     init_scale: float = 1.0
     """α: every initial weight is multiplied by α (Omnigrok: α > 1 induces grokking)."""
+    tie_embeddings: bool = False
+    """`lm`: the unembedding is the token embedding (one shared matrix); Murty et al.'s code unties them."""
 
 
 @dataclass(frozen=True)
@@ -374,14 +392,28 @@ def validate(config: Config) -> Config:
         _check(t.train_size >= 1, f"task.train_size={t.train_size} is not valid: expected an integer >= 1")
     if t.name == "mnist":
         _check(bool(t.data_dir), "task.data_dir is empty: the mnist task needs the directory holding the IDX files")
-    if t.name != "binop":
+    if t.name in SEQUENCE_TASKS:
+        _check(m.name == "lm", f"model.name={m.name!r} is not valid for task.name={t.name!r} (a sequence task): expected lm")
+        for name in ("train_size", "eval_size", "gen_size", "n_brackets", "max_depth", "min_distance"):
+            value = getattr(t, name)
+            _check(value >= 1, f"task.{name}={value} is not valid: expected an integer >= 1")
+        _check(t.max_len == 0 or t.max_len >= 4, f"task.max_len={t.max_len} is not valid: expected 0 (no limit) or an integer >= 4")
+    elif t.name != "binop":
         _check(m.name == "mlp", f"model.name={m.name!r} is not valid for task.name={t.name!r}: expected mlp")
+    else:
+        _check(m.name != "lm", f"model.name='lm' is not valid for task.name={t.name!r}: expected transformer or mlp (lm is for sequence tasks)")
+    _check(
+        not m.tie_embeddings or m.name == "lm",
+        f"model.tie_embeddings=true is not valid for model.name={m.name!r}: only an lm predicts its own tokens",
+    )
     check_legacy_model(m.name)
     hints = typing.get_type_hints(ModelConfig)
     for name in ("name", "norm", "init"):  # Literal fields a Python caller may have set to anything
         value = getattr(m, name)
         _check(value in typing.get_args(hints[name]), f"model.{name}={value!r} is not valid: expected {_allowed(hints[name])}")
-    _check(isinstance(m.mlp_bias, bool), f"model.mlp_bias={m.mlp_bias!r} is not valid: expected true or false")
+    for name in ("mlp_bias", "tie_embeddings"):
+        value = getattr(m, name)
+        _check(isinstance(value, bool), f"model.{name}={value!r} is not valid: expected true or false")
     for name in ("d_model", "n_layers", "n_heads", "d_mlp", "width", "depth"):
         value = getattr(m, name)
         _check(value >= 1, f"model.{name}={value} is not valid: expected an integer >= 1")

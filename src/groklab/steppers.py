@@ -152,6 +152,7 @@ ENSEMBLE_REFUSED = {
     "optim.norm_constraint": "the ensemble would rescale by the norm of all seeds' weights together",
     "optim.grad_noise": "the ensemble would draw one noise stream for all seeds, not each seed's own",
     "model.dropout": "dropout masks drawn under vmap differ from single runs",
+    "model.tie_embeddings": "the stacked weights hold one tensor per parameter name, and tied embeddings share one",
     "compile": "the vmapped step is not compiled",
 }
 """Config fields (while on) whose single runs an ensemble would not reproduce -> why."""
@@ -162,6 +163,7 @@ def refused_field(config: Config) -> tuple[str, Any] | None:
     values = {
         "optim.orthograd": config.optim.orthograd, "optim.norm_constraint": config.optim.norm_constraint,
         "optim.grad_noise": config.optim.grad_noise, "model.dropout": config.model.dropout, "compile": config.compile,
+        "model.tie_embeddings": config.model.tie_embeddings,
     }  # fmt: skip
     return next(((name, value) for name, value in values.items() if value), None)
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import torch
 
 from groklab.config import TaskConfig, UserError, is_prime
-from groklab.data import images, parity
+from groklab.data import dyck, images, parity, question_formation, tense_inflection
 from groklab.data.modular import MODULAR_OPS, ModOp
 from groklab.data.permutations import ORDER as S5_ORDER
 from groklab.data.permutations import S5_OPS
+from groklab.data.sequences import SPLITS, SequenceTask, encode
 from groklab.data.split import split_indices, split_sizes
 
 Tensor = torch.Tensor
@@ -44,6 +45,8 @@ class Dataset:
     score: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None
     """Task-defined correctness: (logits, y, mask) of some examples -> (n,) per-example score in [0, 1], whose mean is
     the split's `acc`. Default: argmax == y (sequence tasks: over every target position together)."""
+    vocab: tuple[str, ...] = ()
+    """Sequence tasks: the token strings by id (so runs and reports can print examples)."""
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -157,11 +160,23 @@ def _images(x: Tensor, y: Tensor, task: TaskConfig, split_seed: int) -> Dataset:
     return Dataset(x, y, int(y.max()) + 1, 0, *split_indices(len(y), task.train_size, n_val, split_seed))
 
 
+def _sequences(task: SequenceTask) -> Dataset:
+    """A sequence task's splits as one next-token Dataset: the splits are consecutive index ranges, `gen` an extra split."""
+    x, y, mask = encode([s for name in SPLITS for s in task.splits[name]], task.vocab)
+    ends = torch.tensor([len(task.splits[name]) for name in SPLITS]).cumsum(0).tolist()
+    train, val, test, gen = (torch.arange(a, b) for a, b in zip([0, *ends[:-1]], ends, strict=True))
+    vocab = len(task.vocab)
+    return Dataset(x, y, vocab, vocab, train, val, test, mask=mask, extra_splits={"gen": gen}, score=task.score, vocab=task.vocab)
+
+
 TASKS: dict[str, Callable[[TaskConfig, int], Dataset]] = {
     "binop": _binop,
     "parity": _parity,
     "digits": lambda task, seed: _images(*images.digits_data(), task, seed),
     "mnist": lambda task, seed: _images(*images.mnist_data(task.data_dir), task, seed),
+    "dyck": lambda task, seed: _sequences(dyck.build(task, seed)),
+    "question_formation": lambda task, seed: _sequences(question_formation.build(task, seed)),
+    "tense_inflection": lambda task, seed: _sequences(tense_inflection.build(task, seed)),
 }
 
 

@@ -25,8 +25,8 @@ def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True
     """
     torch.manual_seed(seed)
     if data.mask is not None:  # a sequence task: logits at every position (the fast paths serve one answer position)
-        if cfg.name != "transformer":
-            raise UserError(f"model.name={cfg.name!r} is not valid for a sequence task (targets at many positions): expected transformer")
+        if cfg.name != "lm":
+            raise UserError(f"model.name={cfg.name!r} is not valid for a sequence task (targets at many positions): expected lm")
         model: nn.Module = LanguageModel(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1])
     elif cfg.name == "mlp":
         mlp = FastMLP if fast else MLP

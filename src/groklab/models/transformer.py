@@ -134,7 +134,13 @@ class Transformer(nn.Module):
 
 
 class LanguageModel(Transformer):
-    """The transformer read out at every position, for sequence tasks (targets at many positions under a mask)."""
+    """The transformer read out at every position, for sequence tasks (targets at many positions under a mask):
+    model.name `lm`. With cfg.tie_embeddings the unembedding is the token embedding itself (one parameter)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, n_out: int, seq_len: int) -> None:
+        super().__init__(cfg, vocab_size, n_out, seq_len)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight  # (vocab, d_model) both ways: n_out is the vocabulary
 
     def forward(self, x: Tensor) -> Tensor:
         """x (batch, seq) tokens -> logits at every position (batch, seq, n_out)."""
