@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import socket
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -163,6 +164,8 @@ def ray_connection(address: str | None, cpus: int | None) -> Iterator[Any]:
         raise UserError("--backend ray needs Ray: pip install 'groklab[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        if address:
+            check_reachable(address)
         try:
             if address:
                 ray.init(address=address, log_to_driver=False)
@@ -176,6 +179,19 @@ def ray_connection(address: str | None, cpus: int | None) -> Iterator[Any]:
     finally:
         if started_here:
             ray.shutdown()
+
+
+def check_reachable(address: str) -> None:
+    """Refuse at once a `host:port` (or ray://host:port) where nothing listens: ray.init would retry it for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto` and the like: ray.init itself answers quickly
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as err:
+        raise UserError(
+            f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one with `ray start --head`"
+        ) from None
 
 
 def _sees(path: str, token: str) -> bool:
