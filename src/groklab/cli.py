@@ -420,6 +420,7 @@ def print_analysis(result: dict[str, Any], run_path: Path) -> None:
         )
     if (f := result["fourier"]) is not None:
         main.add_row("key frequencies", f"{', '.join(map(str, f['key_frequencies'])) or 'none'}  ({len(f['key_frequencies'])})")
+        main.add_row("spectrum", f"{f['state']}: the key frequencies hold {f['key_share']:.0%} of the power")
         for key in ("gini", "full_loss", "restricted_loss", "excluded_loss", "logit_variance_explained"):
             main.add_row(key.replace("_", " "), _short(f[key]))
     n = result["norms"]

@@ -59,25 +59,28 @@ def neuron_activations(model: nn.Module, data: Dataset, p: int) -> Tensor:
 
 
 def neuron_fourier(model: nn.Module, data: Dataset, p: int) -> dict[str, Any]:
-    """{spectrum, key_frequencies, gini} of the neuron activations over all (a, b), by the embedding's rules."""
-    power = fourier.neuron_spectrum(neuron_activations(model, data, p))
-    return {"spectrum": power.tolist(), "key_frequencies": fourier.key_frequencies(power), "gini": fourier.spectrum_gini(power)}
+    """{spectrum, key_frequencies, key_share, state, gini} of the neuron activations over all (a, b), by the embedding's rules."""
+    return spectrum_summary(fourier.neuron_spectrum(neuron_activations(model, data, p)))
+
+
+def spectrum_summary(power: Tensor) -> dict[str, Any]:
+    """{spectrum, key_frequencies, key_share, state, gini} of one Fourier spectrum (p//2 + 1,)."""
+    keys = fourier.key_frequencies(power)
+    return {
+        "spectrum": power.tolist(),
+        "key_frequencies": keys,
+        "key_share": fourier.key_share(power, keys),
+        "state": fourier.circuit_state(power, keys),
+        "gini": fourier.spectrum_gini(power),
+    }
 
 
 def fourier_measures(model: nn.Module, data: Dataset, config: Config, with_variance: bool = True) -> dict[str, Any]:
     """The `fourier` dict of analyze_run for a modular task (loss fields None for ops that are not a ± b)."""
     p = config.task.p
-    power = fourier.spectrum(input_embedding(model, p))
-    keys = fourier.key_frequencies(power)
-    out: dict[str, Any] = {
-        "key_frequencies": keys,
-        "gini": fourier.spectrum_gini(power),
-        "restricted_loss": None,
-        "excluded_loss": None,
-        "full_loss": None,
-        "spectrum": power.tolist(),
-        "logit_variance_explained": None,
-    }
+    out: dict[str, Any] = spectrum_summary(fourier.spectrum(input_embedding(model, p)))
+    out.update(restricted_loss=None, excluded_loss=None, full_loss=None, logit_variance_explained=None)
+    keys = out["key_frequencies"]
     sign = LINEAR_OPS.get(config.task.op)
     if sign is None:
         return out

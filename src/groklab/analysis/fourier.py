@@ -19,8 +19,12 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
-KEY_MEDIAN_FACTOR = 10.0
-"""Key-frequency rule: a frequency is key when its embedding power is ≥ 10× the median over frequencies 1..p//2."""
+PEAK_FACTOR = 3.0
+"""Key-frequency rule: a peak stands at least 3× above the median power of the frequencies that are not peaks."""
+BREAK_FACTOR = 1.25
+"""Key-frequency rule: at a natural break the weakest peak has ≥ 1.25× the power of the strongest non-peak."""
+SPARSE_SHARE = 0.9
+"""A spectrum is sparse (Nanda's cleanup reached) when its key frequencies hold ≥ 90% of the non-constant power."""
 
 
 def fourier_basis(p: int, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
@@ -67,19 +71,59 @@ def neuron_spectrum(acts: Tensor) -> Tensor:
     return torch.zeros(p // 2 + 1, dtype=torch.float64, device=acts.device).index_add_(0, pair_freq, power.flatten()).cpu()
 
 
-def key_frequencies(power: Tensor, factor: float = KEY_MEDIAN_FACTOR) -> list[int]:
-    """The non-constant frequencies whose power is at least `factor` × the median non-constant power, ascending.
+def key_frequencies(power: Tensor, factor: float = PEAK_FACTOR) -> list[int]:
+    """The peaks of a spectrum: the non-constant frequencies a reader of its bar chart calls peaks, ascending.
 
-    power: (p//2 + 1,) from `spectrum`. A random embedding spreads its power about evenly (each frequency
-    is a sum of 2·d_model squared Gaussians), so no frequency stands out and none is key; a Fourier
-    circuit concentrates power in a few frequencies far above the bulk. Frequency 0 (the mean
-    embedding) says nothing about which token it is and is left out.
+    power: (p//2 + 1,) from `spectrum` or `neuron_spectrum`. The rule, on the log power of frequencies
+    1..p//2 (frequency 0, the mean embedding, says nothing about which token it is):
+
+    1. split the frequencies into an upper and a lower class at the natural break: the cut in the sorted log
+       power that maximises the between-class variance (Otsu's rule), with at most half of them above it,
+       since a Fourier circuit uses a few frequencies and the rest are its floor;
+    2. the cut is a break only where the sorted spectrum jumps: the upper class's weakest frequency has at
+       least BREAK_FACTOR × the power of the lower class's strongest (otherwise there are no peaks);
+    3. the key frequencies are those of the upper class whose power is at least `factor` × the lower
+       class's median power.
+
+    A ratio to a fixed statistic of all frequencies fails both ways: peaks that are 8× the median before
+    cleanup fall below a 10× bar, and a circuit with many peaks lifts the median itself. A random embedding
+    has no natural break: each frequency sums 2·d_model squared Gaussians, so neighbours in the sorted
+    spectrum lie within a few percent of each other and step 2 finds no jump.
     """
     nonconst = power[1:].double()
-    if len(nonconst) == 0 or float(nonconst.sum()) <= 0:
+    n = len(nonconst)
+    if n < 2 or float(nonconst.max()) <= 0:
         return []
-    threshold = factor * float(nonconst.median())
-    return [int(f) + 1 for f in torch.nonzero(nonconst >= threshold).flatten() if float(nonconst[f]) > 0]
+    # Exactly-zero frequencies go far below the weakest positive one: they are floor, whatever else is.
+    logs = nonconst.clamp_min(1e-12 * float(nonconst[nonconst > 0].min())).log()
+    order = torch.argsort(logs, descending=True)
+    ranked = logs[order]
+    cuts = torch.arange(1, n // 2 + 1)
+    upper_mean = ranked.cumsum(0)[cuts - 1] / cuts
+    lower_mean = (ranked.sum() - ranked.cumsum(0)[cuts - 1]) / (n - cuts)
+    between = cuts * (n - cuts) * (upper_mean - lower_mean).pow(2)  # Otsu's between-class variance, × n²
+    k = int(cuts[int(torch.argmax(between))])
+    if float(ranked[k - 1] - ranked[k]) < math.log(BREAK_FACTOR):
+        return []
+    floor = float(ranked[k:].median())
+    return sorted(int(f) + 1 for f, x in zip(order[:k], ranked[:k], strict=True) if float(x) - floor >= math.log(factor))
+
+
+def key_share(power: Tensor, keys: list[int]) -> float:
+    """Share of the non-constant power held by the key frequencies `keys`: 1 when the spectrum is only its peaks."""
+    total = float(power[1:].double().sum())
+    return float(power.double()[keys].sum()) / total if total > 0 and keys else 0.0
+
+
+def circuit_state(power: Tensor, keys: list[int]) -> str:
+    """A spectrum in words: "sparse" (cleanup reached), "not yet sparse (cleanup not reached)" or "no peaks".
+
+    Nanda et al.'s cleanup removes the memorizing weights, leaving the key frequencies with almost all the
+    power; between circuit formation and cleanup the peaks are there but the floor still holds much of it.
+    """
+    if not keys:
+        return "no peaks"
+    return "sparse" if key_share(power, keys) >= SPARSE_SHARE else "not yet sparse (cleanup not reached)"
 
 
 def gini(values: Tensor) -> float:

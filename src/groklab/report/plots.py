@@ -369,6 +369,17 @@ def _spectrum_series(power: list[float], keys: set[int]) -> list[Series]:
     ]
 
 
+def _key_words(spectrum: dict[str, Any]) -> str:
+    """The key frequencies with the share of the power they hold and what that means, e.g. "... (not yet sparse ...)"."""
+    keys = sorted(spectrum.get("key_frequencies") or [])
+    if not keys:
+        return "no peaks: no key frequencies"
+    share = spectrum.get("key_share")
+    held = f", holding {as_float(share):.0%} of the power" if share is not None else ""
+    state = f": {spectrum['state']}" if spectrum.get("state") else ""
+    return f"{len(keys)} key frequencies {keys}{held}{state}"
+
+
 def _token_scatter(points: list[list[float]]) -> list[Series]:
     """2-D points, one per operand token, coloured by the token's value (neighbours on a circle share a hue)."""
     pts = np.asarray(points, dtype=np.float64)
@@ -384,7 +395,7 @@ def analysis_figures(analysis: dict[str, Any], title: str = "") -> list[Figure]:
     fourier = analysis.get("fourier")
     if fourier and fourier.get("spectrum"):
         caption = (
-            f"key frequencies {sorted(fourier.get('key_frequencies') or [])}; Gini {as_float(fourier.get('gini')):.3f}; "
+            f"{_key_words(fourier)}; Gini {as_float(fourier.get('gini')):.3f}; "
             f"restricted loss {as_float(fourier.get('restricted_loss')):.3g}, "
             f"excluded loss {as_float(fourier.get('excluded_loss')):.3g}, full loss {as_float(fourier.get('full_loss')):.3g}"
         )
@@ -396,7 +407,7 @@ def analysis_figures(analysis: dict[str, Any], title: str = "") -> list[Figure]:
     if neurons and neurons.get("spectrum"):
         keys = set(neurons.get("key_frequencies") or [])
         caption = (
-            f"key frequencies {sorted(keys)}; Gini {as_float(neurons.get('gini')):.3f}; the neurons feeding the output, "
+            f"{_key_words(neurons)}; Gini {as_float(neurons.get('gini')):.3f}; the neurons feeding the output, "
             "2-D transform over (a, b), a term counted at the larger of its two frequencies; log scale (k = 0 is the mean activation)"
         )
         series = _spectrum_series([as_float(v) for v in neurons["spectrum"]], keys)
