@@ -158,8 +158,8 @@ class Config:
     """Seed of initialization, batch order and dropout."""
     split_seed: int = 0
     """Seed of the train / val / test split (separate, so seeds vary the model on the same data)."""
-    loss: Literal["cross_entropy", "mse", "stablemax"] = "cross_entropy"
-    """Training loss: cross-entropy on logits, MSE between logits and one-hot targets (Omnigrok), or StableMax cross-entropy (Prieto et al.)."""
+    loss: Literal["cross_entropy", "mse", "stablemax", "hinge"] = "cross_entropy"
+    """Training loss: cross-entropy on logits, MSE between logits and one-hot targets (Omnigrok), StableMax cross-entropy (Prieto et al.), or the multi-class hinge (Merrill et al.'s parity)."""
     loss_dtype: Literal["float32", "float64"] = "float32"
     """Precision of the loss computation (float64 delays softmax collapse)."""
     eval_every: int = 100

@@ -51,7 +51,19 @@ def stablemax_cross_entropy(logits: Tensor, y: Tensor, reduction: str = "mean") 
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy, "mse": mse, "stablemax": stablemax_cross_entropy}
+def hinge(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """Multi-class hinge (Weston-Watkins, as torch's MultiMarginLoss): (1/C) Σ_{j≠y} max(0, 1 − x_y + x_j) per sample.
+
+    Merrill et al.'s loss for sparse parity. Written with elementwise ops rather than F.multi_margin_loss so that
+    it runs under torch.func.vmap (ensembles). logits (batch, C), y (batch,).
+    """
+    correct = logits.gather(-1, y[:, None])  # (batch, 1)
+    margins = (1 - correct + logits).clamp(min=0) * (1 - F.one_hot(y, logits.shape[-1]).to(logits.dtype))  # (batch, C)
+    per_sample = margins.sum(-1) / logits.shape[-1]
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+
+LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy, "mse": mse, "stablemax": stablemax_cross_entropy, "hinge": hinge}
 
 
 def make_loss(name: str, dtype: str) -> LossFn:
