@@ -28,6 +28,7 @@ from groklab.runio import (
     checkpoint_steps,
     load_checkpoint,
     numpy_rng_from_plain,
+    python_rng_from_plain,
     save_checkpoint,
 )
 from groklab.train import rng_states, set_rng_states, train
@@ -134,11 +135,12 @@ def test_a_hostile_transformer_lens_export_is_never_loaded(run: Path, tmp_path: 
 
 
 def test_an_earlier_format_is_refused_until_converted_then_resumes(run: Path, capsys) -> None:
-    """groklab's earlier checkpoints held np.random.get_state()'s tuple (an ndarray: not plain data)."""
+    """groklab's earlier checkpoints held np.random.get_state()'s tuple (an ndarray: not plain data) and random.getstate()'s."""
     originals = {}
     for path in (run / "checkpoints").glob("state-*.pt"):
         state = originals[path] = load_checkpoint(path)
-        save_checkpoint(path, {**state, "rng": {**state["rng"], "numpy": numpy_rng_from_plain(state["rng"]["numpy"])}})
+        rng = state["rng"]
+        save_checkpoint(path, {**state, "rng": {**rng, "numpy": numpy_rng_from_plain(rng["numpy"]), "python": python_rng_from_plain(rng["python"])}})
     (run / "summary.json").unlink()
     code, err = groklab(capsys, "resume", str(run), "--quiet")
     assert (code, len(err)) == (2, 1) and f"groklab convert {run}" in err[0], err

@@ -191,6 +191,18 @@ def numpy_rng_from_plain(state: dict[str, Any]) -> tuple[Any, ...]:
     return (state["kind"], state["key"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"])
 
 
+def python_rng_to_plain(state: tuple[Any, ...]) -> dict[str, Any]:
+    """random.getstate() with its 625 ints as one int64 tensor: the weights-only loader reads a tensor in one go but a
+    tuple of ints one opcode at a time (the bulk of a state checkpoint's load time)."""
+    version, internal, gauss = state
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss}
+
+
+def python_rng_from_plain(state: dict[str, Any]) -> tuple[Any, ...]:
+    """The inverse of python_rng_to_plain: a tuple random.setstate takes."""
+    return state["version"], tuple(state["internal"].tolist()), state["gauss"]
+
+
 def convert_run(path: Path) -> list[Path]:
     """Rewrite the checkpoints of the run at `path` that are in groklab's earlier format (NumPy objects in the state)
     in the weights-only one; returns the files rewritten.
@@ -210,8 +222,11 @@ def convert_run(path: Path) -> list[Path]:
                 if not err.legacy:  # torn, corrupt or foreign: converting would not make it trustworthy
                     raise
             state = torch.load(ckpt, map_location="cpu", weights_only=False)
-            if isinstance(state.get("rng", {}).get("numpy"), tuple):
-                state["rng"]["numpy"] = numpy_rng_to_plain(state["rng"]["numpy"])
+            rng = state.get("rng", {})
+            if isinstance(rng.get("numpy"), tuple):
+                rng["numpy"] = numpy_rng_to_plain(rng["numpy"])
+            if isinstance(rng.get("python"), tuple):
+                rng["python"] = python_rng_to_plain(rng["python"])
             save_checkpoint(ckpt, state)
             load_checkpoint(ckpt)  # proves the rewritten file is plain data
             converted.append(ckpt)

@@ -32,7 +32,16 @@ from groklab.data import Dataset, build_task, check_task
 from groklab.errors import UserError
 from groklab.loggers import MetricLoggers, parse_log
 from groklab.losses import LossFn
-from groklab.runio import RunDir, config_digest, numpy_rng_from_plain, numpy_rng_to_plain, read_metrics, summarize
+from groklab.runio import (
+    RunDir,
+    config_digest,
+    numpy_rng_from_plain,
+    numpy_rng_to_plain,
+    python_rng_from_plain,
+    python_rng_to_plain,
+    read_metrics,
+    summarize,
+)
 from groklab.stats import GROK_ACC
 from groklab.steppers import Ensemble, Single, check_ensemble
 
@@ -118,7 +127,11 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 6553
 
 def rng_states() -> dict[str, Any]:
     """Every random stream's state as tensors and plain values (what a weights-only checkpoint can hold)."""
-    states = {"torch": torch.get_rng_state(), "numpy": numpy_rng_to_plain(np.random.get_state()), "python": random.getstate()}
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": numpy_rng_to_plain(np.random.get_state()),
+        "python": python_rng_to_plain(random.getstate()),
+    }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -127,7 +140,7 @@ def rng_states() -> dict[str, Any]:
 def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     np.random.set_state(numpy_rng_from_plain(states["numpy"]))
-    random.setstate(states["python"])
+    random.setstate(python_rng_from_plain(states["python"]))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
