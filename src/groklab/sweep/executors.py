@@ -202,20 +202,25 @@ def _sees(path: str, token: str) -> bool:
 
 
 def check_shared(ray: Any, sweep_dir: Path) -> None:
-    """Refuse, in one line, a sweep dir that some node able to run a task cannot read (it is not on a shared filesystem):
-    its runs would be written where the driver never looks. A probe file written here is read back on every such node."""
+    """Refuse, in one line and before the sweep dir is written, a sweep dir that a node able to run a task cannot see (it
+    is not on a shared filesystem): its runs would be written where the driver never looks. A probe file written in the
+    sweep dir (or its nearest existing parent) is read back on every such node, then removed."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     token = uuid.uuid4().hex
-    probe = sweep_dir / f".probe-{token}"
-    probe.write_text(token)
+    anchor = next(p for p in [sweep_dir, *sweep_dir.parents] if p.is_dir())
+    probe = anchor / f".groklab-probe-{token}"
+    try:
+        probe.write_text(token)
+    except OSError as err:
+        raise UserError(f"--out {sweep_dir} is not writable: {err.strerror}") from None
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
         sees = ray.remote(num_cpus=0)(_sees)
         refs = {
-            n["NodeManagerAddress"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-                str(probe), token
-            )
+            f"{n['NodeManagerAddress']} (id {n['NodeID'][:8]})": sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(str(probe), token)
             for n in nodes
         }
         blind = [node for node, ref in refs.items() if not ray.get(ref)]
@@ -223,7 +228,8 @@ def check_shared(ray: Any, sweep_dir: Path) -> None:
         probe.unlink()
     if blind:
         raise UserError(
-            f"--out {sweep_dir} is not visible on Ray node(s) {', '.join(blind)}: put the sweep dir on a filesystem every node mounts at the same path"
+            f"--out {sweep_dir} is not visible on Ray node(s) {', '.join(blind)}: put the sweep dir on a filesystem "
+            "every node mounts at the same path"
         )
 
 

@@ -195,10 +195,10 @@ def run_sweep(
     with ray_connection(address, n_workers) if backend == "ray" else nullcontext() as ray:
         gpu_here = ray.cluster_resources().get("GPU", 0) > 0 if ray is not None else gpu_available()
         plan_packs(runs, pack, gpu_here)  # a refused --pack, before anything is written
-        prepare_sweep_dir(out, spec, spec_text)
         root = out.resolve()
         if address:
             check_shared(ray, root)
+        prepare_sweep_dir(out, spec, spec_text)
 
         t0 = time.perf_counter()
         table = RunsTable(out, runs)
