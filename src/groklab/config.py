@@ -179,7 +179,7 @@ class Config:
     compile: bool = False
     """torch.compile the training forward: faster transformer steps after up to a minute of compiling (seconds once cached); falls back to eager with a warning where unavailable."""
     analysis: str = ""
-    """Measurements logged into metrics.jsonl during training, comma-separated: fourier, norms, rqi, sharpness, collapse (softmax-collapse fraction), circuit (sparse-parity circuit norms) (e.g. `fourier,norms`)."""
+    """Measurements logged into metrics.jsonl during training, comma-separated: fourier, norms, rqi, sharpness, collapse (softmax-collapse fraction), circuit (sparse-parity circuit norms), tree (tree-structuredness of a sequence task's LM) (e.g. `fourier,norms`)."""
     analysis_every: int = 10
     """Log the `analysis` measurements every this many evaluations (they cost more than an evaluation)."""
     log: str = ""

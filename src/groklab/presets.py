@@ -16,6 +16,11 @@ class Preset:
 POWER_MODEL = ModelConfig(name="transformer", d_model=128, n_layers=2, n_heads=4, d_mlp=512, norm="post", mlp_bias=False, init="torch")
 NANDA_MODEL = ModelConfig(name="transformer", d_model=128, n_layers=1, n_heads=4, d_mlp=512, norm="none", mlp_bias=True, init="normal")
 POWER_OPTIM = OptimConfig(name="adamw", lr=1e-3, beta1=0.9, beta2=0.98, weight_decay=1.0, warmup_steps=10, batch_size=512)
+# Structural grokking (Murty et al. 2023) shrunk to a CPU: the paper's post-LN LM is 512 wide with 8 heads, trained with
+# batch 8 at lr 1e-4 for 300k steps on 100k-200k sequences (recipe `structural --scale paper`); these keep its shape.
+STRUCTURAL_MODEL = ModelConfig(name="lm", d_model=64, n_layers=3, n_heads=4, d_mlp=256, norm="post")
+STRUCTURAL_OPTIM = OptimConfig(name="adamw", lr=1e-3, beta1=0.9, beta2=0.98, weight_decay=0.0, warmup_steps=100, batch_size=32)
+SEQUENCE_SIZES = {"train_size": 5000, "eval_size": 200, "gen_size": 500}
 
 PRESETS: dict[str, Preset] = {
     "mlp": Preset(
@@ -80,6 +85,36 @@ PRESETS: dict[str, Preset] = {
             steps=2000,
             eval_every=20,
             stop_patience=100,
+        ),
+    ),
+    "question-formation": Preset(
+        "Murty et al. structural grokking, CPU-sized: a 3-layer LM turns declaratives into questions; gen = subject relative clauses",
+        Config(
+            task=TaskConfig(name="question_formation", **SEQUENCE_SIZES),
+            model=STRUCTURAL_MODEL,
+            optim=STRUCTURAL_OPTIM,
+            steps=12_000,
+            eval_every=500,
+        ),
+    ),
+    "tense-inflection": Preset(
+        "Murty et al. structural grokking, CPU-sized: a 3-layer LM re-inflects past to present; gen = an attractor noun of the other number",
+        Config(
+            task=TaskConfig(name="tense_inflection", **SEQUENCE_SIZES),
+            model=STRUCTURAL_MODEL,
+            optim=STRUCTURAL_OPTIM,
+            steps=12_000,
+            eval_every=500,
+        ),
+    ),
+    "dyck": Preset(
+        "Murty et al. Dyck, CPU-sized: a 3-layer LM on 8 bracket types nested at most 6 deep; gen = unseen depth structures",
+        Config(
+            task=TaskConfig(name="dyck", n_brackets=8, max_depth=6, max_len=64, **SEQUENCE_SIZES),
+            model=STRUCTURAL_MODEL,
+            optim=STRUCTURAL_OPTIM,
+            steps=12_000,
+            eval_every=500,
         ),
     ),
 }

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from groklab.analysis import circuits, collapse, embeddings, fourier, norms, phases, rqi, sharpness
+from groklab.analysis import circuits, collapse, embeddings, fourier, norms, phases, rqi, sharpness, tree
 from groklab.config import Config, parse_names
 from groklab.data import Dataset, build_task
 from groklab.data.permutations import S5_OPS
@@ -23,7 +23,7 @@ from groklab.models import load_model
 
 Tensor = torch.Tensor
 
-ANALYSES = ("fourier", "norms", "rqi", "sharpness", "collapse", "circuit")
+ANALYSES = ("fourier", "norms", "rqi", "sharpness", "collapse", "circuit", "tree")
 """Measurements `--analysis` can log during training."""
 LINEAR_OPS = {"x+y": 1, "x-y": -1}
 """Ops c = a + s·b whose Fourier circuit uses cos(w(a + s·b − c)): restricted/excluded loss and RQI apply."""
@@ -105,8 +105,8 @@ def train_loss_closure(model: nn.Module, data: Dataset, loss_fn: LossFn, max_exa
     if len(idx) > max_examples:
         pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:max_examples]
         idx = idx[pick.to(idx.device)]
-    x, y = data.x[idx], data.y[idx]
-    return lambda: loss_fn(model(x), y)
+    x, y, mask = data.x[idx], data.y[idx], None if data.mask is None else data.mask[idx]
+    return lambda: loss_fn(model(x), y, mask)
 
 
 def sharpness_measures(model: nn.Module, data: Dataset, loss_fn: LossFn, iters: int = 20) -> dict[str, float]:
@@ -118,6 +118,22 @@ def sharpness_measures(model: nn.Module, data: Dataset, loss_fn: LossFn, iters: 
             "top_eigenvalue": sharpness.top_hessian_eigenvalue(closure, params, iters=iters, tol=1e-3),
             "eps_sharpness": sharpness.eps_sharpness(closure, params),
         }
+
+
+TREE_SENTENCES = 32
+"""Tree-structuredness is averaged over the first this many val (in-distribution) sentences: a fixed sample."""
+SENTENCE_ENDS = (".", "</s>", "<pad>")
+"""A sequence task's input sentence runs from after `<s>` to the first of these tokens."""
+
+
+def tree_measure(model: nn.Module, data: Dataset) -> float:
+    """Mean tree-structuredness (analysis/tree.py) of a sequence task's model over TREE_SENTENCES val sentences."""
+    x = data.x[data.val[:TREE_SENTENCES]]  # (n, seq)
+    ends = torch.tensor([data.vocab.index(t) for t in SENTENCE_ENDS if t in data.vocab], device=x.device)
+    stop = torch.isin(x, ends)
+    stop[:, 0] = False  # position 0 is <s>
+    end = torch.where(stop.any(1), stop.int().argmax(1), x.shape[1])
+    return tree.tree_structuredness(model, x, [(1, int(e)) for e in end])
 
 
 def _rqi(model: nn.Module, config: Config) -> float | None:
@@ -135,7 +151,8 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
     collapse/train_own_loss (the fraction whose correct-class gradient under the run's own loss and precision is
     exactly zero: the first stage of collapse, for StableMax and float64 runs too);
     circuit/sparse, circuit/dense, circuit/sparse_share, circuit/n_sparse (sparse parity with a one-hidden-layer
-    MLP: the norms of the neurons reading mostly the k relevant bits vs the rest, Merrill et al.). The model is put
+    MLP: the norms of the neurons reading mostly the k relevant bits vs the rest, Merrill et al.); tree/score (sequence
+    tasks: tree-structuredness, Murty et al.). The model is put
     in eval mode for the measurement and restored.
     """
     names = parse_analysis(config.analysis)
@@ -166,6 +183,8 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
             w_in, w_out = model.neuron_layers()  # type: ignore[operator]
             c = circuits.circuit_norms(w_in.weight, w_out.weight, w_in.bias, config.task.k_bits)
             out.update({f"circuit/{k}": v for k, v in c.items()})
+        if "tree" in names and data.mask is not None:  # sequence tasks: the model reads whole sentences
+            out["tree/score"] = tree_measure(model, data)
     finally:
         model.train(was_training)
     return out
@@ -175,7 +194,7 @@ def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> di
     """Every measurement of one model checkpoint of `run` (from groklab.runio.load_run), as a JSON-able dict.
 
     step picks the weights-only checkpoint (default: the newest). Keys: step, fourier, norms, rqi,
-    sharpness, phase, phase_boundaries, embeddings, neuron_fourier (see the README's Analysis section).
+    sharpness, phase, phase_boundaries, embeddings, neuron_fourier, tree_structuredness (sequence tasks; see the README's Analysis section).
     """
     config: Config = run.config
     if step is None:
@@ -207,6 +226,7 @@ def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> di
         "embeddings": embeddings.embedding_summary(input_embedding(model, config.task.p)) if modular else None,
         # Ops defined on every pair only (x/y skips y = 0): the 2-D transform needs the full (a, b) grid.
         "neuron_fourier": neuron_fourier(model, data, config.task.p) if modular and len(data.x) == config.task.p**2 else None,
+        "tree_structuredness": tree_measure(model, data) if data.mask is not None else None,
     }
     return _jsonable(result)
 

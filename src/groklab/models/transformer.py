@@ -43,9 +43,9 @@ class Block(nn.Module):
         self.ln_attn = nn.Identity() if cfg.norm == "none" else nn.LayerNorm(d)
         self.ln_mlp = nn.Identity() if cfg.norm == "none" else nn.LayerNorm(d)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (batch, seq, d_model) -> (batch, seq, d_model)."""
-        return self.add_mlp(self.add_attention(x, self.attend(*self.project(x))))
+    def forward(self, x: Tensor, first: Tensor | None = None) -> Tensor:
+        """x (batch, seq, d_model) -> (batch, seq, d_model); `first` as in `attend`."""
+        return self.add_mlp(self.add_attention(x, self.attend(*self.project(x), first=first)))
 
     def attention_input(self, x: Tensor) -> Tensor:
         """The stream the query/key/value projections read: normalized first under pre-LN."""
@@ -55,14 +55,21 @@ class Block(nn.Module):
         """x (batch, seq, d_model) -> queries, keys, values, each (batch, seq, d_model) (heads side by side)."""
         return self.qkv(self.attention_input(x)).chunk(3, dim=-1)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Causal multi-head attention: q, k, v (batch, seq, d_model) -> the heads' outputs side by side (batch, seq, d_model)."""
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, first: Tensor | None = None) -> Tensor:
+        """Causal multi-head attention: q, k, v (batch, seq, d_model) -> the heads' outputs side by side (batch, seq, d_model).
+
+        first (batch,) long, optional: attention restricted to the span starting there (tree projections): a position
+        i >= first sees positions first..i only; earlier positions keep their causal view (they are never read)."""
         (batch, seq, d), h = q.shape, self.n_heads
         q, k, v = (t.reshape(batch, seq, h, d // h).transpose(1, 2) for t in (q, k, v))  # (batch, heads, seq, d_head)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // h)  # (batch, heads, seq, seq)
         # position i sees positions <= i only: what a language model may use to predict token i + 1
-        future = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
-        weights = F.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+        hidden = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
+        if first is not None:
+            pos = torch.arange(seq, device=q.device)
+            before = (pos[None, :] < first[:, None])[:, None, :] & (pos[None, :] >= first[:, None])[:, :, None]  # (batch, query, key)
+            hidden = (hidden | before)[:, None]  # (batch, 1, seq, seq)
+        weights = F.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
         return (weights @ v).transpose(1, 2).reshape(batch, seq, d)
 
     def add_attention(self, x: Tensor, attended: Tensor) -> Tensor:
@@ -106,11 +113,12 @@ class Transformer(nn.Module):
         """x (batch, seq) tokens -> logits at every position (batch, seq, n_out); position i sees tokens 0..i only."""
         return self.unembed(self.ln_final(self.residual(x)))
 
-    def residual(self, x: Tensor, n_blocks: int | None = None) -> Tensor:
-        """x (batch, seq) tokens -> the residual stream after the first n_blocks blocks (default all): (batch, seq, d_model)."""
+    def residual(self, x: Tensor, n_blocks: int | None = None, first: Tensor | None = None) -> Tensor:
+        """x (batch, seq) tokens -> the residual stream after the first n_blocks blocks (default all): (batch, seq, d_model).
+        first (batch,): every block's attention restricted to the span starting there (see Block.attend)."""
         h = self.embed(x) + self.pos.weight[: x.shape[1]]  # (batch, seq, d_model)
         for block in self.blocks[:n_blocks]:
-            h = block(h)
+            h = block(h, first)
         return h
 
     def neuron_layers(self) -> tuple[nn.Linear, nn.Linear]:
