@@ -42,8 +42,8 @@ SEQUENCE_TASKS = ("dyck", "question_formation", "tense_inflection")
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: Literal["binop", "parity", "digits", "mnist", "dyck", "question_formation", "tense_inflection"] = "binop"
-    """Task family: `binop` (a ∘ b tables: modular ops and S5), `parity`, `digits` (sklearn 8×8), `mnist` (IDX files), or a sequence task of structural grokking (Murty et al. 2023, model `lm`): `dyck`, `question_formation`, `tense_inflection`."""
+    name: Literal["binop", "parity", "digits", "mnist", "dyck", "question_formation", "tense_inflection", "addition"] = "binop"
+    """Task family: `binop` (a ∘ b tables: modular ops and S5), `addition` (a + b without modulus over the unordered pairs of 0..p−1: Liu et al. 2022's toy task), `parity`, `digits` (sklearn 8×8), `mnist` (IDX files), or a sequence task of structural grokking (Murty et al. 2023, model `lm`): `dyck`, `question_formation`, `tense_inflection`."""
     op: str = "x+y"
     """Binary operation for `binop`: x+y, x-y, x*y, x/y, x/y_or_x-y, x^2+y^2, x^2+xy+y^2, x^2+xy+y^2+x, x^3+xy, x^3+xy^2+y, s5:xy, s5:xyx^-1, s5:xyx, or a name registered with groklab.data.register_op."""
     p: int = 97
@@ -78,8 +78,8 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: Literal["transformer", "mlp", "lm"] = "mlp"
-    """Model family: `transformer` (decoder-only; its defaults are Power et al.'s, the `nanda` preset sets Nanda et al.'s), `mlp`, or `lm`: the same transformer as a causal language model (next-token loss at every position) for the sequence tasks."""
+    name: Literal["transformer", "mlp", "lm", "toy"] = "mlp"
+    """Model family: `transformer` (decoder-only; its defaults are Power et al.'s, the `nanda` preset sets Nanda et al.'s), `mlp`, `lm`: the same transformer as a causal language model (next-token loss at every position) for the sequence tasks, or `toy`: Liu et al. 2022's (a, b) → Dec(E_a + E_b) with an embedding of d_model dimensions, a decoder of `depth` layers of `width` and fixed random targets of `target_dim` (use `loss = "target_mse"`)."""
     d_model: int = 128
     """Transformer width; for the MLP, the width of each operand's embedding."""
     n_layers: int = 2
@@ -106,6 +106,8 @@ class ModelConfig:
     """α: every initial weight is multiplied by α (Omnigrok: α > 1 induces grokking)."""
     tie_embeddings: bool = False
     """`lm`: the unembedding is the token embedding (one shared matrix); Murty et al.'s code unties them."""
+    target_dim: int = 30
+    """`toy`: dimension of the fixed random target vector of each class (Liu et al. 2022: 30)."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,8 @@ class Config:
     """Seed of initialization, batch order and dropout."""
     split_seed: int = 0
     """Seed of the train / val / test split (separate, so seeds vary the model on the same data)."""
-    loss: Literal["cross_entropy", "mse", "stablemax", "hinge"] = "cross_entropy"
-    """Training loss: cross-entropy on logits, MSE between logits and one-hot targets (Omnigrok), StableMax cross-entropy (Prieto et al.), or the multi-class hinge (Merrill et al.'s parity)."""
+    loss: Literal["cross_entropy", "mse", "stablemax", "hinge", "target_mse"] = "cross_entropy"
+    """Training loss: cross-entropy on logits, MSE between logits and one-hot targets (Omnigrok), StableMax cross-entropy (Prieto et al.), the multi-class hinge (Merrill et al.'s parity), or `target_mse`: the `toy` model's MSE to its class's fixed target vector (Liu et al. 2022)."""
     loss_dtype: Literal["float32", "float64"] = "float32"
     """Precision of the loss computation (float64 delays softmax collapse)."""
     eval_every: int = 100
@@ -398,10 +400,18 @@ def validate(config: Config) -> Config:
             value = getattr(t, name)
             _check(value >= 1, f"task.{name}={value} is not valid: expected an integer >= 1")
         _check(t.max_len == 0 or t.max_len >= 4, f"task.max_len={t.max_len} is not valid: expected 0 (no limit) or an integer >= 4")
+    elif t.name == "addition":
+        _check(m.name in ("toy", "mlp"), f"model.name={m.name!r} is not valid for task.name='addition': expected toy or mlp")
+        _check(t.p >= 2, f"task.p={t.p} is not valid: expected an integer >= 2")
     elif t.name != "binop":
         _check(m.name == "mlp", f"model.name={m.name!r} is not valid for task.name={t.name!r}: expected mlp")
     else:
         _check(m.name != "lm", f"model.name='lm' is not valid for task.name={t.name!r}: expected transformer or mlp (lm is for sequence tasks)")
+    _check(
+        (config.loss == "target_mse") == (m.name == "toy"),
+        f"loss={config.loss!r} is not valid for model.name={m.name!r}: the toy model trains with loss target_mse and only it can",
+    )
+    _check(m.target_dim >= 1, f"model.target_dim={m.target_dim} is not valid: expected an integer >= 1")
     _check(
         not m.tie_embeddings or m.name == "lm",
         f"model.tie_embeddings=true is not valid for model.name={m.name!r}: only an lm predicts its own tokens",
@@ -417,7 +427,10 @@ def validate(config: Config) -> Config:
     for name in ("d_model", "n_layers", "n_heads", "d_mlp", "width", "depth"):
         value = getattr(m, name)
         _check(value >= 1, f"model.{name}={value} is not valid: expected an integer >= 1")
-    _check(m.d_model % m.n_heads == 0, f"model.d_model={m.d_model} is not valid: must be divisible by model.n_heads={m.n_heads}")
+    _check(
+        m.name in ("mlp", "toy") or m.d_model % m.n_heads == 0,  # only attention splits d_model into heads
+        f"model.d_model={m.d_model} is not valid: must be divisible by model.n_heads={m.n_heads}",
+    )
     _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} is not valid: expected a number in [0, 1)")
     _check(m.init_scale > 0 and math.isfinite(m.init_scale), f"model.init_scale={m.init_scale} is not valid: expected a number > 0")
     _check(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} is not valid: expected a number > 0")
@@ -426,8 +439,8 @@ def validate(config: Config) -> Config:
         f"optim.embed_lr={o.embed_lr} is not valid: expected a number >= 0 (0 = same as optim.lr)",
     )
     _check(
-        o.embed_lr == 0 or t.name == "binop",
-        f"optim.embed_lr={o.embed_lr} is not valid for task.name={t.name!r}: only token tasks (binop) have an embedding; use 0",
+        o.embed_lr == 0 or t.name in ("binop", "addition"),
+        f"optim.embed_lr={o.embed_lr} is not valid for task.name={t.name!r}: only token tasks (binop, addition) have an embedding; use 0",
     )
     _check(0 <= o.beta1 < 1, f"optim.beta1={o.beta1} is not valid: expected a number in [0, 1)")
     _check(0 <= o.beta2 < 1, f"optim.beta2={o.beta2} is not valid: expected a number in [0, 1)")

@@ -63,7 +63,19 @@ def hinge(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
     return per_sample.mean() if reduction == "mean" else per_sample
 
 
-LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy, "mse": mse, "stablemax": stablemax_cross_entropy, "hinge": hinge}
+def target_mse(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """MSE to the correct class's target vector, for models whose logits are −(that MSE) for every class (the toy model)."""
+    per_sample = -logits.gather(-1, y[:, None]).squeeze(-1)
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+
+LOSSES: dict[str, LossFn] = {
+    "cross_entropy": cross_entropy,
+    "mse": mse,
+    "stablemax": stablemax_cross_entropy,
+    "hinge": hinge,
+    "target_mse": target_mse,
+}
 
 
 def make_loss(name: str, dtype: str) -> LossFn:

@@ -137,16 +137,23 @@ def tree_measure(model: nn.Module, data: Dataset) -> float:
 
 
 def _rqi(model: nn.Module, config: Config) -> float | None:
-    if not is_modular(config) or config.task.op != "x+y":
+    if config.task.name != "addition" and (not is_modular(config) or config.task.op != "x+y"):
         return None
     return rqi.rqi(input_embedding(model, config.task.p))
+
+
+def _effective_loss(model: nn.Module, data: Dataset, config: Config) -> float | None:
+    """Liu et al.'s ℓ_eff on the training pairs of the addition task (None for other tasks)."""
+    if config.task.name != "addition":
+        return None
+    return rqi.effective_loss(input_embedding(model, config.task.p), data.x[data.train][:, list(data.operand_positions)])
 
 
 def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: LossFn) -> dict[str, float]:
     """Extra metric keys for one evaluation row: the measurements named by `config.analysis`.
 
     Keys: fourier/gini, fourier/n_key, fourier/restricted_loss, fourier/excluded_loss (modular tasks);
-    norm/layer/<parameter>, norm/last_layer; rqi (x+y); sharpness/top_eig, sharpness/eps; collapse/train (the
+    norm/layer/<parameter>, norm/last_layer; rqi (x+y, addition), effective_loss (addition: Liu et al.'s ℓ_eff); sharpness/top_eig, sharpness/eps; collapse/train (the
     fraction of training samples whose float32 softmax cross-entropy gradient is exactly zero, Prieto et al.),
     collapse/train_own_loss (the fraction whose correct-class gradient under the run's own loss and precision is
     exactly zero: the first stage of collapse, for StableMax and float64 runs too);
@@ -171,6 +178,8 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
             out["norm/last_layer"] = n["last_layer"]  # type: ignore[assignment]
         if "rqi" in names and (value := _rqi(model, config)) is not None:
             out["rqi"] = value
+        if "rqi" in names and (value := _effective_loss(model, data, config)) is not None:
+            out["effective_loss"] = value
         if "sharpness" in names:
             s = sharpness_measures(model, data, loss_fn, iters=10)
             out["sharpness/top_eig"], out["sharpness/eps"] = s["top_eigenvalue"], s["eps_sharpness"]
@@ -214,6 +223,7 @@ def analyze_run(run: Any, step: int | None = None, sharpness: bool = True) -> di
         "fourier": fourier_measures(model, data, config) if modular else None,
         "norms": norms.model_norms(model),
         "rqi": _rqi(model, config),
+        "effective_loss": _effective_loss(model, data, config),
         "sharpness": sharpness_measures(model, data, make_loss(config.loss, config.loss_dtype)) if sharpness else None,
         "phase": phases.classify_phase(steps, col("train/acc"), col("val/acc")),
         "phase_boundaries": phases.phase_boundaries(

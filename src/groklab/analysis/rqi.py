@@ -45,3 +45,26 @@ def rqi(emb: Tensor, delta: float = RQI_DELTA, modulus: int | None = None) -> fl
         satisfied += int((dist[upper] <= delta).sum())
         total += int(upper.sum())
     return satisfied / total if total else 0.0
+
+
+def effective_loss(emb: Tensor, pairs: Tensor) -> float:
+    """Liu et al.'s effective loss ℓ_eff = ℓ₀ / Z₀ of an embedding on the training pairs of an addition task.
+
+    emb: (n, d) one row per operand value; pairs: (m, 2) the training examples (a, b). ℓ₀ is the mean of
+    ‖E_i + E_j − E_m − E_n‖² over the training parallelograms (two distinct training pairs with i + j = m + n),
+    Z₀ = Σ_k ‖E_k‖². The embedding is centered first: a common shift changes no parallelogram and the decoder
+    can absorb it, so it should not lower ℓ_eff. ℓ_eff is 0 for a linear representation and does not change
+    when the embedding is rescaled; 0 when the training set holds no parallelogram (nothing to violate).
+    """
+    e = emb.detach().double()
+    e = e - e.mean(0, keepdim=True)
+    z0 = float(e.pow(2).sum())
+    a, b = pairs[:, 0].long(), pairs[:, 1].long()
+    sums, vec = a + b, e[a] + e[b]  # (m,), (m, d)
+    same = sums[:, None] == sums[None, :]
+    distinct = torch.triu(torch.ones_like(same), 1)  # each unordered pair of training pairs once
+    quads = same & distinct
+    if z0 <= 0 or not bool(quads.any()):
+        return 0.0
+    violation = torch.cdist(vec, vec).pow(2)  # (m, m) ‖E_i + E_j − E_m − E_n‖²
+    return float(violation[quads].mean()) / z0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from groklab.config import TaskConfig, UserError, is_prime
-from groklab.data import dyck, images, parity, question_formation, tense_inflection
+from groklab.data import addition, dyck, images, parity, question_formation, tense_inflection
 from groklab.data.modular import MODULAR_OPS, ModOp
 from groklab.data.permutations import ORDER as S5_ORDER
 from groklab.data.permutations import S5_OPS
@@ -150,6 +150,12 @@ def _parity(task: TaskConfig, split_seed: int) -> Dataset:
     return Dataset(x, y, 2, 0, *split_indices(len(y), n_train, n_val, split_seed))
 
 
+def _addition(task: TaskConfig, split_seed: int) -> Dataset:
+    x, y = addition.addition_pairs(task.p)
+    n_train, n_val = split_sizes(len(y), task.train_frac, task.val_frac)
+    return Dataset(x, y, 2 * task.p - 1, task.p, *split_indices(len(y), n_train, n_val, split_seed), operand_positions=(0, 1))
+
+
 def _images(x: Tensor, y: Tensor, task: TaskConfig, split_seed: int) -> Dataset:
     n_val = round(task.val_frac * len(y))
     if task.train_size + n_val >= len(y):
@@ -172,6 +178,7 @@ def _sequences(task: SequenceTask) -> Dataset:
 TASKS: dict[str, Callable[[TaskConfig, int], Dataset]] = {
     "binop": _binop,
     "parity": _parity,
+    "addition": _addition,
     "digits": lambda task, seed: _images(*images.digits_data(), task, seed),
     "mnist": lambda task, seed: _images(*images.mnist_data(task.data_dir), task, seed),
     "dyck": lambda task, seed: _sequences(dyck.build(task, seed)),

@@ -13,6 +13,7 @@ from groklab.data import Dataset, build_task
 from groklab.errors import UserError, first_line
 from groklab.models.fast import FastMLP, FastTransformer
 from groklab.models.mlp import MLP
+from groklab.models.toy import Toy
 from groklab.models.transformer import LanguageModel, Transformer
 from groklab.runio import Run, UnreadableCheckpoint
 
@@ -31,6 +32,8 @@ def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True
     elif cfg.name == "mlp":
         mlp = FastMLP if fast else MLP
         model = mlp(cfg, data.x.shape[1], data.n_classes, data.vocab_size, data.operand_positions)
+    elif cfg.name == "toy":  # one reference model: nothing to make fast
+        model = Toy(cfg, data.n_classes, data.vocab_size, data.operand_positions)
     elif fast:
         # the positions before the last operand (`a op` in `a op b =`) are shared by every sample with the same first operand
         shared = max(data.operand_positions, default=0)
