@@ -51,6 +51,7 @@ MODULES: dict[str, str] = {
     "grokfast": "grokfast",
     "stablemax": "stablemax",
     "parity": "parity",
+    "structural": "structural",
 }
 """Recipe name -> the module of this package that defines it (imported on use)."""
 
