@@ -312,3 +312,17 @@ def test_a_diverging_member_is_marked_alone(tmp_path: Path) -> None:
         assert row["status"] == single[rid]["status"] and row["steps"] == single[rid]["steps"]
     finished = next(r for r in packed.values() if r["status"] == "finished")
     close(metrics_of(tmp_path / "packed", finished), metrics_of(tmp_path / "single", single[finished["run_id"]]))
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray")
+    with socket.socket() as free:  # a port nothing listens on once closed
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    spec = spec_file(tmp_path)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--backend", "ray", "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --address 127.0.0.1:{port}: no Ray cluster answers there (") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]

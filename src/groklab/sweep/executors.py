@@ -8,6 +8,7 @@ A Python exception inside a run is not retried: it is reported as that run's fai
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import signal
 import socket
@@ -167,10 +168,11 @@ def ray_connection(address: str | None, cpus: int | None) -> Iterator[Any]:
         if address:
             check_reachable(address)
         try:
+            quiet = {"log_to_driver": False, "logging_level": logging.WARNING}  # Ray's INFO lines would bury the sweep's own
             if address:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, **quiet)
             else:
-                ray.init(num_cpus=cpus or 1, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=cpus or 1, include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as err:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise UserError(f"--address {address}: no Ray cluster answers there ({reason}); start one with `ray start --head`") from None
