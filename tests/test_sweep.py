@@ -98,7 +98,10 @@ def test_bad_specs_exit_2_with_one_line_and_write_nothing(
     assert not out.exists()
 
 
-def test_dry_run_prints_every_run_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_every_run_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # its calibration goes to the user cache, here a temporary one
     spec = write(tmp_path, SPEC)
     out = tmp_path / "sweep"
     assert main(["sweep", str(spec), "--out", str(out), "--dry-run"]) == 0
