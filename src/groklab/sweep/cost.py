@@ -2,8 +2,9 @@
 step, plus its evaluations, in CPU-hours (or GPU-hours for runs on a GPU).
 
 The time per step is measured once per kind of task on this machine (a second of training after a warm-up, and one
-evaluation) and cached in the user's cache directory (``$XDG_CACHE_HOME/groklab/calibration.json``, by default under
-``~/.cache``; ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows), never in a sweep dir. The kind of task is
+evaluation; on a CPU in CPU time, so that a busy machine does not inflate it) and cached in the user's cache directory
+(``$XDG_CACHE_HOME/groklab/calibration.json``, by default under ``~/.cache``; ``~/Library/Caches`` on macOS,
+``%LOCALAPPDATA%`` on Windows), never in a sweep dir. The kind of task is
 its config without the fields that do not change the work per step (learning rates, seeds, budgets, the op of a
 modular table), the pack size, the torch threads and the machine. The estimate is an upper bound for runs that may
 stop early (`stop_patience`); checkpoints are not counted.
@@ -91,7 +92,12 @@ def evaluations(steps: int, eval_every: int, eval_spacing: str) -> int:
 
 
 def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]:
-    """(seconds per optimizer step of a task of `members` seeds, seconds per evaluation of one member) on this machine."""
+    """(seconds per optimizer step of a task of `members` seeds, seconds per evaluation of one member) on this machine.
+
+    On a CPU the seconds are the process's CPU time over its threads, not wall time, so that other work on the machine
+    (another sweep, another user) does not inflate them; with one thread, as sweep workers have by default, that is
+    the wall time of an otherwise idle core. On a GPU they are wall seconds, synchronised.
+    """
     import torch
 
     from groklab.data import build_task
@@ -99,7 +105,13 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
     from groklab.train import Measures, evaluate, resolve_device, weight_norm
 
     device = resolve_device(config.device)
-    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time() / threads
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -109,23 +121,20 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
             stepper = Ensemble(configs, data, device) if members > 1 else Single(config, data, device)
             for _ in range(2):  # warm-up: first-call allocations, lazy initialisation, a compile
                 stepper.step()
-            sync()
-            n, t0 = 0, time.perf_counter()
-            while n < 3 or time.perf_counter() - t0 < CALIBRATION_S:
-                stepper.step()  # each step already waits for its finiteness check, as in training
+            n, t0, wall = 0, clock(), time.perf_counter()
+            while n < 3 or time.perf_counter() - wall < CALIBRATION_S:
+                stepper.step()
                 n += 1
-            sync()
-            step_s = (time.perf_counter() - t0) / n
+            step_s = (clock() - t0) / n
             model = stepper.member(0)
-            t0 = time.perf_counter()
+            t0 = clock()
             evaluate(model, data, stepper.loss_fn)
             weight_norm(model)
-            sync()
-            eval_s = time.perf_counter() - t0
+            eval_s = clock() - t0
             if config.analysis:  # the mechanism measures of every analysis_every-th evaluation
-                t0 = time.perf_counter()
+                t0 = clock()
                 Measures(config, data, stepper.loss_fn).measure(0, 0, model)
-                eval_s += (time.perf_counter() - t0) / config.analysis_every
+                eval_s += (clock() - t0) / config.analysis_every
     finally:
         torch.set_num_threads(previous)
     return step_s, eval_s
