@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from conftest import hash_tree
+from test_sweep_backends import SPEC, metrics_of, stable
 
 from groklab.cli import main
 from groklab.errors import UserError
@@ -30,23 +31,9 @@ from groklab.sweep.packs import GPU_PACK, plan_packs
 from groklab.sweep.worker import KILL_HOOK_ENV, Member, run_attempt
 from groklab.train import train_pack
 
-SPEC = """
-preset = "mlp"
-seeds = 4
-[set]
-steps = 60
-threads = 1
-device = "cpu"
-eval_every = 10
-checkpoint_every = 10
-"task.p" = 23
-"model.width" = 64
-[grid]
-"task.op" = ["x+y", "x-y"]
-"""
 TOL = {"rel": 1e-4, "abs": 1e-5}
-"""How close a packed run's logged metrics are to its unpacked run's (vmapped vs plain float32 kernels, 60 steps)."""
-VOLATILE = {"wall_s", "time_s"}
+"""How close a packed run's logged metrics are to its unpacked run's (vmapped vs plain float32 kernels, 60 steps of
+SPEC: 2 ops x 4 seeds of a small MLP)."""
 
 
 def spec_file(tmp_path: Path, text: str = SPEC) -> Path:
@@ -55,16 +42,8 @@ def spec_file(tmp_path: Path, text: str = SPEC) -> Path:
     return path
 
 
-def stable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in VOLATILE}
-
-
 def runs_of(sweep: Path) -> dict[str, dict[str, Any]]:
     return {r["run_id"]: r for r in pq.read_table(sweep / "runs.parquet").to_pylist()}
-
-
-def metrics_of(sweep: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
-    return [stable(r) for r in read_metrics(sweep / row["run_dir"] / "metrics.jsonl")]
 
 
 def close(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
