@@ -778,7 +778,7 @@ def build_parser() -> dict[str, Parser]:
     sub = command(
         "recipe",
         cmd_recipe,
-        "groklab recipe NAME --out DIR [--scale quick|paper] [--workers N] [--backend local|ray] [--address ADDR] [--pack N]\n"
+        "groklab recipe NAME --out DIR [--scale quick|faithful|paper] [--workers N] [--backend local|ray] [--address ADDR] [--pack N]\n"
         "       [--dry-run] [--quiet]\n"
         "       groklab recipe --list",
         "Reproduce a published result: run the recipe's bundled sweep(s) into DIR/<part>/, then write\n"
@@ -797,8 +797,9 @@ def build_parser() -> dict[str, Parser]:
     sub.add_argument(
         "--scale",
         default="quick",
-        metavar="quick|paper",
-        help="quick (default): minutes on a laptop CPU, smaller budgets; paper: the paper's settings",
+        metavar="quick|faithful|paper",
+        help="quick (default): minutes on a laptop CPU, smaller budgets; faithful: the paper's model, optimizer, loss and data "
+        "with budgets and seeds cut for a 2-core CPU (the cuts are listed in findings.json); paper: the paper's settings",
     )
     workers_backend_address(sub)
     sub.add_argument("--list", action="store_true", help="list the recipes with one line each")

@@ -117,6 +117,20 @@ PRESETS: dict[str, Preset] = {
             eval_every=500,
         ),
     ),
+    "liu-toy": Preset(
+        "Liu et al. 2022's toy model: (a, b) -> Dec(E_a + E_b) on a + b over 0..9 (55 pairs), MSE to random targets, Adam",
+        Config(
+            task=TaskConfig(name="addition", p=10, train_frac=0.6, val_frac=0.2),
+            # 1-D embeddings and a tanh decoder 200-200 to 30-d targets; representation lr 1e-3, decoder lr 1e-4, full batch
+            model=ModelConfig(name="toy", d_model=1, width=200, depth=2, activation="tanh", target_dim=30),
+            optim=OptimConfig(name="adam", lr=1e-4, embed_lr=1e-3, weight_decay=0.0, warmup_steps=0, batch_size=0),
+            loss="target_mse",
+            steps=20_000,
+            eval_every=100,
+            analysis="rqi",
+            analysis_every=1,
+        ),
+    ),
 }
 
 

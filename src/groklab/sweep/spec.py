@@ -13,6 +13,11 @@ A spec names a base preset, fixed overrides, axes and a seed count::
     "optim.lr" = [1e-3, 3e-3]
     "optim.weight_decay" = [1.0, 0.3]
 
+A recipe's `faithful` spec also lists how it departs from the paper, one string per cut (they are copied into
+findings.json)::
+
+    cuts = ["steps: 10^6 -> 3·10^4 (2-core CPU)", "seeds: 3 (the paper's count is not stated)"]
+
 Every run is built and validated here, before anything is written, so that a typo is one line naming
 the spec key and value instead of a sweep that fails an hour in.
 """
@@ -36,7 +41,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the same parser, packaged for 3.10
     import tomli as tomllib
 
-TOP_LEVEL_KEYS = ("preset", "seeds", "set", "grid", "zip", "description")
+TOP_LEVEL_KEYS = ("preset", "seeds", "set", "grid", "zip", "description", "cuts")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,9 @@ def parse_spec(text: str, where: str) -> SweepSpec:
     unknown = [k for k in raw if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r}: expected {', '.join(TOP_LEVEL_KEYS)}")
+    cuts = raw.get("cuts", [])
+    if not isinstance(cuts, list) or not all(isinstance(c, str) for c in cuts):
+        raise UserError(f"{where}: cuts={cuts!r} is not valid: expected a list of strings, one per departure from the paper")
     preset = raw.get("preset", "mlp")
     if not isinstance(preset, str):
         raise UserError(f"{where}: preset={preset!r} is not valid: expected a preset name (see `groklab presets`)")

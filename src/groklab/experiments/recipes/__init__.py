@@ -1,4 +1,4 @@
-"""Recipes: a published figure in one command. `groklab recipe NAME --out DIR [--scale quick|paper]`.
+"""Recipes: a published figure in one command. `groklab recipe NAME --out DIR [--scale quick|faithful|paper]`.
 
 A recipe is one or more bundled sweep specs (``specs/<name>/<part>-<scale>.toml``, ordinary sweep TOML a
 user can copy and edit) plus an `analyze` function that turns the finished sweeps into figures and a
@@ -12,7 +12,9 @@ user can copy and edit) plus an `analyze` function that turns the finished sweep
 
 Rerunning the same command skips finished runs (sweeps resume) and rebuilds the figures, so an
 interrupted recipe is finished by running it again. `quick` fits a 2-core laptop CPU in minutes with
-smaller budgets; `paper` uses the paper's settings (hours to days on a CPU; meant for a GPU or a cluster).
+smaller budgets; `faithful` keeps the paper's model, optimizer, loss and data and cuts only budgets and seeds
+(each cut listed in the spec and in findings.json); `paper` uses the paper's settings (hours to days on a CPU;
+meant for a GPU or a cluster).
 
 A new recipe is one module here with a module-level ``RECIPES`` list, its spec files, and a line in
 ``MODULES`` below.
@@ -35,7 +37,10 @@ from groklab.report.plots import Figure
 if TYPE_CHECKING:
     from groklab.sweep import PlannedRun
 
-SCALES = ("quick", "paper")
+SCALES = ("quick", "faithful", "paper")
+"""quick: minutes on a laptop CPU, often a stand-in model; faithful: the paper's own model, optimizer, loss and data,
+budgets and seeds cut for a 2-core CPU with every cut listed in the spec's `cuts` (and findings.json); paper: as
+published."""
 
 MODULES: dict[str, str] = {
     "power-fig1": "power",
@@ -45,6 +50,8 @@ MODULES: dict[str, str] = {
     "omnigrok-digits": "omnigrok",
     "omnigrok-modular": "omnigrok",
     "liu-phases": "phases",
+    "liu-toy": "toy",
+    "nanda-progress": "progress",
     "modelwise": "modelwise",
     "avoid-grokking": "avoid",
     "slingshot": "slingshot",
@@ -127,7 +134,7 @@ def run_recipe(
     from groklab.report import report_recipe
     from groklab.report.plots import save_png
     from groklab.runio import atomic_write_json
-    from groklab.sweep import run_sweep
+    from groklab.sweep import parse_spec, run_sweep
     from groklab.sweep.packs import check_pack
 
     recipe = get_recipe(name)
@@ -159,6 +166,9 @@ def run_recipe(
             raise UserError(f"{len(failed)} run(s) of {name}/{part} failed ({', '.join(failed[:3])}): see their run dirs, then rerun")
     findings = recipe.analyze(dirs, scale)
     numbers = {"recipe": name, "scale": scale, **findings.numbers}
+    cuts = {part: parse_spec(text, part).raw.get("cuts", []) for part, text in texts.items()}
+    if any(cuts.values()):
+        numbers["cuts"] = cuts
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     for fig in findings.figures:

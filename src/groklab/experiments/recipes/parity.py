@@ -53,6 +53,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             "final_sparse_share": [
                 round(float(r.columns["circuit/sparse_share"][~np.isnan(r.columns["circuit/sparse_share"])][-1]), 4) for r in runs
             ],
+            "final_n_sparse": [int(r.columns["circuit/n_sparse"][~np.isnan(r.columns["circuit/n_sparse"])][-1]) for r in runs],
             "final_val_acc": [r.get("val/acc") for r in members],
         }
         xs.append(f"{n_samples} samples")

@@ -1,0 +1,139 @@
+"""Liu et al. 2022 ("Towards understanding grokking: an effective theory"): their toy model on addition.
+
+The model (model.name = "toy") embeds each of 0..p−1 and decodes the sum E_a + E_b to a fixed random target per
+answer; it generalizes exactly when the embedding becomes linear (parallelograms E_i + E_j = E_m + E_n for
+i + j = m + n), which the representation quality index (RQI) and the effective loss ℓ_eff = ℓ₀ / Z₀ measure.
+
+Two parts: ``fraction``, a sweep over the training fraction of the p(p+1)/2 unordered pairs with RQI and ℓ_eff
+logged (the held-out accuracy vs fraction, and the critical fraction above which most seeds generalize); and
+``lr-lr``, the phase diagram over the representation lr (optim.embed_lr) × the decoder lr (optim.lr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from groklab.analysis.phases import PHASES
+from groklab.data.split import split_sizes
+from groklab.experiments.recipes import Findings, Recipe
+from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, estimate, group, rows, run_data
+from groklab.experiments.recipes.phases import classify, count_text
+from groklab.report.plots import Figure, Series, phase_heatmap
+from groklab.stats import mean_ci
+
+HELD_OUT_ACC = 0.9
+"""A seed generalized when its accuracy on the held-out pairs (val and test together) is at least 0.9."""
+
+
+def held_out_acc(row: dict[str, Any]) -> float:
+    """Final accuracy over every pair outside the training set: val and test weighted by their sizes.
+
+    With 55 pairs the val and test splits hold a handful each; Liu et al. score all unseen pairs together.
+    """
+    p = int(row["task.p"])
+    n = p * (p + 1) // 2
+    n_train, n_val = split_sizes(n, float(row["task.train_frac"]), float(row["task.val_frac"]))
+    n_test = n - n_train - n_val
+    return (n_val * float(row["val/acc"]) + n_test * float(row["test/acc"])) / (n_val + n_test)
+
+
+def critical_fraction(per_fraction: dict[float, list[float]]) -> float | None:
+    """The smallest training fraction from which on (it and every larger one swept) most seeds generalize; None if none."""
+    critical = None
+    for frac in sorted(per_fraction, reverse=True):
+        accs = per_fraction[frac]
+        if sum(a >= HELD_OUT_ACC for a in accs) * 2 <= len(accs):
+            break
+        critical = frac
+    return critical
+
+
+def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
+    by_frac = group(rows(sweep), "task.train_frac")
+    per_fraction = {float(f): [held_out_acc(r) for r in members] for (f,), members in sorted(by_frac.items())}
+    critical = critical_fraction(per_fraction)
+    table = {
+        f"{f:g}": {
+            "held_out_acc": estimate(mean_ci(accs)),
+            "per_seed": [round(a, 4) for a in accs],
+            "generalized": sum(a >= HELD_OUT_ACC for a in accs),
+            "seeds": len(accs),
+        }
+        for f, accs in per_fraction.items()
+    }
+    fracs = list(per_fraction)
+    stats = [mean_ci(a) for a in per_fraction.values()]
+    clip = lambda v, m: min(max(m if v != v else v, 0.0), 1.0)  # noqa: E731  (no interval with one seed: the mean)
+    acc_fig = Figure(
+        "toy_fraction",
+        "Toy model: held-out accuracy vs training fraction",
+        "training fraction of the unordered pairs",
+        "held-out accuracy (val + test)",
+        [
+            Series(
+                "band",
+                fracs,
+                [clip(e.lo, e.mean) for e in stats],
+                upper=[clip(e.hi, e.mean) for e in stats],
+                color=PALETTE[0],
+                legend=False,
+            ),
+            Series("line", fracs, [e.mean for e in stats], name="mean over seeds (95% CI)", color=PALETTE[0]),
+        ],
+        vlines=[(critical, f"critical fraction {critical:g}", PALETTE[3])] if critical is not None else [],
+        caption=f"A seed generalizes at held-out accuracy ≥ {HELD_OUT_ACC:g}; the critical fraction is the smallest from which on most "
+        "seeds do (Liu et al. report ≈ 0.4 for p = 10).",
+    )
+    shown = critical if critical is not None else fracs[-1]
+    runs = [run_data(sweep, r) for r in by_frac[(shown,)]]
+    curves = Figure(
+        "toy_rqi",
+        f"Toy model at training fraction {shown:g}: RQI and effective loss during training",
+        "step (optimizer updates)",
+        "RQI, ℓ_eff, accuracy",
+        band(runs, "rqi", "RQI", PALETTE[2])
+        + band(runs, "effective_loss", "effective loss ℓ_eff", PALETTE[3])
+        + band(runs, "train/acc", "train acc", SPLIT_COLORS["train"], dash=True)
+        + band(runs, "val/acc", "val acc", SPLIT_COLORS["val"], dash=True),
+        xlog=True,
+        caption="RQI: share of parallelograms i + j = m + n the embedding satisfies; ℓ_eff: their mean violation over the "
+        "training pairs over Σ|E_k|² (0 for a linear representation).",
+    )
+    return {"per_fraction": table, "critical_fraction": critical, "held_out_threshold": HELD_OUT_ACC}, [acc_fig, curves]
+
+
+def lr_findings(sweep: Path) -> tuple[dict[str, Any], Figure]:
+    members, phases = classify(sweep)
+    figure = phase_heatmap(members, phases, PHASES)
+    if figure is None:
+        raise ValueError(f"{sweep}: a phase diagram needs two numeric axes in the spec's grid")
+    figure.key, figure.title = "toy_phase_lr", "Toy model phase diagram: representation lr × decoder lr"
+    counts = {p: phases.count(p) for p in PHASES}
+    cells = [
+        {"optim.embed_lr": r.get("optim.embed_lr"), "optim.lr": r.get("optim.lr"), "seed": r.get("seed"), "phase": p}
+        for r, p in zip(members, phases, strict=True)
+    ]
+    return {"counts": counts, "cells": cells}, figure
+
+
+def analyze(dirs: dict[str, Path], scale: str) -> Findings:
+    fraction, figures = fraction_findings(dirs["fraction"])
+    lr, phase_fig = lr_findings(dirs["lr-lr"])
+    critical = fraction["critical_fraction"]
+    headline = (
+        f"critical training fraction {critical:g}" if critical is not None else "no swept training fraction generalized for most seeds"
+    ) + f" (Liu et al.: ≈ 0.4 for p = 10); representation lr × decoder lr: {count_text(lr['counts'])}."
+    numbers = {"headline": headline, "critical_fraction": critical, "fraction": fraction, "lr-lr": lr}
+    return Findings(numbers, [*figures, phase_fig])
+
+
+RECIPES = [
+    Recipe(
+        "liu-toy",
+        "Liu et al. 2022: the toy model (a, b) -> Dec(E_a + E_b) on addition, p = 10: RQI and effective loss, the critical "
+        "training fraction, the representation lr x decoder lr phase diagram",
+        ("fraction", "lr-lr"),
+        analyze,
+    ),
+]
