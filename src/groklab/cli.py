@@ -227,6 +227,11 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def figure(x: float) -> str:
+    """Three significant digits, without an exponent for big numbers (1,130 rather than 1.13e+03)."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def print_cost(console: Any, estimates: dict[str, Any]) -> None:
     """The dry-run's cost: one line per kind of task of each sweep (recipe part), then the total."""
     from rich.table import Table
@@ -241,7 +246,7 @@ def print_cost(console: Any, estimates: dict[str, Any]) -> None:
             table.add_row(f"[bold]{name}")
         for line in est.lines:
             measured = line.step_s is not None and line.eval_s is not None and line.hours is not None
-            cells = [f"{line.step_s * 1e3:.3g}", f"{line.eval_s * 1e3:.3g}", f"{line.hours:.3g}"] if measured else ["-", "-", "?"]
+            cells = [figure(line.step_s * 1e3), figure(line.eval_s * 1e3), figure(line.hours)] if measured else ["-", "-", "?"]
             table.add_row(line.label, f"{line.device} ×{line.threads}", str(line.members), str(line.runs), *cells)
     console.print(table)
     for est in estimates.values():
@@ -249,7 +254,7 @@ def print_cost(console: Any, estimates: dict[str, Any]) -> None:
             console.print(f"not measured: {line.label}: {line.error}")
     cpu, gpu = (sum(e.hours(on_cpu) for e in estimates.values()) for on_cpu in (True, False))
     wall = sum(e.wall_s for e in estimates.values())
-    hours = f"{cpu:.3g} CPU-hours" + (f" and {gpu:.3g} GPU-hours" if gpu else "")
+    hours = f"{figure(cpu)} CPU-hours" + (f" and {figure(gpu)} GPU-hours" if gpu else "")
     console.print(
         f"estimate: {hours}, about {duration(wall)} here with {first.workers} worker(s) "
         "(an upper bound where runs stop early; checkpoints not counted)"
