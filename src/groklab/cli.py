@@ -463,6 +463,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(page if args.quiet else f"report written: {page}  (open it in a browser; PNGs beside it)")
 
 
+def cmd_reproductions(args: argparse.Namespace) -> None:
+    from groklab.experiments.reproductions import write_reproductions
+
+    page, counts = write_reproductions(Path.cwd())
+    print(f"{page}: " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     if len(args.runs) < 2:
         raise UserError(f"groklab compare needs at least two run directories, got {len(args.runs)}")
@@ -858,6 +865,15 @@ def build_parser() -> dict[str, Parser]:
     )
     sub.add_argument(
         "--no-sharpness", action="store_true", help="run reports: skip only the Hessian sharpness (the slowest part of the analysis)"
+    )
+
+    command(
+        "reproductions",
+        cmd_reproductions,
+        "groklab reproductions",
+        "Rewrite docs/reproductions.md, the scoreboard of published claims, from the recipes' findings committed under\n"
+        "docs/findings/<recipe>-<scale>.json (run it at the repository root).",
+        ["groklab reproductions"],
     )
 
     sub = command(

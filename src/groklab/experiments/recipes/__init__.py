@@ -37,6 +37,8 @@ from groklab.report.plots import Figure
 if TYPE_CHECKING:
     from groklab.sweep import PlannedRun
 
+FINDINGS_SCHEMA = 1
+"""Version of findings.json's layout (its `schema` key), which `groklab reproductions` checks before reading it."""
 SCALES = ("quick", "faithful", "paper")
 """quick: minutes on a laptop CPU, often a stand-in model; faithful: the paper's own model, optimizer, loss and data,
 budgets and seeds cut for a 2-core CPU with every cut listed in the spec's `cuts` (and findings.json); paper: as
@@ -165,7 +167,7 @@ def run_recipe(
         if failed:
             raise UserError(f"{len(failed)} run(s) of {name}/{part} failed ({', '.join(failed[:3])}): see their run dirs, then rerun")
     findings = recipe.analyze(dirs, scale)
-    numbers = {"recipe": name, "scale": scale, **findings.numbers}
+    numbers = {"recipe": name, "scale": scale, "schema": FINDINGS_SCHEMA, **findings.numbers}
     cuts = {part: parse_spec(text, part).raw.get("cuts", []) for part, text in texts.items()}
     if any(cuts.values()):
         numbers["cuts"] = cuts

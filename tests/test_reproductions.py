@@ -1,0 +1,87 @@
+"""The reproduction scoreboard: regenerated from the committed findings, judged by its stated rules, strict on bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from groklab.cli import main
+from groklab.experiments.reproductions import CLAIMS, judge, liu_critical, nanda_keys, parity, read_findings, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_committed_scoreboard_is_what_the_findings_give() -> None:
+    """docs/reproductions.md is never edited by hand: regenerate it with `groklab reproductions` at the root."""
+    expected = render(read_findings(ROOT / "docs" / "findings"))
+    assert (ROOT / "docs" / "reproductions.md").read_text() == expected
+
+
+def liu(critical: float | None) -> dict:
+    return {"recipe": "liu-toy", "critical_fraction": critical, "fraction": {"per_fraction": {"0.4": {"seeds": 3}}}}
+
+
+def test_liu_critical_fraction_rule() -> None:
+    assert liu_critical(liu(0.4))[1] == "reproduced"
+    assert liu_critical(liu(0.6))[1] == "partly"
+    assert liu_critical(liu(0.8))[1] == "not reproduced"
+    assert liu_critical(liu(None))[1] == "not reproduced"
+
+
+def test_parity_and_key_frequency_rules() -> None:
+    stats = lambda n, c: {"mean": 900.0, "lo": 800.0, "hi": 1000.0, "n": n, "censored": c}  # noqa: E731
+    five = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_sparse": [6, 6, 6, 8, 8]}}}
+    assert parity(five)[1] == "reproduced"
+    assert "[6, 6, 6, 8, 8]" in parity(five)[0]
+    dense = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_sparse": [40, 6, 6, 8, 8]}}}
+    assert parity(dense)[1] == "partly"  # generalizes, but not through a small subnetwork
+    assert parity({"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(0, 5), "final_n_sparse": []}}})[1] == "not reproduced"
+    assert nanda_keys({"final_key_frequencies": [5, 6, 5]})[1] == "reproduced"
+    assert nanda_keys({"final_key_frequencies": [5, 13]})[1] == "partly"
+
+
+def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:
+    claim = next(c for c in CLAIMS if c.recipe == "liu-toy")
+    quick_only = {("liu-toy", "quick"): liu(0.4)}
+    ours, verdict = judge(claim, quick_only)
+    assert verdict == "not yet run" and "quick" in ours  # a stand-in scale is shown, never judged
+    both = {**quick_only, ("liu-toy", "faithful"): liu(0.9), ("liu-toy", "paper"): liu(0.4)}
+    assert judge(claim, both)[1] == "reproduced"  # paper outranks faithful
+    old = {("liu-toy", "faithful"): {"recipe": "liu-toy"}}  # an older layout: shown as such, not judged
+    ours, verdict = judge(claim, old)
+    assert verdict == "not yet run" and "lack" in ours["faithful"]
+
+
+def scoreboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: dict) -> tuple[int, str]:
+    (tmp_path / "docs" / "findings").mkdir(parents=True)
+    (tmp_path / "docs" / "findings" / name).write_text(json.dumps(content))
+    monkeypatch.chdir(tmp_path)
+    return main(["reproductions"]), str(tmp_path / "docs" / "reproductions.md")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("liu-toy-faithful.json", {"recipe": "parity", "scale": "faithful"}, "holds the findings of"),
+        ("liu-toy-faithful.json", {"recipe": "liu-toy", "scale": "faithful", "schema": 99}, "newer"),
+        ("notes.json", {}, "not a findings file name"),
+        ("liu-toy-huge.json", {"recipe": "liu-toy", "scale": "huge"}, "not a findings file name"),
+    ],
+)
+def test_bad_findings_are_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, content: dict, message: str
+) -> None:
+    code, page = scoreboard(tmp_path, monkeypatch, name, content)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not Path(page).exists()
+
+
+def test_written_at_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, page = scoreboard(tmp_path, monkeypatch, "liu-toy-faithful.json", {"recipe": "liu-toy", "scale": "faithful", **liu(0.4)})
+    assert code == 0 and "1 reproduced" in capsys.readouterr().out
+    assert "critical fraction 0.4" in Path(page).read_text()
+    monkeypatch.chdir(tmp_path / "docs")  # not the root: no docs/ here
+    assert main(["reproductions"]) == 2
