@@ -1,12 +1,11 @@
 """Every bad input: one clear line on stderr naming the value, exit code 2, no traceback, no file changed.
 
 One finished run and one directory of unrelated files are built once; each case may tamper with a copy of
-the run (in its own folder), then the whole tree is hashed before and after the command.
+the run (in its own folder), then the whole tree (files and folders) is hashed before and after the command.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import hash_tree
 
 from groklab.runio import checkpoint_path, checkpoint_steps
 
@@ -23,10 +23,6 @@ TINY = ["--steps", "20", "--eval-every", "10", "--threads", "1"]
 
 def groklab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "groklab.cli", *args], capture_output=True, text=True)
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +124,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     (other / "notes.txt").write_text("my own notes\n")
     if tamper is not None:
         tamper(run)
-    before = tree_digest(tmp_path)
+    before = hash_tree(tmp_path)
     args = [a.format(run=run, other=other, new=tmp_path / "new") for a in argv]
 
     check_refused(groklab(*args), needle, tmp_path, before)
@@ -136,13 +132,15 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
 
 
 def check_refused(result: subprocess.CompletedProcess, needle: str, root: Path, before: dict[str, str]) -> None:
-    """One line on stderr holding `needle`, exit code 2, no traceback, every file under `root` unchanged."""
+    """One line on stderr holding `needle`, nothing on stdout, exit code 2, no traceback, every file and folder
+    under `root` unchanged (a folder left behind, even an empty one, fails)."""
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
     assert "Traceback" not in result.stderr
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
-    assert tree_digest(root) == before
+    assert hash_tree(root) == before
 
 
 EXISTING_SPEC = '[set]\nsteps = 20\n"task.p" = 7\n'
@@ -174,12 +172,12 @@ def test_bad_sweep_spec_is_one_clear_line_and_changes_nothing(
     (existing / "runs").mkdir(parents=True)
     (existing / "spec.toml").write_text(EXISTING_SPEC)
     (tmp_path / "spec.toml").write_text(text)
-    before = tree_digest(tmp_path)
+    before = hash_tree(tmp_path)
 
     code = main(["sweep", str(tmp_path / "spec.toml"), "--out", str(tmp_path / out)])
 
-    err = capsys.readouterr().err
-    check_refused(subprocess.CompletedProcess([], code, "", err), needle, tmp_path, before)
+    captured = capsys.readouterr()
+    check_refused(subprocess.CompletedProcess([], code, captured.out, captured.err), needle, tmp_path, before)
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in existing.iterdir()) == ["runs", "spec.toml"]
 

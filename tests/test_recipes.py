@@ -4,11 +4,11 @@ Each recipe's scientific result is asserted by its slow test (tests/test_recipes
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from conftest import hash_tree
 
 from groklab.cli import main
 from groklab.experiments.recipes import MODULES, SCALES, get_recipe, spec_text
@@ -55,10 +55,6 @@ def test_list_and_print_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert parse_spec(out, "printed").preset == "power-fig1"
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -82,10 +78,10 @@ def test_bad_recipe_input_is_one_line_and_changes_nothing(
     recipe = tmp_path / "recipe"
     recipe.mkdir()
     (recipe / "recipe.json").write_text(json.dumps({"recipe": "power-fig1", "scale": "quick", "parts": ["sweep"]}))
-    before = snapshot(tmp_path)
+    before = hash_tree(tmp_path)
     paths = {"out": str(tmp_path / "new"), "existing": str(existing), "recipe": str(recipe)}
-    code, _, err = groklab(capsys, "recipe", *[a.format(**paths) for a in args])
-    assert code == 2, err
+    code, out, err = groklab(capsys, "recipe", *[a.format(**paths) for a in args])
+    assert code == 2 and out == "", err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
-    assert snapshot(tmp_path) == before
+    assert hash_tree(tmp_path) == before
