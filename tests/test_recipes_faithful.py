@@ -63,6 +63,10 @@ def test_recipe_end_to_end_on_a_tiny_budget(name: str, tmp_path: Path, monkeypat
     assert saved == json.loads(json.dumps(numbers))
     assert saved["scale"] == "faithful" and saved["headline"]
     assert saved["cuts"][get_recipe(name).parts[0]]  # the spec's cuts reach findings.json
+    assert {c["verdict"] for c in saved["claims"]} <= {"reproduced", "partly", "not reproduced", "not yet run"} and saved["claims"]
+    page = (tmp_path / name / "report" / "index.html").read_text()
+    # the page leads with the claims and figures, then a row per setting; the flattened findings are folded away
+    assert page.index("Claims") < page.index("Figures") < page.index("steps to 99% val") < page.index("<details>")
     if name == "liu-toy":
         assert "critical_fraction" in saved and set(saved["fraction"]["per_fraction"]) == {"0.4", "0.8"}
         assert sum(saved["lr-lr"]["counts"].values()) == 4

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from groklab.cli import main
-from groklab.experiments.reproductions import CLAIMS, judge, liu_critical, nanda_keys, parity, read_findings, render
+from groklab.experiments.claims import CLAIMS, evaluate, liu_critical, nanda_keys, parity
+from groklab.experiments.reproductions import judge, read_findings, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,11 @@ def test_the_committed_scoreboard_is_what_the_findings_give() -> None:
 
 
 def liu(critical: float | None) -> dict:
-    return {"recipe": "liu-toy", "critical_fraction": critical, "fraction": {"per_fraction": {"0.4": {"seeds": 3}}}}
+    return {
+        "recipe": "liu-toy",
+        "critical_fraction": critical,
+        "fraction": {"per_fraction": {"0.4": {"seeds": 3}}, "held_out_threshold": 0.9},
+    }
 
 
 def test_liu_critical_fraction_rule() -> None:
@@ -52,6 +57,9 @@ def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:
     old = {("liu-toy", "faithful"): {"recipe": "liu-toy"}}  # an older layout: shown as such, not judged
     ours, verdict = judge(claim, old)
     assert verdict == "not yet run" and "lack" in ours["faithful"]
+    assert evaluate("liu-toy", liu(0.4)) == [
+        {"source": claim.source, "paper": claim.paper, "ours": judge(claim, both)[0]["paper"], "verdict": "reproduced"}
+    ]
 
 
 def scoreboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: dict) -> tuple[int, str]:
@@ -85,3 +93,22 @@ def test_written_at_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     assert "critical fraction 0.4" in Path(page).read_text()
     monkeypatch.chdir(tmp_path / "docs")  # not the root: no docs/ here
     assert main(["reproductions"]) == 2
+
+
+def test_recipe_page_cells_respect_their_bounds() -> None:
+    from groklab.report.recipe_page import arm_rows
+    from groklab.stats import median_interval
+
+    assert median_interval([1, 2]) is None
+    assert median_interval([1, 2, 3, 4, 5]) == (1.0, 5.0, 1 - 2 / 32)  # 5 seeds: (min, max) covers only 94%
+    lo, hi, coverage = median_interval(list(range(1, 11)))  # type: ignore[misc]
+    assert (lo, hi) == (2.0, 9.0) and coverage >= 0.95
+    run = lambda seed, val, acc: {"seed": seed, "status": "finished", "optim.lr": 0.1, "steps_to_train_acc_99": 100,  # noqa: E731
+                                  "steps_to_val_acc_99": val, "grok_delay": None if val is None else val - 100,
+                                  "val/acc": acc, "test/acc": acc}  # fmt: skip
+    ((label, cells),) = arm_rows([run(0, 900, 1.0), run(1, None, 0.2)])
+    assert label == "all runs" and cells[1] == "1 / 1"
+    assert "no interval" in cells[5] and "-" not in cells[5]  # two seeds: no (unbounded) t-interval is printed
+    ((_, cells),) = arm_rows([run(0, 900, 1.0), run(1, 950, 0.98), run(2, 1000, 0.99)])
+    high = float(cells[5].split("[")[1].split(",")[1].rstrip("]"))
+    assert high <= 1.0  # the accuracy interval is clipped to [0, 1]

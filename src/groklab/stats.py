@@ -90,6 +90,26 @@ def censored_median(times: Sequence[float | None]) -> float | None:
     return None if math.isinf(median) else median
 
 
+def median_interval(times: Sequence[float | None], confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """(lo, hi, coverage): the distribution-free interval of the median between two order statistics, censored runs
+    (None) as +inf, or None with fewer than 3 values.
+
+    The narrowest symmetric pair (x_(k), x_(n+1−k)) whose coverage under Binomial(n, ½) reaches `confidence`, or the
+    widest pair (min, max) with its smaller coverage when n is too small for that (5 seeds: 94%).
+    """
+    n = len(times)
+    if n < 3:
+        return None
+    xs = sorted(math.inf if t is None else float(t) for t in times)
+    k, coverage = 1, 1 - 2 * 0.5**n  # (min, max)
+    while k + 1 <= n // 2:
+        tail = sum(math.comb(n, i) for i in range(k + 1)) * 0.5**n  # P(fewer than k+1 values below the median)
+        if 1 - 2 * tail < confidence:
+            break
+        k, coverage = k + 1, 1 - 2 * tail
+    return xs[k - 1], xs[n - k], coverage
+
+
 @dataclass(frozen=True)
 class GroupStats:
     """One group of runs (equal non-seed axes): counts, steps-to-grok and final test accuracy."""

@@ -11,16 +11,12 @@ stand-in model) is shown but stays "not yet run".
 from __future__ import annotations
 
 import json
-import re
-import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from groklab.errors import UserError
+from groklab.experiments.claims import CLAIMS, Claim, evaluate
 from groklab.experiments.recipes import FINDINGS_SCHEMA, MODULES, SCALES
-from groklab.experiments.recipes.toy import HELD_OUT_ACC
 from groklab.stats import GROK_ACC
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
@@ -41,211 +37,6 @@ scale that has run (paper, then faithful; every faithful spec lists how it depar
 "Generalized" means {GROK_ACC:.0%} validation accuracy unless a row says otherwise; intervals are 95% t-intervals
 over seeds, and seeds that never got there within the budget are counted as censored, never averaged in.
 """
-
-Check = Callable[[dict[str, Any]], tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class Claim:
-    source: str
-    """Paper and figure."""
-    paper: str
-    """The published number or ordering."""
-    recipe: str
-    check: Check
-    """findings.json -> (what we measured, verdict)."""
-
-
-def _steps(e: dict[str, Any]) -> str:
-    """A censored_stats dict in words: mean [95% CI] over the seeds that got there, and how many did not."""
-    got, censored = e.get("n", 0), e.get("censored", 0)
-    if not got:
-        return f"none of {censored} seeds"
-    interval = (
-        f" [{e['lo']:.0f}, {e['hi']:.0f}]" if e.get("lo") is not None and got >= 3 else " (< 3 seeds: no interval)" if got < 3 else ""
-    )
-    return f"{e['mean']:.0f}{interval}, {got}/{got + censored} seeds"
-
-
-def _share(hits: int, total: int) -> str:
-    return "reproduced" if total and hits == total else "partly" if hits else "not reproduced"
-
-
-def power_fig1(f: dict[str, Any]) -> tuple[str, str]:
-    train, val = f["steps_to_train_acc_99"], f["steps_to_val_acc_99"]
-    ours = f"train 99% at {_steps(train)}; val 99% at {_steps(val)}"
-    if not train.get("n"):
-        return ours, "not reproduced"
-    if not val.get("n"):
-        return ours + " (within the budget)", "partly"
-    ratio = f["val_over_train_ratio"]["min"]
-    return ours + f"; val/train ≥ {ratio:.0f}×", "reproduced" if ratio >= 10 and not val["censored"] else "partly"
-
-
-def power_fig2(f: dict[str, Any]) -> tuple[str, str]:
-    falls, compared = [], 0
-    for op, stats in f["per_op"].items():
-        done = sorted((float(fr), s["mean"]) for fr, s in stats["by_frac"].items() if s.get("mean") is not None and not s.get("censored"))
-        if len(done) >= 2:
-            compared += 1
-            if done[-1][1] < done[0][1]:
-                falls.append(f"{op} {done[0][1]:.0f} at {done[0][0]:g} → {done[-1][1]:.0f} at {done[-1][0]:g}")
-    ours = f"falls in {len(falls)} of {compared} ops with ≥ 2 fractions where every seed generalized ({'; '.join(falls) or 'none'})"
-    return ours, _share(len(falls), compared)
-
-
-SYMMETRIC = ("x+y", "x*y", "x^2+y^2", "x^2+xy+y^2")
-ASYMMETRIC = ("x-y", "x/y", "x^2+xy+y^2+x")
-
-
-def op_difficulty(f: dict[str, Any]) -> tuple[str, str]:
-    frac = lambda op: f["min_frac"].get(op) if f["min_frac"].get(op) is not None else 1.0  # noqa: E731  (never: above every fraction)
-    sym = [frac(op) for op in SYMMETRIC if op in f["min_frac"]]
-    asym = [frac(op) for op in ASYMMETRIC if op in f["min_frac"]]
-    easier = bool(sym and asym) and statistics.mean(sym) < statistics.mean(asym)
-    never = "x^3+xy^2+y" in f.get("never_grokked", [])
-    ours = (
-        f"mean smallest fraction that groks: symmetric {statistics.mean(sym) if sym else float('nan'):.2f} vs "
-        f"{statistics.mean(asym) if asym else float('nan'):.2f}; x³+xy²+y {'never generalized' if never else 'generalized'}"
-    )
-    return ours, _share(easier + never, 2)
-
-
-def lu_curve(f: dict[str, Any]) -> tuple[str, str]:
-    u, underfits = f["lu_test_u_shaped"], f["lu_small_norm_underfits"]
-    ours = f"test loss vs norm {'U-shaped' if u else 'not U-shaped'} (best norm {f['lu_best_norm']:.3g}); smallest norm {'underfits' if underfits else 'fits'}"
-    return ours, _share(u + underfits, 2)
-
-
-def modelwise(f: dict[str, Any]) -> tuple[str, str]:
-    steps = f["non_monotone_steps"]
-    ours = f"interior peak of test loss vs width at {len(steps)} logged steps; at the end {'non-monotone' if f['final_non_monotone'] else 'monotone'}"
-    return ours, "reproduced" if f["final_non_monotone"] else "partly" if steps else "not reproduced"
-
-
-def liu_phases(f: dict[str, Any]) -> tuple[str, str]:
-    counts = f["lr-wd"]["counts"]
-    seen = [p for p, n in counts.items() if n]
-    ours = "lr × wd: " + ", ".join(f"{n} {p}" for p, n in counts.items() if n)
-    return ours, "reproduced" if len(seen) == len(counts) else "partly" if "grokking" in seen else "not reproduced"
-
-
-def _arms(f: dict[str, Any], pattern: str) -> dict[str, Any]:
-    return {name: a for name, a in f["arms"].items() if re.search(pattern, name)}
-
-
-def avoid(f: dict[str, Any]) -> tuple[str, str]:
-    chosen = {n: a for n, a in _arms(f, r"batch 50\b|lr 0\.07\b").items() if a["weight_decay"] == 0}
-    ours = "; ".join(f"{n}: val 99% at {_steps(a['steps_to_val_acc_99'])}" for n, a in chosen.items()) or "no batch-50 / lr-0.07 arm"
-    return ours, _share(sum(not a["steps_to_val_acc_99"]["censored"] for a in chosen.values()), len(chosen))
-
-
-def slingshot(f: dict[str, Any]) -> tuple[str, str]:
-    breaks = [n for a in f["arms"].values() if a["weight_decay"] == 0 for n in a["norm_breaks_per_seed"]]
-    ours = f"last-layer norm breaks per seed without weight decay: {breaks}"
-    return ours, _share(sum(n > 0 for n in breaks), len(breaks))
-
-
-def grokfast(f: dict[str, Any]) -> tuple[str, str]:
-    arms = f["steps_to_val_acc_95"]
-    base = next(iter(arms.values()))
-    filters = {n: a for n, a in arms.items() if re.search(r"\b(ema|ma)\b", n.lower())}
-    parts = [f"{n}: {_steps(a)}" for n, a in arms.items()]
-
-    def faster(a: dict[str, Any]) -> bool:
-        if a["censored"] or not a["n"]:
-            return False
-        return bool(base["censored"]) or 10 * a["mean"] <= base["mean"]
-
-    return "steps to 95% val: " + "; ".join(parts), _share(sum(map(faster, filters.values())), len(filters))
-
-
-def stablemax(f: dict[str, Any]) -> tuple[str, str]:
-    chosen = _arms(f, "StableMax")
-    ours = "; ".join(f"{n}: val 99% at {_steps(a['steps_to_val_acc_99'])}" for n, a in chosen.items()) or "no StableMax arm"
-    return ours, _share(
-        sum(not a["steps_to_val_acc_99"]["censored"] and a["steps_to_val_acc_99"]["n"] > 0 for a in chosen.values()), len(chosen)
-    )
-
-
-def parity(f: dict[str, Any]) -> tuple[str, str]:
-    rows = list(f["per_n_samples"].values())
-    grokked = sum(r["steps_to_val_acc_99"]["n"] for r in rows)
-    seeds = sum(r["steps_to_val_acc_99"]["n"] + r["steps_to_val_acc_99"]["censored"] for r in rows)
-    sparse = [n for r in rows for n in r.get("final_n_sparse", [])]
-    small = all(n <= 16 for n in sparse) and bool(sparse)
-    ours = f"val 99% at {'; '.join(_steps(r['steps_to_val_acc_99']) for r in rows)}; sparse neurons at the end per seed: {sparse}"
-    verdict = _share(grokked, seeds)
-    return ours, "partly" if verdict == "reproduced" and not small else verdict
-
-
-def nanda_restricted(f: dict[str, Any]) -> tuple[str, str]:
-    r = f["restricted_before_val"]
-    ours = f"restricted loss below {r['level']:g} before the val loss in {r['seeds_restricted_first']} of {r['seeds']} seeds (lead {_steps(r['lead_steps'])} steps)"
-    return ours, _share(r["seeds_restricted_first"], r["seeds"])
-
-
-def nanda_keys(f: dict[str, Any]) -> tuple[str, str]:
-    keys = f["final_key_frequencies"]
-    return f"key frequencies at the end per seed: {keys}", _share(sum(3 <= k <= 7 for k in keys), len(keys))
-
-
-def liu_critical(f: dict[str, Any]) -> tuple[str, str]:
-    c = f["critical_fraction"]
-    if c is None:
-        return f"no swept fraction where most seeds reach held-out accuracy {HELD_OUT_ACC:g}", "not reproduced"
-    seeds = next(iter(f["fraction"]["per_fraction"].values()))["seeds"]
-    ours = f"critical fraction {c:g} ({seeds} seeds per fraction, held-out accuracy ≥ {HELD_OUT_ACC:g} in most)"
-    return ours, "reproduced" if abs(c - 0.4) <= 0.1 else "partly" if abs(c - 0.4) <= 0.2 else "not reproduced"
-
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim(
-        "Power et al. 2022, Fig 1",
-        "x÷y mod 97, 50%, no weight decay: train 99% by ~10³ steps, val only by ~10⁵–10⁶",
-        "power-fig1",
-        power_fig1,
-    ),
-    Claim("Power et al. 2022, Fig 2", "steps to 99% val fall steeply as the training fraction grows", "power-fig2", power_fig2),
-    Claim(
-        "Power et al. 2022, per operation",
-        "symmetric ops need less data than x−y, x÷y, x²+xy+y²+x; x³+xy²+y never generalizes",
-        "op-difficulty",
-        op_difficulty,
-    ),
-    Claim("Nanda et al. 2023, progress measures", "restricted loss falls before the test loss", "nanda-progress", nanda_restricted),
-    Claim("Nanda et al. 2023, key frequencies", "5 key frequencies (p = 113; six non-zero in the embedding)", "nanda-progress", nanda_keys),
-    Claim("Liu et al. 2022, toy model", "critical training fraction ≈ 0.4 for addition with p = 10", "liu-toy", liu_critical),
-    Claim(
-        "Liu et al. 2022, phase diagrams",
-        "comprehension, grokking, memorization and confusion all appear over lr × wd",
-        "liu-phases",
-        liu_phases,
-    ),
-    Claim(
-        "Liu et al. 2023 (Omnigrok), LU curves",
-        "LU: train loss high at small weight norm, test loss U-shaped in the norm",
-        "omnigrok-digits",
-        lu_curve,
-    ),
-    Claim("Liu et al. 2023 (Omnigrok), modular", "the same LU shape on modular addition", "omnigrok-modular", lu_curve),
-    Claim(
-        "Merrill et al. 2023",
-        "parity n = 40, k = 3, 1,000 samples: generalizes after memorizing; sparse subnetwork of 6–8 neurons",
-        "parity",
-        parity,
-    ),
-    Claim("Davies et al. 2023", "test loss non-monotone in model width", "modelwise", modelwise),
-    Claim(
-        "Pope's review (Thilak et al.)",
-        "without weight decay, batch 50 or lr 7·10⁻² generalize within 3·10⁴ steps",
-        "avoid-grokking",
-        avoid,
-    ),
-    Claim("Thilak et al. 2022", "Adam without weight decay: slingshot spikes in the last-layer norm", "slingshot", slingshot),
-    Claim("Lee et al. 2024 (Grokfast)", "x·y mod 97, 50%: 39,890 → 790 (MA) / 910 (EMA) steps to 95% val", "grokfast", grokfast),
-    Claim("Prieto et al. 2025", "StableMax generalizes without weight decay", "stablemax", stablemax),
-)
 
 
 def read_findings(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -277,10 +68,8 @@ def judge(claim: Claim, findings: dict[tuple[str, str], dict[str, Any]]) -> tupl
         data = findings.get((claim.recipe, scale))
         if data is None:
             continue
-        try:
-            ours[scale], results[scale] = claim.check(data)
-        except (KeyError, TypeError, ValueError) as err:  # findings of an older layout: shown, never judged
-            ours[scale] = f"findings lack what this check reads ({type(err).__name__}: {err})"
+        judged = next(c for c in evaluate(claim.recipe, data) if c["source"] == claim.source and c["paper"] == claim.paper)
+        ours[scale], results[scale] = judged["ours"], judged["verdict"]
     return ours, next((results[s] for s in JUDGED_SCALES if s in results), "not yet run")
 
 
@@ -329,4 +118,4 @@ def verdict_counts(findings: dict[tuple[str, str], dict[str, Any]]) -> dict[str,
     return {v: verdicts.count(v) for v in VERDICTS}
 
 
-__all__ = ["CLAIMS", "FINDINGS_SCHEMA", "RULES", "VERDICTS", "judge", "read_findings", "render", "verdict_counts", "write_reproductions"]
+__all__ = ["RULES", "VERDICTS", "judge", "read_findings", "render", "verdict_counts", "write_reproductions"]

@@ -37,6 +37,7 @@ from groklab.report.plots import (
     steps_to_grok_figure,
     test_acc_figure,
 )
+from groklab.report.recipe_page import arm_table, claims_html
 from groklab.runio import UnreadableCheckpoint, contained
 from groklab.stats import RESULT_COLUMNS
 
@@ -276,8 +277,14 @@ def report_recipe(path: Path, *, quiet: bool = False) -> Path:
     if findings is None:
         body.append(note("No findings.json yet: the recipe's sweeps are unfinished. Rerun the same groklab recipe command to finish them."))
     else:
-        body += [f"<p><b>{esc(findings.get('headline', ''))}</b></p>", "<h2>Findings</h2>", kv_table(flatten(findings))]
-    body += ["<h2>Figures</h2>", figures_html(figs, {f.key: f"../figures/{f.key}.png" for f in figs}), "<h2>Sweeps</h2><ul>"]
+        body += [f"<p><b>{esc(findings.get('headline', ''))}</b></p>", claims_html(findings)]
+    body += ["<h2>Figures</h2>", figures_html(figs, {f.key: f"../figures/{f.key}.png" for f in figs})]
+    for part in meta.get("parts", []):  # one row per arm or setting, seeds pooled
+        if is_sweep(contained(path, part, path / "recipe.json")):
+            body += [f"<h2>Runs: {esc(part)}</h2>", arm_table(sweep_rows(path / part))]
+    if findings is not None:
+        body.append(f"<details><summary>All findings (findings.json, flattened)</summary>{kv_table(flatten(findings))}</details>")
+    body.append("<h2>Sweeps</h2><ul>")
     for part in meta.get("parts", []):
         if is_sweep(contained(path, part, path / "recipe.json")):  # the part's report is written there: never outside
             report_sweep(path / part, quiet=quiet)

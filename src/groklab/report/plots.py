@@ -272,8 +272,9 @@ def save_png(fig: Figure, path: Path) -> None:
     ax.set_ylabel(fig.ylabel)
     ax.grid(alpha=0.3)
     if any(s.name and s.legend for s in fig.series):
-        ax.legend(fontsize=8)
-    mfig.savefig(path)
+        # below the axes, never over the curves it names
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    mfig.savefig(path, bbox_inches="tight")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def run_recipe(
 
     pack: as for run_sweep (seeds trained as ensembles of up to this many; None: on a GPU only).
     Returns the findings dict (also in out/findings.json)."""
+    from groklab.experiments.claims import evaluate
     from groklab.report import report_recipe
     from groklab.report.plots import save_png
     from groklab.runio import atomic_write_json
@@ -171,6 +172,7 @@ def run_recipe(
     cuts = {part: parse_spec(text, part).raw.get("cuts", []) for part, text in texts.items()}
     if any(cuts.values()):
         numbers["cuts"] = cuts
+    numbers["claims"] = evaluate(name, numbers)  # the published claims this recipe measures, judged on these numbers
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     for fig in findings.figures:
