@@ -72,3 +72,52 @@ def test_degenerate_spectra() -> None:
     exact[[5, 9]] = 1.0  # a noiseless two-frequency circuit: the floor is exactly zero
     assert fourier.key_frequencies(exact) == [5, 9]
     assert fourier.circuit_state(exact, [5, 9]) == "sparse"
+
+
+def test_a_peak_exactly_at_the_factor_counts_and_just_below_it_does_not() -> None:
+    """Step 3's bar is inclusive: PEAK_FACTOR × the floor's median is a peak, a hair less is not (the jump is there)."""
+    power = torch.ones(N_FREQ + 1, dtype=torch.float64)
+    power[7] = fourier.PEAK_FACTOR
+    assert fourier.key_frequencies(power) == [7]
+    power[7] = fourier.PEAK_FACTOR * (1 - 1e-9)
+    assert fourier.key_frequencies(power) == []
+
+
+def test_frequency_zero_is_never_a_key() -> None:
+    """The constant term (the mean embedding) may hold nearly all the power; it is neither a peak nor part of the floor."""
+    flat = constructed({})
+    flat[0] = 1e9
+    assert fourier.key_frequencies(flat) == []
+    peak = constructed({12: 40.0})
+    peak[0] = 1e9
+    assert fourier.key_frequencies(peak) == [12]
+
+
+@pytest.mark.parametrize("p", [8, 98])
+def test_the_nyquist_frequency_of_an_even_p_is_found(p: int) -> None:
+    """For even p, frequency p/2 is (-1)^k: a cosine without a sine, the last entry of the spectrum."""
+    gen = torch.Generator().manual_seed(0)
+    k = torch.arange(p, dtype=torch.float64)
+    e = 0.01 * torch.randn(p, 16, generator=gen, dtype=torch.float64) + torch.cos(torch.pi * k)[:, None] * torch.randn(
+        16, generator=gen, dtype=torch.float64
+    )
+    power = fourier.spectrum(e)
+    assert len(power) == p // 2 + 1
+    assert fourier.key_frequencies(power) == [p // 2]
+
+
+@pytest.mark.parametrize("p", [2, 3])
+def test_p_two_or_three_has_one_frequency_and_no_peaks(p: int) -> None:
+    """With a single non-constant frequency there is nothing to stand above: no keys, whatever it holds."""
+    power = fourier.spectrum(torch.randn(p, 8, generator=torch.Generator().manual_seed(p), dtype=torch.float64))
+    assert power.shape == (2,)
+    assert fourier.key_frequencies(power) == []
+
+
+@pytest.mark.parametrize(("n_high", "keys"), [(24, list(range(1, 25))), (25, []), (40, [])])
+def test_more_than_half_of_the_frequencies_high_is_dense_not_peaks(n_high: int, keys: list[int]) -> None:
+    """Each high frequency 100x a noise floor, with its own noise: at most half of the frequencies can stand above the
+    break (a circuit uses a few), so half of them are peaks and one more is a dense spectrum without any."""
+    high = 100 * constructed({}, seed=1)
+    power = constructed({f: float(high[f]) for f in range(1, n_high + 1)})
+    assert fourier.key_frequencies(power) == keys
