@@ -1,7 +1,8 @@
 """End-to-end grokking within a step budget (slow: run by CI with `pytest -m slow`).
 
-"Grokking" here is measured, not assumed: train acc reaches 0.99 first, val acc reaches 0.99 strictly
-later, and the summary's grok_delay is that positive gap.
+"Grokking" here is measured, not assumed, and told apart from ordinary lagged generalization: when train acc
+first reaches 0.99 val acc is still at most 0.5, and val acc reaches 0.99 only several evaluations later (fixed
+seeds); the summary's grok_delay is that gap.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ from groklab.runio import load_run
 pytestmark = pytest.mark.slow
 
 
-def assert_grokked(run_dir: Path) -> dict:
+VAL_AT_FIT = 0.5
+"""Val acc may be at most this when train acc first reaches 0.99: the network has memorized, not generalized."""
+
+
+def assert_grokked(run_dir: Path, min_delay_evals: int) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = load_run(run_dir).metrics
-    train99 = next(r["step"] for r in rows if r["train/acc"] >= 0.99)
+    run = load_run(run_dir)
+    rows = run.metrics
+    at_fit = next(r for r in rows if r["train/acc"] >= 0.99)
+    train99 = at_fit["step"]
     val99 = next(r["step"] for r in rows if r["val/acc"] >= 0.99)
-    assert val99 > train99, (train99, val99)
+    assert at_fit["val/acc"] <= VAL_AT_FIT, at_fit
+    assert val99 - train99 >= min_delay_evals * run.config.eval_every, (train99, val99)
     assert summary["grokked"] is True
     assert (summary["steps_to_train_acc_99"], summary["steps_to_val_acc_99"]) == (train99, val99)
     assert summary["grok_delay"] == val99 - train99 > 0
@@ -41,15 +49,15 @@ def test_mlp_preset_groks_from_the_cli(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    summary = assert_grokked(out)
+    summary = assert_grokked(out, min_delay_evals=10)
     assert f"delay {summary['grok_delay']} steps" in result.stdout
 
 
 def test_power_transformer_groks_on_a_small_budget(tmp_path: Path) -> None:
     """The paper's 2-layer transformer on x+y mod 97 at 50% with lr 3e-3 (3x the paper's) and wd 1.
 
-    Measured (seeds 0 and 1, one thread): 99% train at step 250, 99% val at 550, so the run stops
-    (patience 100) at step 650; at 30-60 ms per step on 2 idle cores that is 20-40 s.
+    Measured (seeds 0 and 1, one thread): 99% train at step 250-300 with val acc 0.02-0.04 there, 99% val some 6
+    evaluations later, so the run stops (patience 100) near step 650; at 30-60 ms per step on 2 idle cores that is 20-40 s.
     """
     out = tmp_path / "power"
     args = [
@@ -73,4 +81,4 @@ def test_power_transformer_groks_on_a_small_budget(tmp_path: Path) -> None:
         timeout=900,  # a guard against hangs on a busy machine, not the budget
     )
     assert result.returncode == 0, result.stderr
-    assert_grokked(out)
+    assert_grokked(out, min_delay_evals=4)
