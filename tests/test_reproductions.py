@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from groklab.cli import main
-from groklab.experiments.claims import CLAIMS, evaluate, liu_critical, nanda_keys, parity
+from groklab.experiments.claims import CLAIMS, evaluate, liu_critical, nanda_excluded, nanda_keys, nanda_phases, parity
 from groklab.experiments.reproductions import judge, read_findings, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,14 @@ def test_parity_and_key_frequency_rules() -> None:
     assert parity({"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(0, 5), "final_n_sparse": []}}})[1] == "not reproduced"
     assert nanda_keys({"final_key_frequencies": [5, 6, 5]})[1] == "reproduced"
     assert nanda_keys({"final_key_frequencies": [5, 13]})[1] == "partly"
+    rise = lambda mean, lo: {"excluded_rise": {"mean": mean, "lo": lo, "hi": None, "n": 3}}  # noqa: E731
+    assert [nanda_excluded(rise(3.0, 1.5))[1], nanda_excluded(rise(1.2, 0.8))[1], nanda_excluded(rise(0.9, 0.7))[1]] == [
+        "reproduced",
+        "partly",
+        "not reproduced",
+    ]
+    ordered = {"memorization_end": 100, "circuit_formation_end": 900, "cleanup_end": 2000}
+    assert nanda_phases({"per_seed": [{"phases": ordered}, {"phases": None}]})[1] == "partly"  # one seed never generalized
 
 
 def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:

@@ -156,6 +156,26 @@ def nanda_restricted(f: dict[str, Any]) -> tuple[str, str]:
     return ours, _share(r["seeds_restricted_first"], r["seeds"])
 
 
+def nanda_excluded(f: dict[str, Any]) -> tuple[str, str]:
+    e = f["excluded_rise"]
+    if e["mean"] is None:
+        return "no excluded loss logged after memorization", "not reproduced"
+    ours = f"peak over start of the excluded loss after memorization: {e['mean']:.3g}" + (
+        f" [{e['lo']:.3g}, {e['hi']:.3g}], {e['n']} seeds" if e["lo"] is not None and e["n"] >= 3 else f" ({e['n']} seeds: no interval)"
+    )
+    above = e["lo"] if e["lo"] is not None else e["mean"]
+    return ours, "reproduced" if above > 1 else "partly" if e["mean"] > 1 else "not reproduced"
+
+
+def nanda_phases(f: dict[str, Any]) -> tuple[str, str]:
+    phases = [s["phases"] for s in f["per_seed"]]
+    ordered = [p for p in phases if p and p["memorization_end"] < p["circuit_formation_end"] <= p["cleanup_end"]]
+    ends = "; ".join(f"{p['memorization_end']} → {p['circuit_formation_end']} → {p['cleanup_end']}" for p in ordered)
+    return f"memorization → circuit formation → cleanup ends in {len(ordered)} of {len(phases)} seeds ({ends or 'none'})", _share(
+        len(ordered), len(phases)
+    )
+
+
 def nanda_keys(f: dict[str, Any]) -> tuple[str, str]:
     keys = f["final_key_frequencies"]
     return f"key frequencies at the end per seed: {keys}", _share(sum(3 <= k <= 7 for k in keys), len(keys))
@@ -185,6 +205,8 @@ CLAIMS: tuple[Claim, ...] = (
         op_difficulty,
     ),
     Claim("Nanda et al. 2023, progress measures", "restricted loss falls before the test loss", "nanda-progress", nanda_restricted),
+    Claim("Nanda et al. 2023, progress measures", "the excluded loss rises after memorization", "nanda-progress", nanda_excluded),
+    Claim("Nanda et al. 2023, phases", "three phases: memorization, circuit formation, cleanup", "nanda-progress", nanda_phases),
     Claim("Nanda et al. 2023, key frequencies", "5 key frequencies (p = 113; six non-zero in the embedding)", "nanda-progress", nanda_keys),
     Claim("Liu et al. 2022, toy model", "critical training fraction ≈ 0.4 for addition with p = 10", "liu-toy", liu_critical),
     Claim(
