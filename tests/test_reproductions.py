@@ -45,7 +45,7 @@ def test_parity_and_key_frequency_rules() -> None:
     assert parity({"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(0, 5), "final_n_sparse": []}}})[1] == "not reproduced"
     assert nanda_keys({"final_key_frequencies": [5, 6, 5]})[1] == "reproduced"
     assert nanda_keys({"final_key_frequencies": [5, 13]})[1] == "partly"
-    rise = lambda mean, lo: {"excluded_rise": {"mean": mean, "lo": lo, "hi": None, "n": 3}}  # noqa: E731
+    rise = lambda mean, lo: {"excluded_rise": {"mean": mean, "lo": lo, "hi": 2 * mean - lo, "n": 3}}  # noqa: E731
     assert [nanda_excluded(rise(3.0, 1.5))[1], nanda_excluded(rise(1.2, 0.8))[1], nanda_excluded(rise(0.9, 0.7))[1]] == [
         "reproduced",
         "partly",
