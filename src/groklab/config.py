@@ -428,7 +428,7 @@ def validate(config: Config) -> Config:
         value = getattr(m, name)
         _check(value >= 1, f"model.{name}={value} is not valid: expected an integer >= 1")
     _check(
-        m.name in ("mlp", "toy") or m.d_model % m.n_heads == 0,  # only attention splits d_model into heads
+        m.name == "toy" or m.d_model % m.n_heads == 0,  # the toy model has no attention to split d_model into heads
         f"model.d_model={m.d_model} is not valid: must be divisible by model.n_heads={m.n_heads}",
     )
     _check(0 <= m.dropout < 1, f"model.dropout={m.dropout} is not valid: expected a number in [0, 1)")
