@@ -359,7 +359,7 @@ def resume_states(configs: list[Config], runs: list[RunDir]) -> tuple[int, list[
     if not common:
         where = next((run.ckpt_dir for run, (states, _) in zip(runs, found, strict=True) if not states), runs[0].ckpt_dir)
         if corrupt and len(runs) == 1:  # the newest unreadable file, and why (an earlier format says how to convert it)
-            raise UserError(f"{runs[0].path} cannot be resumed: {found[0][1][corrupt[-1]]}")
+            raise UserError(f"{runs[0].path} holds no valid checkpoint and cannot be resumed: {found[0][1][corrupt[-1]]}")
         raise UserError(
             f"{where} holds no valid checkpoint{' shared by every member' if len(runs) > 1 else ''} ({len(corrupt)} corrupt): "
             "the run cannot be resumed exactly; train it again into a new --out"
