@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from groklab.experiments.recipes import run_recipe
+from groklab.experiments.recipes.modelwise import MARGIN, peak
 
 
 def findings(name: str, out: Path) -> dict:
@@ -73,6 +74,26 @@ def test_liu_phases_weight_decay_separates_grokking_from_memorization(tmp_path: 
     assert sum(1 for n in embed["counts"].values() if n) >= 2
     assert (tmp_path / "phases" / "figures" / "phase_lr_wd.png").is_file()
     assert (tmp_path / "phases" / "figures" / "phase_embed_decoder.png").is_file()
+
+
+WIDTHS = [8, 16, 32, 64, 128]
+
+
+@pytest.mark.parametrize(
+    ("losses", "expected"),
+    [
+        ([1.0, 1.2, 2.0, 1.1, 0.5], (32, 2.0)),  # a peak at width 32: 2x the larger of the side minima (1.0 left, 0.5 right)
+        ([5.0, 4.0, 3.0, 2.0, 1.0], (16, 0.8)),  # monotone (wider is better): every interior point is below a side
+        ([2.0, 1.0, 0.5, 1.0, 2.0], (16, 0.5)),  # a valley, the opposite of model-wise grokking
+        ([1.0, 1.03, 0.99, 1.02, 1.0], (16, 1.03)),  # noise of a few percent stays under the margin
+    ],
+    ids=["peak", "monotone", "valley", "noise"],
+)
+def test_modelwise_peak_rule_on_hand_made_curves(losses: list[float], expected: tuple[int, float]) -> None:
+    """`peak` (the rule behind non_monotone_steps and strongest_peak): only a real interior peak clears MARGIN."""
+    width, ratio = peak(WIDTHS, losses)
+    assert (width, ratio) == (expected[0], pytest.approx(expected[1]))
+    assert (ratio > MARGIN) == (expected[1] > MARGIN)
 
 
 @pytest.mark.slow
