@@ -66,6 +66,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "model.mlp_bias": {**TRANSFORMER, "model.mlp_bias": True},
     "model.init": {**TRANSFORMER, "model.init": "normal"},
     "model.init_scale": {"model.init_scale": 2.0},
+    "model.target_dim": {"task.name": "addition", "task.p": 10, "model.name": "toy", "model.d_model": 2, "loss": "target_mse", "model.target_dim": 6},
     "optim.name": {"optim.name": "sgd", "optim.lr": 0.1},
     "optim.lr": {"optim.lr": 3e-3},
     "optim.embed_lr": {"optim.embed_lr": 1e-2},
