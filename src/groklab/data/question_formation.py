@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from groklab.config import TaskConfig
-from groklab.data.sequences import SequenceTask, answer_right, draw, make_vocab, marker_position
+from groklab.data.sequences import SequenceTask, answer_right, draw_splits, make_vocab, marker_position
 
 Tensor = torch.Tensor
 
@@ -124,14 +124,7 @@ def lexicon() -> set[str]:
 
 def build(task: TaskConfig, seed: int) -> SequenceTask:
     vocab = make_vocab(lexicon())
-    rng = random.Random(seed)
-    used: set[tuple[str, ...]] = set()
-    splits = {
-        "train": draw(rng, in_distribution, task.train_size, used, "task.train_size"),
-        "val": draw(rng, in_distribution, task.eval_size, used, "task.eval_size"),
-        "test": draw(rng, in_distribution, task.eval_size, used, "task.eval_size"),
-        "gen": draw(rng, generalization, task.gen_size, used, "task.gen_size"),
-    }
+    splits = draw_splits(seed, task, in_distribution, generalization)
     markers = torch.tensor([vocab.index(QUEST), vocab.index(DECL)])
 
     def score(logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from groklab.config import TaskConfig
 from groklab.errors import UserError
 
 Tensor = torch.Tensor
@@ -58,6 +59,20 @@ def draw(
     if len(out) == n:
         return out
     raise UserError(f"{what}={n} is not valid: the generator found only {len(out)} distinct such examples; ask for fewer")
+
+
+def draw_splits(
+    seed: int, task: TaskConfig, in_distribution: Callable[[random.Random], tuple[str, ...] | None],
+    generalization: Callable[[random.Random], tuple[str, ...] | None],
+) -> dict[str, list[tuple[str, ...]]]:
+    """train / val / test from `in_distribution`, gen from `generalization`, every source sentence in one split only."""
+    rng, used = random.Random(seed), set[tuple[str, ...]]()
+    return {
+        "train": draw(rng, in_distribution, task.train_size, used, "task.train_size"),
+        "val": draw(rng, in_distribution, task.eval_size, used, "task.eval_size"),
+        "test": draw(rng, in_distribution, task.eval_size, used, "task.eval_size"),
+        "gen": draw(rng, generalization, task.gen_size, used, "task.gen_size"),
+    }
 
 
 def source(example: tuple[str, ...]) -> tuple[str, ...]:

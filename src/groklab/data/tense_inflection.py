@@ -22,7 +22,7 @@ import torch
 
 from groklab.config import TaskConfig
 from groklab.data.question_formation import DETERMINERS, NOUNS, PREPOSITIONS, plural
-from groklab.data.sequences import SequenceTask, answer_right, draw, make_vocab, marker_position
+from groklab.data.sequences import SequenceTask, answer_right, draw_splits, make_vocab, marker_position
 
 Tensor = torch.Tensor
 
@@ -129,14 +129,7 @@ def lexicon() -> set[str]:
 
 def build(task: TaskConfig, seed: int) -> SequenceTask:
     vocab = make_vocab(lexicon())
-    rng = random.Random(seed)
-    used: set[tuple[str, ...]] = set()
-    splits = {
-        "train": draw(rng, in_distribution, task.train_size, used, "task.train_size"),
-        "val": draw(rng, in_distribution, task.eval_size, used, "task.eval_size"),
-        "test": draw(rng, in_distribution, task.eval_size, used, "task.eval_size"),
-        "gen": draw(rng, generalization, task.gen_size, used, "task.gen_size"),
-    }
+    splits = draw_splits(seed, task, in_distribution, generalization)
     ids = lambda words: torch.tensor([vocab.index(w) for w in words])  # noqa: E731
     markers, transitive = ids([PRESENT, PAST]), ids([w for past, forms in TRANSITIVE.items() for w in (past, *forms)])
     who, that, prepositions = vocab.index("who"), vocab.index("that"), ids(PREPOSITIONS)
