@@ -42,6 +42,8 @@ COST_FREE = (
 
 CALIBRATION_S = 1.0
 """Seconds of training timed per kind of task (after two warm-up steps)."""
+EVAL_SAMPLE = 4096
+"""Examples per split an evaluation is timed on (its time is scaled to the split's size)."""
 
 
 def cache_dir() -> Path:
@@ -91,6 +93,14 @@ def evaluations(steps: int, eval_every: int, eval_spacing: str) -> int:
     return sum(is_eval_step(s, config, schedule) for s in range(steps + 1))
 
 
+@functools.lru_cache(maxsize=2)
+def dataset(task: Any, split_seed: int) -> Any:
+    """The task's data, built once for every kind of task that shares it (a depth sweep of sequence models, say)."""
+    from groklab.data import build_task
+
+    return build_task(task, split_seed)
+
+
 def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]:
     """(seconds per optimizer step of a task of `members` seeds, seconds per evaluation of one member) on this machine.
 
@@ -100,7 +110,6 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
     """
     import torch
 
-    from groklab.data import build_task
     from groklab.steppers import Ensemble, Single
     from groklab.train import Measures, evaluate, resolve_device, weight_norm
 
@@ -116,7 +125,7 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
     torch.set_num_threads(threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            data = build_task(config.task, config.split_seed).to(device)
+            data = dataset(config.task, config.split_seed).to(device)
             configs = [dataclasses.replace(config, seed=config.seed + k) for k in range(members)]
             stepper = Ensemble(configs, data, device) if members > 1 else Single(config, data, device)
             for _ in range(2):  # warm-up: first-call allocations, lazy initialisation, a compile
@@ -127,10 +136,18 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
                 n += 1
             step_s = (clock() - t0) / n
             model = stepper.member(0)
+            # An evaluation forwards every example of every split: time it on a sample of each and scale up.
+            sizes = {name: len(data.indices(name)) for name in data.split_names}
+            cut = {name: data.indices(name)[:EVAL_SAMPLE] for name in data.split_names}
+            sample = dataclasses.replace(
+                data, train=cut["train"], val=cut["val"], test=cut["test"], extra_splits={k: cut[k] for k in data.extra_splits}
+            )
             t0 = clock()
-            evaluate(model, data, stepper.loss_fn)
+            evaluate(model, sample, stepper.loss_fn)
+            eval_s = (clock() - t0) * sum(sizes.values()) / max(1, sum(len(i) for i in cut.values()))
+            t0 = clock()
             weight_norm(model)
-            eval_s = clock() - t0
+            eval_s += clock() - t0
             if config.analysis:  # the mechanism measures of every analysis_every-th evaluation
                 t0 = clock()
                 Measures(config, data, stepper.loss_fn).measure(0, 0, model)
