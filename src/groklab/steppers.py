@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from groklab.config import Config
+from groklab.config import Config, get_path
 from groklab.data import Dataset
 from groklab.errors import UserError
 from groklab.losses import LossFn, make_loss
@@ -160,12 +160,7 @@ ENSEMBLE_REFUSED = {
 
 def refused_field(config: Config) -> tuple[str, Any] | None:
     """The first field (name, value) of `config` that an ensemble would not reproduce, or None."""
-    values = {
-        "optim.orthograd": config.optim.orthograd, "optim.norm_constraint": config.optim.norm_constraint,
-        "optim.grad_noise": config.optim.grad_noise, "model.dropout": config.model.dropout, "compile": config.compile,
-        "model.tie_embeddings": config.model.tie_embeddings,
-    }  # fmt: skip
-    return next(((name, value) for name, value in values.items() if value), None)
+    return next(((name, get_path(config, name)) for name in ENSEMBLE_REFUSED if get_path(config, name)), None)
 
 
 def check_ensemble(config: Config) -> None:
