@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from groklab.experiments.recipes import MODULES, get_recipe
+from groklab.experiments.recipes import MODULES, SCALES, get_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_the_wheels_copy_is_what_runs(venv: dict) -> None:
     assert out["version"] == pyproject_version()
     # The `groklab` executable runs the venv's python, so it imports this same copy.
     assert str(venv["python"]) in "\n".join(venv["groklab"].read_text().splitlines()[:3])  # (a /bin/sh trampoline if the path is long)
-    assert len(out["specs"]) == 2 * sum(len(get_recipe(name).parts) for name in MODULES)
+    assert len(out["specs"]) == len(SCALES) * sum(len(get_recipe(name).parts) for name in MODULES)
     assert all(size > 0 for size in out["specs"].values())
 
 
