@@ -291,7 +291,7 @@ def stats_table(groups: list[Any], axes: list[str]) -> Any:
     from rich import box
     from rich.table import Table
 
-    headers = [LS_HEADERS.get(a, LS_HEADERS.get(a.split(".")[-1], a.split(".")[-1])) for a in axes]
+    headers = [short_header(a) for a in axes]
     headers += ["done", "grokked", "steps to grok", "median", "test acc"]
     rows = []
     for g in groups:
@@ -562,6 +562,12 @@ def cmd_ls(args: argparse.Namespace) -> None:
     print_ls_table(rows, columns, groups, f"{len(rows)} runs in {args.dir}")
 
 
+def short_header(column: str) -> str:
+    """A table header for a column: its LS_HEADERS abbreviation, else its last dotted part's, else that part."""
+    leaf = column.split(".")[-1]
+    return LS_HEADERS.get(column, LS_HEADERS.get(leaf, leaf))
+
+
 def ls_cell(column: str, value: Any) -> str:
     from groklab.report.page import fmt
 
@@ -579,7 +585,7 @@ def print_ls_table(rows: list[dict[str, Any]], columns: list[str], groups: list[
     from rich.text import Text
 
     width = shutil.get_terminal_size().columns
-    headers = {c: LS_HEADERS.get(c, LS_HEADERS.get(c.split(".")[-1], c.split(".")[-1])) for c in columns}
+    headers = {c: short_header(c) for c in columns}
     cells = {c: [ls_cell(c, row.get(c)) for row in rows] for c in columns}
     widths = {c: max([len(headers[c]), *map(len, cells[c])]) for c in columns}
     shown, gap = list(columns), 2

@@ -30,11 +30,6 @@ import torch
 from groklab.config import SCHEMA_VERSION, VERSION, Config, UserError, from_dict, to_dict
 from groklab.stats import first_step
 
-
-def version() -> str:
-    return VERSION
-
-
 # ---------------------------------------------------------------------------------------------
 # Atomic file writes.
 
@@ -289,7 +284,7 @@ class RunDir:
         schema = raw.get("schema_version")
         if not isinstance(schema, int) or schema > SCHEMA_VERSION:
             raise UserError(
-                f"{self.config_path} has schema_version={schema!r}; this groklab ({version()}) reads schema <= {SCHEMA_VERSION}: upgrade groklab"
+                f"{self.config_path} has schema_version={schema!r}; this groklab ({VERSION}) reads schema <= {SCHEMA_VERSION}: upgrade groklab"
             )
         try:
             return from_dict(raw["config"], schema)
@@ -312,7 +307,7 @@ class RunDir:
             raise UserError(f"--out {self.path} is not empty and holds no groklab run; choose an empty or new directory")
         try:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.config_path, {"groklab_version": version(), "schema_version": SCHEMA_VERSION, "config": to_dict(config)})
+            atomic_write_json(self.config_path, {"groklab_version": VERSION, "schema_version": SCHEMA_VERSION, "config": to_dict(config)})
         except OSError as err:
             raise UserError(f"--out {self.path} cannot be written: {err.strerror}") from None
         return False

@@ -56,13 +56,6 @@ class Estimate:
         """(mean, lo, hi) for plotting: (mean, mean, mean) for one value, so a lone seed draws a point without an error bar."""
         return (self.mean, self.mean, self.mean) if self.n == 1 else (self.mean, self.lo, self.hi)
 
-    def format(self, digits: int = 0) -> str:
-        if self.n == 0:
-            return "-"
-        if self.n < 2:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
-
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
     """Mean and the t-interval mean ± t_{(1+c)/2, n-1} · s / √n."""
