@@ -20,9 +20,9 @@ from groklab.config import Config, apply_overrides, leaf_fields
 from groklab.data import Dataset
 from groklab.errors import UserError
 from groklab.presets import get_preset
-from groklab.runio import RunDir, load_run, read_metrics
+from groklab.runio import RunDir, checkpoint_steps, load_run, read_metrics
 from groklab.steppers import ENSEMBLE_REFUSED, Ensemble, Single
-from groklab.train import fit, train, train_ensemble, train_pack
+from groklab.train import Hook, fit, train, train_ensemble, train_pack
 
 SMALL = {
     "task.p": 7, "model.d_model": 8, "model.width": 16, "model.depth": 1, "model.n_heads": 2, "model.d_mlp": 16,
@@ -175,6 +175,53 @@ def test_an_interrupted_ensemble_resumes_exactly(tmp_path: Path, members_dropped
     assert [s["status"] for s in summaries] == ["finished", "finished"]
     for k in range(2):
         assert untimed(load_run(tmp_path / f"seed-{k}").metrics) == untimed(before[k])
+
+
+class Crash(Hook):
+    def stepped(self, step: int, rows: list[dict[str, Any]] | None) -> None:
+        raise RuntimeError("killed")
+
+
+def test_an_ensemble_stopped_while_writing_its_first_checkpoints_starts_again(tmp_path: Path) -> None:
+    """Killed after member 0 wrote its step-0 state and before member 1 wrote its own (no member has a row yet): the
+    members hold no step in common, and the resume is a fresh start to the same metrics as an uninterrupted run."""
+    config = tiny(Config(), {**SMALL, "steps": 12, "checkpoint_every": 5})
+    with pytest.raises(RuntimeError, match="killed"):
+        train_ensemble(config, tmp_path / "killed", 2, progress=False, hooks=[Crash()])
+    for path in (tmp_path / "killed" / "seed-1" / "checkpoints").iterdir():
+        path.unlink()
+    assert checkpoint_steps(tmp_path / "killed" / "seed-0" / "checkpoints", "state") == [0]
+    summaries = train_ensemble(config, tmp_path / "killed", 2, progress=False)
+    assert [s["status"] for s in summaries] == ["finished", "finished"]
+    train_ensemble(config, tmp_path / "whole", 2, progress=False)
+    for k in range(2):
+        assert untimed(load_run(tmp_path / "killed" / f"seed-{k}").metrics) == untimed(load_run(tmp_path / "whole" / f"seed-{k}").metrics)
+
+
+class StatesAtStart(Hook):
+    """Each member's state checkpoint steps when training (re)starts, after the resume has rewound the runs."""
+
+    def __init__(self, runs: list[Path]) -> None:
+        self.runs = runs
+        self.seen: list[list[int]] | None = None
+
+    def stepped(self, step: int, rows: list[dict[str, Any]] | None) -> None:
+        if self.seen is None:
+            self.seen = [checkpoint_steps(run / "checkpoints", "state") for run in self.runs]
+
+
+def test_a_resume_from_an_older_shared_step_drops_the_newer_states(tmp_path: Path) -> None:
+    """Member 1 lost its newest state, so both resume from the older step they share; member 0's newer state is from
+    the stretch trained again and is dropped (kept, it would be one of the two newest, and a second interruption
+    could leave the members with no step in common)."""
+    config = tiny(Config(), {**SMALL, "steps": 12, "checkpoint_every": 5})
+    train_ensemble(config, tmp_path, 2, progress=False)
+    for k in range(2):
+        (tmp_path / f"seed-{k}" / "summary.json").unlink()
+    drop_newest_state(tmp_path / "seed-1")
+    hook = StatesAtStart([tmp_path / f"seed-{k}" for k in range(2)])
+    train_ensemble(config, tmp_path, 2, progress=False, hooks=[hook])
+    assert hook.seen == [[10], [10]]  # member 0 held 10 and 12, member 1 only 10
 
 
 def test_finished_members_are_left_alone_and_the_rest_resume(tmp_path: Path) -> None:

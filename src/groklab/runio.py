@@ -318,10 +318,15 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def truncate_metrics(self, last_step: int) -> list[dict[str, Any]]:
-        """Keep only rows up to `last_step` (the checkpoint resumed from), dropping a torn last line."""
+    def rewind(self, last_step: int) -> list[dict[str, Any]]:
+        """Keep only the metrics rows (dropping a torn last line) and the resumable states up to `last_step`, the
+        checkpoint resumed from; return the rows. A state past it is from the interrupted stretch: left in place it
+        would count as one of the `keep` newest, and a second interruption could leave members with none in common."""
         rows = [r for r in read_metrics(self.metrics_path) if r["step"] <= last_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        for step in checkpoint_steps(self.ckpt_dir, "state"):
+            if step > last_step:
+                self.drop_state(step)
         return rows
 
     def states(self) -> tuple[dict[int, dict[str, Any]], dict[Path, str]]:
@@ -342,9 +347,12 @@ class RunDir:
     def save_state(self, step: int, state: dict[str, Any], keep: int = 2) -> None:
         save_checkpoint(checkpoint_path(self.ckpt_dir, "state", step), state)
         for old in checkpoint_steps(self.ckpt_dir, "state")[:-keep]:
-            path = checkpoint_path(self.ckpt_dir, "state", old)
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+            self.drop_state(old)
+
+    def drop_state(self, step: int) -> None:
+        path = checkpoint_path(self.ckpt_dir, "state", step)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
 
     def save_model(self, step: int, model_state: dict[str, Any]) -> None:
         save_checkpoint(checkpoint_path(self.ckpt_dir, "model", step), model_state)

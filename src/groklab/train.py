@@ -258,14 +258,14 @@ def fit(
     return their summaries. The members share everything but their seeds, so they share the step and the schedule."""
     config, n = configs[0], len(configs)
 
-    # Resume: every member from its checkpoint at the same step (the newest that all of them hold); drop metrics past it.
+    # Resume: every member from its checkpoint at the same step (the newest that all of them hold); drop rows and states past it.
     step, states = resume_states(configs, runs)
     for k, state in enumerate(states):
         if state is not None:
             stepper.load(k, state)
     if states[0] is not None:
         set_rng_states(states[0]["rng"])
-    rows = [run.truncate_metrics(step if states[0] is not None else -1) for run in runs]
+    rows = [run.rewind(step if states[0] is not None else -1) for run in runs]
     held: list[int | None] = [s["held_since"] if s is not None else None for s in states]
     elapsed = states[0]["elapsed"] if states[0] is not None else 0.0
     summaries: list[dict[str, Any] | None] = [None] * n
@@ -350,11 +350,13 @@ def fit(
 
 def resume_states(configs: list[Config], runs: list[RunDir]) -> tuple[int, list[dict[str, Any] | None]]:
     """(step, each member's state at it) from the newest valid checkpoint every member holds; (0, [None, ...]) for a
-    fresh start. A run with metrics but no usable checkpoint, or whose config.json was edited, is refused."""
+    fresh start: no member has logged a row yet (an ensemble stopped while writing its members' first checkpoints holds
+    step 0 in some of them only; a fresh start is the same run). A run with metrics but no usable checkpoint, or whose
+    config.json was edited, is refused."""
+    if not any(read_metrics(run.metrics_path) for run in runs):
+        return 0, [None] * len(runs)
     found = [run.states() for run in runs]  # ({step: state}, {unreadable path: why}) per member
     corrupt = [path for _, paths in found for path in paths]
-    if all(not states for states, _ in found) and not any(read_metrics(run.metrics_path) for run in runs):
-        return 0, [None] * len(runs)
     common = set.intersection(*(set(states) for states, _ in found))
     if not common:
         where = next((run.ckpt_dir for run, (states, _) in zip(runs, found, strict=True) if not states), runs[0].ckpt_dir)
