@@ -1,4 +1,4 @@
-"""`groklab bench`: the JSON schema, the peer's absence, and the counted FLOPs."""
+"""`groklab bench`: the JSON schema, the peer's absence, the counted FLOPs, and time to grok over seeds."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from groklab.bench import PEER_NAME, peer_dir, power_config, train_flops
+from groklab.bench import PEER_NAME, GrokCase, peer_dir, power_config, time_to_grok, train_flops
 from groklab.cli import main
 from groklab.data import build_task
 from groklab.models import build_model
 from groklab.presets import get_preset
+from groklab.runio import load_run
 
 CONFIG_KEYS = {
     "name",
@@ -119,3 +120,27 @@ def test_bench_cli_against_the_peer() -> None:
     power = by_name["power"]
     assert power["peer_ms_per_step"] > 0
     assert power["ratio_vs_peer"] == pytest.approx(power["peer_ms_per_step"] / power["ms_per_step"], rel=0.01)
+
+
+TINY_GROK = GrokCase("mlp", "tiny mlp", ("--preset", "mlp", "--task.p", "47", "--optim.lr", "1e-2", "--optim.batch-size", "256"), max_steps=3000)
+"""The mlp preset shrunk to grok within about a thousand steps (a few seconds)."""
+
+
+def test_time_to_grok_reports_each_seeds_run_and_their_spread(tmp_path: Path) -> None:
+    """Each seed's steps are the first evaluation at val acc >= 0.99 of the very run `groklab train` makes at that
+    seed; seconds include the process start; the median and range are over the seeds."""
+    [entry] = time_to_grok([TINY_GROK], 2, 1, None, say=lambda line: None)
+    assert [r["seed"] for r in entry["seeds"]] == [0, 1] and "peer" not in entry and entry["ratio_vs_peer"] is None
+    for r in entry["seeds"]:
+        out = tmp_path / f"seed-{r['seed']}"
+        subprocess.run(
+            [sys.executable, "-m", "groklab", "train", *TINY_GROK.args, "--seed", str(r["seed"]), "--split-seed", str(r["seed"]),
+             "--threads", "1", "--quiet", "--out", str(out)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        rows = load_run(out).metrics
+        grok = next(row for row in rows if row["val/acc"] >= 0.99)
+        assert r["groklab"]["steps"] == grok["step"]
+        assert r["groklab"]["seconds"] > grok["time_s"]  # plus the start-up
+    steps = sorted(r["groklab"]["steps"] for r in entry["seeds"])
+    assert entry["groklab"]["steps"] == {"median": sum(steps) / 2, "min": steps[0], "max": steps[1], "censored": 0}

@@ -29,7 +29,7 @@ import torch
 
 from groklab.config import Config, UserError, apply_overrides
 from groklab.presets import get_preset
-from groklab.stats import GROK_ACC
+from groklab.stats import GROK_ACC, censored_median
 
 PEER_NAME = "danielmamay-grokking"
 CONFIG_KEYS = ("power", "nanda", "mlp", "ensemble")
@@ -198,37 +198,141 @@ def power_shapes(config: Config) -> list[tuple[int, int, int]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Time to grok: a fresh `groklab train` process, from its start to the evaluation where val acc reached 0.99.
+# Time to grok: fresh processes, groklab's `groklab train` and the peer's own modules in our loop, at the same
+# hyperparameters and evaluation cadence, seed by seed, alternating which side goes first.
 
 
-GROK_RUNS: dict[str, list[str]] = {
-    "mlp": ["--preset", "mlp"],
-    # lr 3e-3 (instead of 1e-3) so that the run groks soon enough to time; everything else is Power et al.'s setting.
-    "power x+y 50%": ["--preset", "power-fig1", "--task.op", "x+y", "--optim.lr", "3e-3", "--eval-spacing", "linear", "--eval-every", "50"],
-}
+@dataclass(frozen=True)
+class GrokCase:
+    """One time-to-grok measurement: `groklab train` arguments, the peer's operation at the same hyperparameters
+    (None: groklab alone, against the preset's own target), the val accuracy that counts as grokked, the steps allowed."""
+
+    key: str
+    name: str
+    args: tuple[str, ...]
+    peer_op: str | None = None
+    target: float = GROK_ACC
+    max_steps: int = 10_000
+    seeds_factor: int = 1
 
 
-def time_to_grok(args: list[str], threads: int) -> float | None:
-    """Seconds from launching `groklab train` to val acc >= 0.99, start-up included; None if it never grokked."""
+POWER_ARGS = ("--preset", "power-fig1", "--eval-spacing", "linear", "--eval-every", "100")
+"""Power et al.'s transformer at the peer's hyperparameters (lr 1e-3, betas (0.9, 0.98), wd 1, batch 512, 10 warm-up
+steps, 50% train), evaluated every 100 steps as the peer loop below is."""
+GROK_CASES = (
+    GrokCase("power", "power x+y", (*POWER_ARGS, "--task.op", "x+y"), peer_op="x+y"),
+    GrokCase("power", "power x/y", (*POWER_ARGS, "--task.op", "x/y"), peer_op="x/y"),
+    GrokCase("mlp", "mlp", ("--preset", "mlp"), max_steps=3000),
+    GrokCase("fast-grok", "fast-grok", ("--preset", "fast-grok"), target=0.95, max_steps=2000, seeds_factor=2),
+)
+GROK_KEYS = tuple(dict.fromkeys(c.key for c in GROK_CASES))
+PEER_EVAL_EVERY = 100
+
+
+def groklab_to_grok(case: GrokCase, seed: int, threads: int) -> dict[str, float | None]:
+    """Launch `groklab train` for `case` at `seed` (its split seed too: each seed is a fresh split, as the peer's
+    is); steps to the first evaluation at val acc >= target, and seconds from launch to it (start-up included)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "groklab", "train", *args, "--out", str(out), "--quiet", "--stop-patience", "1"]
+        cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--out", str(out), "--quiet", "--seed", str(seed),
+               "--split-seed", str(seed), "--steps", str(case.max_steps)]  # fmt: skip
+        if case.target >= GROK_ACC:  # stop once grokked (one more evaluation: the rule needs val acc held a step)
+            cmd += ["--stop-patience", "1"]
         cmd += ["--threads", str(threads)] if threads else []
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
         total = time.perf_counter() - t0
         summary = json.loads((out / "summary.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    grok = next((r for r in rows if r["val/acc"] >= GROK_ACC), None)
-    # total - wall_s is the start-up (and the final writes, so this slightly overestimates); time_s counts from the loop's start.
-    return None if grok is None else round(total - summary["wall_s"] + grok["time_s"], 2)
+    grok = next((r for r in rows if r["val/acc"] >= case.target), None)
+    # total - wall_s is the start-up (and the final writes: a slight overestimate); time_s counts from the loop's start.
+    return {"steps": None, "seconds": None} if grok is None else {"steps": grok["step"], "seconds": round(total - summary["wall_s"] + grok["time_s"], 2)}
+
+
+def peer_to_grok(case: GrokCase, seed: int, threads: int, folder: Path) -> dict[str, float | None]:
+    """The same for the peer: its data, model, optimizer, warm-up and train step in `peer_loop`, in a fresh process."""
+    assert case.peer_op is not None
+    code = "import sys, json; from groklab.bench import peer_loop; print(json.dumps(peer_loop(*json.loads(sys.argv[1]))))"
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, json.dumps([str(folder), case.peer_op, seed, case.max_steps, threads])],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    total = time.perf_counter() - t0
+    found = json.loads(done.stdout.splitlines()[-1])
+    return {"steps": found["steps"], "seconds": None if found["steps"] is None else round(total - found["wall_s"] + found["grok_s"], 2)}
+
+
+def peer_loop(folder: str, op: str, seed: int, max_steps: int, threads: int) -> dict[str, float | None]:
+    """The peer's training as its own loop runs it (shuffled epochs of its DataLoader, batch 512, train_step, then the
+    LinearLR warm-up's step), evaluated with its `evaluate` on its whole validation half every PEER_EVAL_EVERY steps
+    from step 0; stops at the first evaluation with val acc >= 0.99. Seconds count from the loop's start."""
+    if threads:
+        torch.set_num_threads(threads)
+    sys.path.insert(0, folder)
+    import data as peer_data  # the peer's own modules, found on its folder
+    import training_step as peer_training
+
+    torch.manual_seed(seed)  # the peer's split (random_split) and initialisation both draw from the global generator
+    device = torch.device("cpu")
+    train_loader, val_loader = peer_data.get_data_loaders(op, 97, 0.5, 512)
+    val = val_loader.dataset
+    val_inputs, val_labels = val.dataset.tensors[0][val.indices], val.dataset.tensors[1][val.indices]
+    model, optimizer, scheduler, criterion = peer_training.setup_model(2, 128, 4, 97, 1e-3, 1.0, device)
+    t0, step = time.perf_counter(), 0
+    while True:
+        for inputs, labels in train_loader:
+            if step % PEER_EVAL_EVERY == 0:
+                at = time.perf_counter() - t0  # as groklab's metrics rows time an evaluation: from its start
+                _, acc = peer_training.evaluate(model, val_inputs, val_labels, criterion)
+                if acc >= GROK_ACC:
+                    return {"steps": step, "grok_s": at, "wall_s": time.perf_counter() - t0}
+            if step >= max_steps:
+                return {"steps": None, "grok_s": None, "wall_s": time.perf_counter() - t0}
+            peer_training.train_step(model, inputs, labels, optimizer, criterion)
+            scheduler.step()
+            step += 1
+
+
+def spread(results: list[dict[str, float | None]], key: str) -> dict[str, Any]:
+    """Median (censored runs, None, as never) and the range over seeds of one side's `key` (steps or seconds)."""
+    values = [r[key] for r in results]
+    done = [v for v in values if v is not None]
+    return {"median": censored_median(values), "min": min(done, default=None), "max": max(done, default=None), "censored": len(values) - len(done)}
+
+
+def time_to_grok(cases: list[GrokCase], seeds: int, threads: int, folder: Path | None, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every case at seeds 0 .. seeds*seeds_factor - 1, groklab and the peer alternating (which goes first flips each
+    seed, so drift of the machine's speed hits both); per case, every seed's numbers, medians and ranges."""
+    results = []
+    for case in cases:
+        runs = []
+        for seed in range(seeds * case.seeds_factor):
+            sides = [("groklab", lambda: groklab_to_grok(case, seed, threads))]
+            if case.peer_op is not None and folder is not None:
+                sides.append(("peer", lambda: peer_to_grok(case, seed, threads, folder)))
+            run: dict[str, Any] = {"seed": seed}
+            for side, measure in sides if seed % 2 == 0 else sides[::-1]:
+                run[side] = measure()
+            runs.append(run)
+            say(f"{case.name} seed {seed}: " + ", ".join(f"{side} {fmt_grok(run[side])}" for side, _ in sides))
+        entry: dict[str, Any] = {"name": case.name, "target_val_acc": case.target, "max_steps": case.max_steps, "seeds": runs}
+        for side in ("groklab", "peer"):
+            if all(side in r for r in runs):
+                entry[side] = {"steps": spread([r[side] for r in runs], "steps"), "seconds": spread([r[side] for r in runs], "seconds")}
+        mine, theirs = (entry.get(side, {}).get("seconds", {}).get("median") for side in ("groklab", "peer"))
+        entry["ratio_vs_peer"] = round(theirs / mine, 2) if mine and theirs else None
+        results.append(entry)
+    return results
+
+
+def fmt_grok(result: dict[str, float | None]) -> str:
+    return "never" if result["steps"] is None else f"step {result['steps']:,} in {result['seconds']:.1f} s"
 
 
 # ---------------------------------------------------------------------------------------------
 # The whole measurement (`groklab bench` prints it).
 
 
-def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, only: set[str] | None = None) -> dict[str, Any]:
+def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, only: set[str] | None = None) -> dict[str, Any]:
     """Measure every config; return the JSON-ready result."""
     from groklab.train import keep_freed_memory, resolve_device
 
@@ -239,8 +343,7 @@ def run_bench(*, quick: bool, compile: bool, threads: int, peer: str | None, onl
     repeats, seconds = (2, 0.1) if quick else (7, 1.5)
     power = power_config()
     mlp = get_preset("mlp")
-    folder = peer_dir(peer) if only is None or "power" in only else None
-    peer_fn = peer_step(folder, device) if folder is not None else None
+    peer_fn = peer_step(folder, device) if folder is not None and (only is None or "power" in only) else None
 
     # Built only when chosen (--only): each builds its data and model; compiled variants as `--compile` trains.
     builders: list[tuple[str, Callable[[], Case]]] = []

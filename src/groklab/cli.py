@@ -482,22 +482,26 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from groklab.bench import CONFIG_KEYS, GROK_RUNS, run_bench, time_to_grok
+    from groklab.bench import CONFIG_KEYS, GROK_CASES, GROK_KEYS, peer_dir, run_bench, time_to_grok
 
     only = None
     if args.only is not None:
         only = {name.strip() for name in args.only.split(",") if name.strip()}
-        if not only or not only <= set(CONFIG_KEYS):
-            raise UserError(f"--only={args.only!r} is not valid: expected a comma-separated list of {', '.join(CONFIG_KEYS)}")
-    result = run_bench(quick=args.quick, compile=not (args.quick or args.no_compile), threads=args.threads, peer=args.peer, only=only)
-    grok = {name: time_to_grok(run_args, args.threads) for name, run_args in GROK_RUNS.items()} if args.time_to_grok else None
+        if not only or not only <= set(CONFIG_KEYS) | set(GROK_KEYS):
+            allowed = ", ".join(dict.fromkeys((*CONFIG_KEYS, *GROK_KEYS)))
+            raise UserError(f"--only={args.only!r} is not valid: expected a comma-separated list of {allowed}")
+    folder = peer_dir(args.peer)
+    result = run_bench(quick=args.quick, compile=not (args.quick or args.no_compile), threads=args.threads, folder=folder, only=only)
+    if args.time_to_grok:
+        cases = [c for c in GROK_CASES if only is None or c.key in only]
+        result["time_to_grok"] = time_to_grok(cases, args.seeds, args.threads, folder, say=lambda line: print(line, file=sys.stderr))
     if args.json:
-        print(json.dumps(result if grok is None else {**result, "time_to_grok_s": grok}))
+        print(json.dumps(result))
     else:
-        print_bench(result, grok)
+        print_bench(result)
 
 
-def print_bench(result: dict[str, Any], grok: dict[str, float | None] | None) -> None:
+def print_bench(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -522,8 +526,32 @@ def print_bench(result: dict[str, Any], grok: dict[str, float | None] | None) ->
         )
     console = Console()
     console.print(table)
-    for name, seconds in (grok or {}).items():
-        console.print(f"time to grok ({name}): " + ("never within budget" if seconds is None else f"{seconds:.1f} s from process start"))
+    if "time_to_grok" not in result:
+        return
+    grok = Table(
+        title="time to grok: median \\[min-max] over seeds, process start included",
+        caption="steps: the first evaluation at the target val acc (0.99; fast-grok 0.95), every 100 steps for Power; "
+        "never: not within the run's max steps",
+    )
+    for column in ("run (seeds)", "side", "steps", "seconds", "× peer"):
+        grok.add_column(column, justify="left" if column in ("run (seeds)", "side") else "right")
+    for entry in result["time_to_grok"]:
+        sides = [side for side in ("groklab", "peer") if side in entry]
+        for side in sides:
+            ratio = "" if side == "peer" or entry["ratio_vs_peer"] is None else f"{entry['ratio_vs_peer']:.2f}"
+            name = f"{entry['name']} ({len(entry['seeds'])})" if side == sides[0] else ""
+            grok.add_row(name, side, spread_cell(entry[side]["steps"]), spread_cell(entry[side]["seconds"]), ratio)
+    console.print(grok)
+
+
+def spread_cell(spread: dict[str, Any]) -> str:
+    """`median [min-max]` of a time-to-grok spread (rich markup), with `, k never` for censored seeds."""
+    def number(x: float) -> str:
+        return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+    median = "never" if spread["median"] is None else number(spread["median"])
+    span = "" if spread["min"] is None else f" \\[{number(spread['min'])}-{number(spread['max'])}]"
+    return median + span + (f", {spread['censored']} never" if spread["censored"] else "")
 
 
 LS_HEADERS = {
@@ -910,11 +938,15 @@ def build_parser() -> dict[str, Parser]:
     sub = command(
         "bench",
         cmd_bench,
-        "groklab bench [--json] [--quick] [--no-compile] [--time-to-grok] [--threads N] [--peer DIR] [--only LIST]",
+        "groklab bench [--json] [--quick] [--no-compile] [--time-to-grok [--seeds N]] [--threads N] [--peer DIR] [--only LIST]",
         "Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and\n"
         "against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,\n"
-        "MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).",
-        ["groklab bench", "groklab bench --json --threads 2 --time-to-grok", "groklab bench --quick --only power,mlp"],
+        "MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).\n"
+        "--time-to-grok also launches fresh runs, seed by seed, alternating with the peer's at the same settings:\n"
+        "the Power transformer on x+y and x/y mod 97 at 50% (both evaluated every 100 steps), and the mlp and\n"
+        "fast-grok presets against their own targets; medians and ranges over seeds, every seed in --json.",
+        ["groklab bench", "groklab bench --json --threads 2 --time-to-grok", "groklab bench --quick --only power,mlp",
+         "groklab bench --time-to-grok --only power --seeds 7"],
     )
     sub.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     sub.add_argument(
@@ -928,7 +960,14 @@ def build_parser() -> dict[str, Parser]:
     sub.add_argument(
         "--time-to-grok",
         action="store_true",
-        help="also measure wall seconds from process start to val acc >= 0.99 (mlp preset; Power, x+y 50%%)",
+        help="also measure steps and wall seconds from process start to grokking, over seeds, beside the peer's",
+    )
+    sub.add_argument(
+        "--seeds",
+        type=integer("an integer >= 1", minimum=1),
+        default=5,
+        metavar="N",
+        help="seeds per time-to-grok run (default 5; fast-grok twice as many)",
     )
     sub.add_argument(
         "--threads",
@@ -941,7 +980,10 @@ def build_parser() -> dict[str, Parser]:
         "--peer", metavar="DIR", help="the peer's folder (default: $GROKLAB_PEER_DIR, else ../shared/peers/danielmamay-grokking)"
     )
     sub.add_argument(
-        "--only", metavar="LIST", help="time only these configs, comma-separated: power, nanda, mlp, ensemble (sgemm always runs)"
+        "--only",
+        metavar="LIST",
+        help="time only these, comma-separated: power, nanda, mlp, ensemble, fast-grok (sgemm always runs; power, mlp and "
+        "fast-grok also choose the time-to-grok runs)",
     )
     return subparsers.choices
 
