@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
-from groklab.config import Config, ModelConfig, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
-from groklab.presets import PRESETS
+from groklab.config import ADDED_FIELDS, Config, ModelConfig, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
+from groklab.presets import PRESETS, get_preset
+from groklab.sweep import run_id
 from groklab.train import check
 
 
@@ -147,3 +149,15 @@ def test_schema_1_configs_keep_their_models() -> None:
     assert from_dict(old, schema=1) == PRESETS["power-fig1"].config
     with pytest.raises(UserError, match="model.name='power' is not valid any more"):
         from_dict(old)  # a schema-2 file has no `power`
+
+
+def test_fields_added_since_schema_2_keep_older_run_ids_while_at_their_default() -> None:
+    """A run id (and a checkpoint's config digest) is the hash of the config as earlier versions wrote it, without the
+    fields added since, so their sweeps and runs resume; setting such a field gives a run of its own."""
+    config = get_preset("mlp")
+    older = to_dict(config)
+    for path in ADDED_FIELDS:
+        section, _, name = path.rpartition(".")
+        del older[section][name]
+    assert run_id(config) == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:10]
+    assert len({run_id(apply_overrides(config, {path: 2})) for path in ADDED_FIELDS} | {run_id(config)}) == 1 + len(ADDED_FIELDS)

@@ -80,6 +80,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "optim.grokfast_lamb": {"optim.grokfast": "ema", "optim.grokfast_lamb": 1.0},
     "optim.grokfast_window": {"optim.grokfast": "ma", "optim.grokfast_window": 3},
     "optim.wd_target": {"optim.wd_target": "init"},
+    "optim.grad_clip": {"optim.grad_clip": 0.05, "optim.lr": 0.05},
+    "optim.decay_steps": {"optim.warmup_steps": 2, "optim.decay_steps": 8},
     "steps": {"steps": 9},
     "seed": {"seed": 5},
     "split_seed": {"split_seed": 2},

@@ -1,4 +1,5 @@
-"""Optimizer interventions: Grokfast filters, ⊥Grad, weight decay towards init, gradient noise, the norm constraint.
+"""Optimizer interventions: Grokfast filters, ⊥Grad, weight decay towards init, gradient noise, the norm constraint;
+the learning-rate schedule and gradient clipping.
 
 Each transform is checked against a hand computation on a tiny parameter; state round trips and a resumed
 training run prove that every piece of state they add is saved.
@@ -6,6 +7,8 @@ training run prove that every piece of state they add is saved.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -17,9 +20,11 @@ from test_resume import assert_same_outputs
 from torch import nn
 
 from groklab.config import Config, OptimConfig, UserError, apply_overrides, validate
-from groklab.optim import EMAFilter, Interventions, MAFilter, build_optimizer, orthogonalize_, total_norm
+from groklab.data import build_task
+from groklab.optim import EMAFilter, Interventions, MAFilter, build_optimizer, lr_factor, orthogonalize_, total_norm
 from groklab.presets import get_preset
 from groklab.runio import checkpoint_path, checkpoint_steps, read_metrics
+from groklab.steppers import BatchSampler, Ensemble, Single
 from groklab.train import train
 
 
@@ -191,6 +196,8 @@ def test_no_intervention_means_torchs_optimizer_unwrapped() -> None:
         ("optim.grokfast_lamb", "-1", ">= 0"),
         ("optim.grad_noise", "-0.5", ">= 0"),
         ("optim.norm_constraint", "-1", ">= 0"),
+        ("optim.grad_clip", "-1", ">= 0"),
+        ("optim.decay_steps", "5", "> optim.warmup_steps=10"),
         ("optim.grokfast", "fast", "one of none, ema, ma"),
         ("optim.wd_target", "one", "one of zero, init"),
     ],
@@ -312,3 +319,37 @@ def test_embed_lr_state_dict_round_trip_continues_identically() -> None:
     schedule2.load_state_dict(sched_state)
     steps(resumed, optimizer2, schedule2, 4)
     assert all(torch.equal(a, b) for a, b in zip(params_of(model), params_of(resumed), strict=True))
+
+
+@pytest.mark.parametrize(("step", "factor"), [(0, 0.1), (4, 0.5), (9, 1.0), (10, 1.0), (60, 0.5), (109, 0.01), (110, 0.0), (500, 0.0)])
+def test_warmup_then_linear_decay_to_zero(step: int, factor: float) -> None:
+    """Warm-up over 10 steps from lr/10, then from lr at step 10 down to 0 at step 110: (110 - step) / 100."""
+    assert lr_factor(OptimConfig(warmup_steps=10, decay_steps=110), step) == pytest.approx(factor)
+
+
+def test_without_decay_steps_the_rate_stays_at_lr() -> None:
+    assert [lr_factor(OptimConfig(warmup_steps=2), s) for s in (0, 1, 2, 10_000)] == [0.5, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("clip", [0.01, 1e6])
+def test_grad_clip_is_torchs_clip_grad_norm(clip: float) -> None:
+    """A step with optim.grad_clip equals backward, torch.nn.utils.clip_grad_norm_, then the optimizer (a clip far
+    above the gradient's norm leaves it alone); a member of an ensemble is clipped by its own norm alone."""
+    config = tiny(get_preset("mlp"), {"task.p": 11, "model.width": 16, "model.d_model": 8, "optim.batch_size": 16, "optim.grad_clip": clip})
+    data = build_task(config.task, config.split_seed)
+    stepper = Single(config, data, torch.device("cpu"))
+    reference = copy.deepcopy(stepper.model)
+    opt, schedule = build_optimizer(config.optim, reference)
+    idx = BatchSampler(data.train, 16, config.seed).next()
+    stepper.step()
+    loss = torch.nn.functional.cross_entropy(reference(data.x[idx]), data.y[idx])
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), clip)
+    assert (norm > clip) == (clip < 1)  # the small clip bites, the large one does not
+    opt.step()
+    for a, b in zip(stepper.model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-7)
+    ensemble = Ensemble([config, dataclasses.replace(config, seed=config.seed + 1)], data, torch.device("cpu"))
+    ensemble.step()
+    for a, b in zip(ensemble.member(0).parameters(), stepper.model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
 import inspect
+import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -144,6 +146,10 @@ class OptimConfig:
     """⊥Grad (Prieto et al. 2025): use only each parameter's gradient component orthogonal to the parameter, rescaled to the gradient's norm."""
     norm_constraint: float = 0.0
     """Omnigrok's constrained training: if > 0, rescale all parameters after every step to this factor times their initial total L2 norm (1 = stay on the init sphere; 0 = off)."""
+    grad_clip: float = 0.0
+    """Clip each step's gradient to this global L2 norm before the update, as torch's clip_grad_norm_ (Murty et al.'s code: 1; 0 = off)."""
+    decay_steps: int = 0
+    """After the warm-up, decay the learning rate linearly to 0 at this step (Murty et al.'s code: 2,000,000); 0 = constant."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +312,22 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps")
+"""Fields added since schema 2 was first released: left out of a config's fingerprint while they hold their default, so
+that runs and sweeps made before them keep their run ids and their checkpoints' digests."""
+
+
+def fingerprint(config: Config, length: int) -> str:
+    """A stable hash of the resolved config (`length` hex digits): sweep run ids, checkpoints' config digests."""
+    tree = to_dict(config)
+    default = flatten(to_dict(Config()))
+    for path in ADDED_FIELDS:
+        section, _, name = path.rpartition(".")
+        if tree[section][name] == default[path]:
+            del tree[section][name]
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:length]
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'task': {'op': 'x+y'}} -> {'task.op': 'x+y'}: the dotted field paths, as runs.parquet's columns name them."""
     out: dict[str, Any] = {}
@@ -446,6 +468,11 @@ def validate(config: Config) -> Config:
     _check(0 <= o.beta2 < 1, f"optim.beta2={o.beta2} is not valid: expected a number in [0, 1)")
     _check(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} is not valid: expected a number >= 0")
     _check(o.warmup_steps >= 0, f"optim.warmup_steps={o.warmup_steps} is not valid: expected an integer >= 0")
+    _check(
+        o.decay_steps == 0 or o.decay_steps > o.warmup_steps,
+        f"optim.decay_steps={o.decay_steps} is not valid: expected 0 (no decay) or an integer > optim.warmup_steps={o.warmup_steps}",
+    )
+    _check(o.grad_clip >= 0 and math.isfinite(o.grad_clip), f"optim.grad_clip={o.grad_clip} is not valid: expected a number >= 0 (0 = off)")
     _check(o.batch_size >= 0, f"optim.batch_size={o.batch_size} is not valid: expected an integer >= 0 (0 = full batch)")
     _check(0 <= o.grokfast_alpha < 1, f"optim.grokfast_alpha={o.grokfast_alpha} is not valid: expected a number in [0, 1)")
     _check(

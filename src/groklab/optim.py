@@ -212,10 +212,19 @@ def param_groups(cfg: OptimConfig, model: nn.Module) -> list[dict[str, Any]]:
     return [{"params": [p for p in params if id(p) not in ids]}, {"params": embedding, "lr": cfg.embed_lr}]
 
 
+def lr_factor(cfg: OptimConfig, step: int) -> float:
+    """The learning rate at `step` as a fraction of cfg.lr: a linear warm-up from 1/warmup_steps to 1, then constant, or
+    with cfg.decay_steps linearly down to 0 at that step."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if not cfg.decay_steps or step < cfg.warmup_steps:
+        return warm
+    return max(0.0, (cfg.decay_steps - step) / (cfg.decay_steps - cfg.warmup_steps))
+
+
 def build_optimizer(
     cfg: OptimConfig, model: nn.Module, seed: int = 0
 ) -> tuple[torch.optim.Optimizer | Interventions, torch.optim.lr_scheduler.LambdaLR]:
-    """The optimizer over all parameters (weight decay on every weight, as in Power et al.) and its warm-up schedule.
+    """The optimizer over all parameters (weight decay on every weight, as in Power et al.) and its schedule (lr_factor).
 
     `seed` seeds the gradient-noise generator (used only when cfg.grad_noise > 0). The model's current weights are
     the "initial" weights of weight decay towards init and of the norm constraint. With cfg.embed_lr > 0 the
@@ -233,8 +242,7 @@ def build_optimizer(
         opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
-    warmup = cfg.warmup_steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step))
     if not has_interventions(cfg):
         return opt, schedule
     return Interventions(cfg, params, opt, seed), schedule

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from groklab.config import SCHEMA_VERSION, VERSION, Config, UserError, from_dict, to_dict
+from groklab.config import SCHEMA_VERSION, VERSION, Config, UserError, fingerprint, from_dict, to_dict
 from groklab.stats import first_step
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def contained(base: Path, name: Any, source: Path) -> Path:
 
 def config_digest(config: Config) -> str:
     """A fingerprint of the resolved config, stored in each checkpoint to catch an edited config.json."""
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(config, 16)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,20 +76,31 @@ def optimizer_step(
     loss_fn: LossFn,
     data: Dataset,
     idx: Tensor,
+    clip: float = 0.0,
 ) -> bool:
     """One optimizer step on the examples idx (batch,); False, with no update, if the loss or gradient is not finite.
 
-    `forward` is the model itself or its compiled forward (`compiled_forward`); the benchmark times this very function.
+    `forward` is the model itself or its compiled forward (`compiled_forward`); `clip` > 0 clips the gradient to that
+    global norm first. The benchmark times this very function.
     """
     loss = batch_loss(loss_fn, forward(data.x[idx]), data, idx)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in model.parameters() if p.grad is not None])))
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     if not bool(torch.isfinite(loss + grad_norm)):  # one sync per step: cheaper than a check per tensor
         return False
+    if clip:
+        torch._foreach_mul_(grads, clip_factor(grad_norm, clip))
     optimizer.step()
     schedule.step()
     return True
+
+
+def clip_factor(norm: Tensor, clip: float) -> Tensor:
+    """What clipping to `clip` multiplies a gradient of global norm `norm` by (elementwise for a vector of norms), as
+    torch.nn.utils.clip_grad_norm_ computes it."""
+    return (clip / (norm + 1e-6)).clamp(max=1.0)
 
 
 def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tensor) -> Callable[[Tensor], Tensor]:
@@ -121,12 +132,14 @@ class Single:
         self.optimizer, self.schedule = build_optimizer(config.optim, self.model, seed=config.seed)
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
         self.sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+        self.clip = config.optim.grad_clip
         trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape (static: no recompiles)
         self.forward = compiled_forward(self.model, self.loss_fn, data, trial) if config.compile else self.model
 
     def step(self) -> list[bool]:
         """One optimizer step; [False] (and no update) if the loss or gradient was not finite."""
-        return [optimizer_step(self.model, self.forward, self.optimizer, self.schedule, self.loss_fn, self.data, self.sampler.next())]
+        idx = self.sampler.next()
+        return [optimizer_step(self.model, self.forward, self.optimizer, self.schedule, self.loss_fn, self.data, idx, self.clip)]
 
     def member(self, k: int) -> nn.Module:
         return self.model
@@ -215,8 +228,13 @@ class Ensemble:
         losses = self.member_losses(params, self.buffers, batch, self.prefixes(x))  # (N,)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the sum's gradient wrt member k's weights is member k's own gradient
-        sq = sum(p.grad.flatten(1).pow(2).sum(1) for p in self.stacked if p.grad is not None)  # (N,)
-        finite = torch.isfinite(losses + torch.as_tensor(sq).sqrt()).tolist()
+        grads = [p.grad for p in self.stacked if p.grad is not None]
+        norms = torch.as_tensor(sum(g.flatten(1).pow(2).sum(1) for g in grads)).sqrt()  # (N,): each member's own
+        finite = torch.isfinite(losses + norms).tolist()
+        if clip := self.configs[0].optim.grad_clip:
+            factor = clip_factor(norms, clip)
+            for g in grads:
+                g.mul_(factor.view(-1, *[1] * (g.dim() - 1)))
         self.optimizer.step()
         self.schedule.step()
         return finite

@@ -24,15 +24,13 @@ the spec key and value instead of a sweep that fails an hour in.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groklab.config import Config, UserError, apply_overrides, normalize_path, to_dict
+from groklab.config import Config, UserError, apply_overrides, fingerprint, normalize_path
 from groklab.presets import get_preset
 from groklab.train import check
 
@@ -78,7 +76,7 @@ class PlannedRun:
 
 def run_id(config: Config) -> str:
     """A short, stable hash of the resolved config: the same config always lands in the same run dir."""
-    return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:10]
+    return fingerprint(config, 10)
 
 
 def parse_spec(text: str, where: str) -> SweepSpec:
