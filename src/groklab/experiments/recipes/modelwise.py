@@ -41,6 +41,11 @@ def peak(widths: list[int], losses: list[float]) -> tuple[int | None, float]:
     return best
 
 
+def non_monotone_steps(peaks: dict[int, tuple[int | None, float]]) -> list[int]:
+    """The steps (keys of `peaks`, step -> `peak`) at which test loss vs width peaks more than MARGIN above both sides."""
+    return [step for step, (_, ratio) in peaks.items() if ratio > MARGIN]
+
+
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     sweep = dirs["width"]
     groups = sorted(group(rows(sweep), "model.width").items())
@@ -92,8 +97,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             caption="Mean over seeds with 95% bands.",
         ),
     ]
-    non_monotone = [step for step, (_, ratio) in peaks.items() if ratio > MARGIN]
-    final_peak = peaks[int(common[-1])]
+    non_monotone = non_monotone_steps(peaks)
     test_acc = {w: float(np.mean([r["test/acc"] for r in members])) for (w,), members in groups}
     numbers: dict[str, Any] = {
         "setting": setting,
@@ -105,7 +109,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         "peak_margin": MARGIN,
         "non_monotone_steps": non_monotone,
         "strongest_peak": {"step": strongest, "width": peaks[strongest][0], "ratio": peaks[strongest][1]},
-        "final_non_monotone": final_peak[1] > MARGIN,
+        "final_non_monotone": int(common[-1]) in non_monotone,
         "best_final_width": widths[int(np.argmin(final))],
     }
     shown = ", ".join(f"{w}: {v:.3g}" for w, v in zip(widths, final, strict=True))

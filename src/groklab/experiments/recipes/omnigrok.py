@@ -19,7 +19,7 @@ algorithmic setting, modular addition, here on the MLP with cross-entropy (the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,21 @@ def lu_points(sweep: Path) -> list[dict[str, Any]]:
         }
         points.append({"norm_constraint": constraint, **{k: float(np.mean([r.columns[m][-1] for r in runs])) for k, m in keys.items()}})
     return sorted(points, key=lambda p: p["norm"])
+
+
+def u_shaped(loss: Sequence[float]) -> bool:
+    """Whether `loss` (ordered by norm) has its minimum strictly inside: above it at the smallest and the largest norm."""
+    return loss[0] > min(loss) < loss[-1]
+
+
+def small_norm_underfits(train_loss: Sequence[float]) -> bool:
+    """Whether train loss at the smallest norm (first) is over 10x the lowest train loss at any norm."""
+    return train_loss[0] > 10 * min(train_loss)
+
+
+def overfits_at_large_norm(gap: Sequence[float], best: int) -> bool:
+    """Whether test minus train loss at the largest norm (last) is over 10x that at index `best` (the best test loss)."""
+    return gap[-1] > 10 * gap[best]
 
 
 def trajectory(run: RunData) -> list[Series]:
@@ -163,19 +178,19 @@ def analyze_for(name: str) -> Callable[[dict[str, Path], str], Findings]:
             ),
         ]
         best = min(points, key=lambda p: p["test_loss"])
-        u_shaped = points[0]["test_loss"] > best["test_loss"] < points[-1]["test_loss"]
+        u = u_shaped([p["test_loss"] for p in points])
         # The L: below the best norm the network cannot fit (train loss high); the U: above it, test loss climbs
         # away from train loss (overfitting). With a fixed Adam lr the largest norms also fit more slowly, so train
         # loss need not keep falling within the budget: reported, not assumed.
-        small_norm_underfits = points[0]["train_loss"] > 10 * min(p["train_loss"] for p in points)
+        underfits = small_norm_underfits([p["train_loss"] for p in points])
         gap = [p["test_loss"] - p["train_loss"] for p in points]
-        overfits = gap[-1] > 10 * gap[points.index(best)]
+        overfits = overfits_at_large_norm(gap, points.index(best))
         constrained = [s for s in settings if s["norm_constraint"] > 0]
         small = min(settings, key=lambda s: (s["init_scale"], s["norm_constraint"]))
         headline = (
             f"Steps from fitting train (≥{TRAIN_FIT:.0%}) to generalizing (val ≥{val_gen:.0%}): "
             + "; ".join(delay_text(s, budget) for s in [small, large, *constrained])
-            + f". Test loss vs held norm is {'U-shaped' if u_shaped else 'not U-shaped'} with its minimum at norm {best['norm']:.3g}"
+            + f". Test loss vs held norm is {'U-shaped' if u else 'not U-shaped'} with its minimum at norm {best['norm']:.3g}"
             + f" (α = 1 starts at {small['initial_norm']:.3g}); train loss at the smallest norm is {points[0]['train_loss']:.2g}"
             + f" vs down to {min(p['train_loss'] for p in points):.2g} elsewhere; test minus train loss is {gap[points.index(best)]:.2g} at the best norm"
             + f" and {gap[-1]:.2g} at the largest."
@@ -189,8 +204,8 @@ def analyze_for(name: str) -> Callable[[dict[str, Path], str], Findings]:
             "settings": settings,
             "lu": points,
             "lu_best_norm": best["norm"],
-            "lu_test_u_shaped": u_shaped,
-            "lu_small_norm_underfits": small_norm_underfits,
+            "lu_test_u_shaped": u,
+            "lu_small_norm_underfits": underfits,
             "lu_test_minus_train": gap,
             "lu_overfits_at_large_norm": overfits,
         }
