@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from groklab.bench import PEER_NAME, GrokCase, peer_dir, power_config, time_to_grok, train_flops
+from groklab.bench import PEER_NAME, GrokCase, lm_config, peer_dir, power_config, time_to_grok, train_flops
 from groklab.cli import main
 from groklab.data import build_task
 from groklab.models import build_model
@@ -26,6 +26,7 @@ CONFIG_KEYS = {
     "peer_ms_per_step",
     "ratio_vs_peer",
     "executed_gflop_per_step",
+    "tokens_per_s",
 }
 
 
@@ -116,7 +117,10 @@ def test_bench_cli_against_the_peer() -> None:
     result = json.loads(proc.stdout)
     check_schema(result)
     by_name = {c["name"]: c for c in result["configs"]}
-    assert {"power", "nanda full batch", "mlp batch 512", "ensemble mlp N=8 (per model)", "ensemble power N=8 (per model)"} <= set(by_name)
+    assert {"power", "nanda full batch", "mlp batch 512", "lm depth 6 width 512 batch 8", "ensemble mlp N=8 (per model)", "ensemble power N=8 (per model)"} <= set(by_name)
+    lm = by_name["lm depth 6 width 512 batch 8"]
+    seq_len = build_task(lm_config().task, 0).x.shape[1]
+    assert lm["tokens_per_s"] == pytest.approx(lm["steps_per_s"] * 8 * seq_len, rel=0.01)
     power = by_name["power"]
     assert power["peer_ms_per_step"] > 0
     assert power["ratio_vs_peer"] == pytest.approx(power["peer_ms_per_step"] / power["ms_per_step"], rel=0.01)

@@ -32,7 +32,7 @@ from groklab.presets import get_preset
 from groklab.stats import GROK_ACC, censored_median
 
 PEER_NAME = "danielmamay-grokking"
-CONFIG_KEYS = ("power", "nanda", "mlp", "ensemble")
+CONFIG_KEYS = ("power", "nanda", "mlp", "lm", "ensemble")
 
 StepFn = Callable[[], Any]
 
@@ -47,6 +47,8 @@ class Case:
     executed_flops: float
     models: int = 1
     peer: StepFn | None = None
+    tokens: int = 0
+    """Input tokens per model-step (0 where the case has none, the sgemm rows)."""
     times: list[float] = field(default_factory=list)
     peer_times: list[float] = field(default_factory=list)
 
@@ -60,24 +62,34 @@ def power_config() -> Config:
     return apply_overrides(get_preset("power-fig1"), {"task.op": "x+y"})
 
 
-def groklab_step(config: Config, device: torch.device, compile: bool = False) -> tuple[StepFn, float, float]:
-    """train()'s step for `config` (its very stepper) and its FLOPs per step (train_flops)."""
+def groklab_case(name: str, config: Config, device: torch.device, compile: bool = False, peer: StepFn | None = None) -> Case:
+    """train()'s step for `config` (its very stepper), its FLOPs per step (train_flops) and its input tokens."""
     from groklab.data import build_task
     from groklab.steppers import Single
 
     data = build_task(config.task, config.split_seed).to(device)
     stepper = Single(dataclasses.replace(config, compile=compile), data, device)
-    return stepper.step, *train_flops(stepper.model, data.x[data.train[: stepper.sampler.batch_size]])
+    batch = data.x[data.train[: stepper.sampler.batch_size]]
+    return Case(name, stepper.step, *train_flops(stepper.model, batch), peer=peer, tokens=batch.numel())
 
 
-def ensemble_step(config: Config, device: torch.device, n: int) -> tuple[StepFn, float, float]:
-    """One step of an n-member vmapped ensemble (as `--seeds n` runs it) and one member's FLOPs per step."""
+def lm_config() -> Config:
+    """Murty et al.'s language model at depth 6 (width 512, 8 heads, FFN 2048, batch 8) on question formation."""
+    return apply_overrides(
+        get_preset("question-formation"),
+        {"model.n_layers": 6, "model.d_model": 512, "model.n_heads": 8, "model.d_mlp": 2048, "optim.batch_size": 8, "optim.grad_clip": 1.0},
+    )
+
+
+def ensemble_case(name: str, config: Config, device: torch.device, n: int) -> Case:
+    """One step of an n-member vmapped ensemble (as `--seeds n` runs it), one member's FLOPs and tokens per step."""
     from groklab.data import build_task
     from groklab.steppers import Ensemble
 
     data = build_task(config.task, config.split_seed).to(device)
     ens = Ensemble([dataclasses.replace(config, seed=config.seed + k) for k in range(n)], data, device)
-    return ens.step, *train_flops(ens.template, data.x[data.train[: ens.samplers[0].batch_size]])
+    batch = data.x[data.train[: ens.samplers[0].batch_size]]
+    return Case(name, ens.step, *train_flops(ens.template, batch), models=n, tokens=batch.numel())
 
 
 def train_flops(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -347,14 +359,14 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
     builders: list[tuple[str, Callable[[], Case]]] = []
     for suffix, compiled in [("", False), (" --compile", True)] if compile else [("", False)]:
         builders += [
-            ("power", lambda c=compiled, n=suffix: Case("power" + n, *groklab_step(power, device, c), peer=peer_fn)),
-            ("nanda", lambda c=compiled, n=suffix: Case("nanda full batch" + n, *groklab_step(get_preset("nanda"), device, c))),
-            ("mlp", lambda c=compiled, n=suffix: Case("mlp batch 512" + n, *groklab_step(mlp, device, c))),
+            ("power", lambda c=compiled, n=suffix: groklab_case("power" + n, power, device, c, peer=peer_fn)),
+            ("nanda", lambda c=compiled, n=suffix: groklab_case("nanda full batch" + n, get_preset("nanda"), device, c)),
+            ("mlp", lambda c=compiled, n=suffix: groklab_case("mlp batch 512" + n, mlp, device, c)),
+            ("lm", lambda c=compiled, n=suffix: groklab_case("lm depth 6 width 512 batch 8" + n, lm_config(), device, c)),
         ]
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
         for name, config in (("mlp", mlp), ("power", power)):
-            builders.append(("ensemble", lambda n=n, name=name, config=config: Case(
-                f"ensemble {name} N={n} (per model)", *ensemble_step(config, device, n), models=n)))  # fmt: skip
+            builders.append(("ensemble", lambda n=n, name=name, config=config: ensemble_case(f"ensemble {name} N={n} (per model)", config, device, n)))
     cases = [sgemm_case("sgemm 512x512x512", [(512, 512, 512)], device), sgemm_case("sgemm Power shapes", power_shapes(power), device)]
     if device.type == "cuda":  # 512³ is too small to keep a GPU busy: its peak needs a large product
         cases.append(sgemm_case("sgemm 4096x4096x4096", [(4096, 4096, 4096)], device))
@@ -372,6 +384,7 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
             "fraction_of_peak": round(gflops / peak, 3), "peer_ms_per_step": None if peer_ms is None else round(peer_ms, 3),
             "ratio_vs_peer": None if peer_ms is None else round(peer_ms / ms, 2),
             "executed_gflop_per_step": round(c.executed_flops / 1e9, 3),
+            "tokens_per_s": round(c.tokens * 1000 / ms) if c.tokens else None,
         })  # fmt: skip
     return {"device": describe(device), "threads": torch.get_num_threads(), "peak_gflops": round(peak, 1), "configs": configs}
 

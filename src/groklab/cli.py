@@ -510,15 +510,17 @@ def print_bench(result: dict[str, Any]) -> None:
         caption="GFLOP/s on the FLOPs a step stands for (the plain computation: a transformer's at the last position, an MLP's "
         "from concatenated embeddings); --json also gives the fewer the fast path executes (executed_gflop_per_step)",
     )
-    for column in ("config", "ms/step", "steps/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
+    for column in ("config", "ms/step", "steps/s", "tokens/s", "GFLOP/s", "of peak", "peer ms/step", "× peer"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for c in result["configs"]:
         peer = "-" if c["peer_ms_per_step"] is None else f"{c['peer_ms_per_step']:.1f}"
         ratio = "-" if c["ratio_vs_peer"] is None else f"{c['ratio_vs_peer']:.2f}"
+        tokens = "-" if c["tokens_per_s"] is None else f"{c['tokens_per_s']:,}"
         table.add_row(
             c["name"],
             f"{c['ms_per_step']:.2f}",
             f"{c['steps_per_s']:.1f}",
+            tokens,
             f"{c['gflops']:.1f}",
             f"{c['fraction_of_peak']:.0%}",
             peer,
@@ -941,7 +943,8 @@ def build_parser() -> dict[str, Parser]:
         "groklab bench [--json] [--quick] [--no-compile] [--time-to-grok [--seeds N]] [--threads N] [--peer DIR] [--only LIST]",
         "Time groklab's training step against the peer implementation (danielmamay/grokking) side by side, and\n"
         "against this machine's matmul peak: Power transformer (x+y mod 97, batch 512, AdamW), Nanda full batch,\n"
-        "MLP batch 512, and vmapped ensembles of 8 MLPs and of 8 Power transformers (64 and 256 on a GPU).\n"
+        "MLP batch 512, Murty et al.'s language model (depth 6, width 512, batch 8), and vmapped ensembles of\n"
+        "8 MLPs and of 8 Power transformers (64 and 256 on a GPU).\n"
         "--time-to-grok also launches fresh runs, seed by seed, alternating with the peer's at the same settings:\n"
         "the Power transformer on x+y and x/y mod 97 at 50% (both evaluated every 100 steps), and the mlp and\n"
         "fast-grok presets against their own targets; medians and ranges over seeds, every seed in --json.",
@@ -982,7 +985,7 @@ def build_parser() -> dict[str, Parser]:
     sub.add_argument(
         "--only",
         metavar="LIST",
-        help="time only these, comma-separated: power, nanda, mlp, ensemble, fast-grok (sgemm always runs; power, mlp and "
+        help="time only these, comma-separated: power, nanda, mlp, lm, ensemble, fast-grok (sgemm always runs; power, mlp and "
         "fast-grok also choose the time-to-grok runs)",
     )
     return subparsers.choices
