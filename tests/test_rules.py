@@ -29,10 +29,12 @@ from groklab.stats import censored_median, first_step, median_interval
         ([1.0, 2.0, 3.0, 4.0], False),  # monotone increasing: the minimum is the smallest norm
         ([1.0, 1.0, 2.0], False),  # the smallest norm ties the minimum: not above it
         ([1.01, 0.99, 1.02, 0.98], False),  # flat noise whose lowest point is the largest norm
-        ([1.01, 0.98, 1.02, 0.99], True),  # flat noise with a 1-3% dip inside: the rule has no margin, so this is a U
+        ([1.01, 0.98, 1.02, 0.99], False),  # flat noise with a 1-3% dip inside: 1.01 / 0.98 < 1.05, not a U
+        ([1.06, 1.0, 1.2], True),  # both ends just over the 5% margin (1.06 and 1.2 > 1.05)
+        ([1.04, 1.0, 1.2], False),  # the smallest norm's end 4% above the minimum: within the margin
         ([1.0], False),
     ],
-    ids=["u", "decreasing", "increasing", "tie-at-end", "noise-min-at-end", "noise-dip-inside", "one-point"],
+    ids=["u", "decreasing", "increasing", "tie-at-end", "noise-min-at-end", "noise-dip-inside", "just-over-margin", "within-margin", "one-point"],
 )
 def test_lu_u_shaped(loss: list[float], expected: bool) -> None:
     assert u_shaped(loss) is expected

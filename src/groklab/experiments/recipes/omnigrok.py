@@ -80,9 +80,14 @@ def lu_points(sweep: Path) -> list[dict[str, Any]]:
     return sorted(points, key=lambda p: p["norm"])
 
 
+U_MARGIN = 1.05
+"""How far above the minimum the loss must be at both ends of the norm axis for a U (modelwise's margin), so that noise
+around a flat curve is not one."""
+
+
 def u_shaped(loss: Sequence[float]) -> bool:
-    """Whether `loss` (ordered by norm) has its minimum strictly inside: above it at the smallest and the largest norm."""
-    return loss[0] > min(loss) < loss[-1]
+    """Whether `loss` (ordered by norm) has its minimum inside: over U_MARGIN times it at the smallest and the largest norm."""
+    return min(loss[0], loss[-1]) > U_MARGIN * min(loss)
 
 
 def small_norm_underfits(train_loss: Sequence[float]) -> bool:
