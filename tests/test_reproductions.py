@@ -116,7 +116,10 @@ def test_recipe_page_cells_respect_their_bounds() -> None:
                                   "val/acc": acc, "test/acc": acc}  # fmt: skip
     ((label, cells),) = arm_rows([run(0, 900, 1.0), run(1, None, 0.2)])
     assert label == "all runs" and cells[1] == "1 / 1"
+    assert cells[4] == "never"  # delays 800 and never: the median of two is censored, not the 800 of the one that grokked
     assert "no interval" in cells[5] and "-" not in cells[5]  # two seeds: no (unbounded) t-interval is printed
+    ((_, three),) = arm_rows([run(0, 900, 1.0), run(1, 500, 1.0), run(2, None, 0.2)])
+    assert three[4] == "800"  # 400, 800, never: the middle one
     ((_, cells),) = arm_rows([run(0, 900, 1.0), run(1, 950, 0.98), run(2, 1000, 0.99)])
     high = float(cells[5].split("[")[1].split(",")[1].rstrip("]"))
     assert high <= 1.0  # the accuracy interval is clipped to [0, 1]

@@ -53,13 +53,15 @@ def arm_rows(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     for label, members in groups.items():
         done = [r for r in members if r.get("status") in DONE]
         val = [r.get("steps_to_val_acc_99") for r in done]
-        delays = [r.get("grok_delay") for r in done if r.get("grok_delay") is not None]
+        # A run that fit and never generalized has an unbounded delay: it counts, censored; one that never fit has none.
+        delays = [r.get("grok_delay") for r in done if r.get("steps_to_train_acc_99") is not None]
+        delay = censored_median(delays)
         cells = [
             f"{len(done)}" + (f" (+{len(members) - len(done)} unfinished)" if len(done) < len(members) else ""),
             f"{sum(v is not None for v in val)} / {sum(v is None for v in val)}",
             _steps_cell([r.get("steps_to_train_acc_99") for r in done]),
             _steps_cell(val),
-            f"{censored_median(delays):.0f}" if delays else "—",
+            "—" if not delays else "never" if delay is None else f"{delay:.0f}",
             _acc_cell([r.get("val/acc") for r in done]),
             _acc_cell([r.get("test/acc") for r in done]),
         ]
