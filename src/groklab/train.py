@@ -72,7 +72,7 @@ def resolve_device(name: str) -> torch.device:
 def keep_freed_memory(device: torch.device) -> None:
     """For a CPU run on glibc, keep freed memory for reuse instead of handing it back to the OS: tensors under 32 MiB
     come from the heap rather than a fresh mmap each, and the heap is not trimmed after every step (the page faults
-    this avoids are measured in docs/performance.md). Process-wide; a no-op where there is no mallopt."""
+    this avoids are measured in docs/performance-history.md). Process-wide; a no-op where there is no mallopt."""
     if device.type != "cpu" or sys.platform != "linux":
         return
     try:

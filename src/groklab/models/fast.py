@@ -130,7 +130,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, n_heads: int) -> Tensor:
 
     Sequences here are a few tokens long, so scores and mixing are elementwise multiply-and-sum over a
     (rows, s, n, heads, dh) broadcast: no head transposes or copies, and no batched s×dh by dh×n matmuls, which
-    cost more than their FLOPs at these sizes (see docs/performance.md).
+    cost more than their FLOPs at these sizes (see docs/performance-history.md).
     """
     (rows, s, d), n, h = q.shape, k.shape[1], n_heads
     dh = d // h

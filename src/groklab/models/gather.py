@@ -3,7 +3,7 @@
 `gather(idx, table)` is `F.embedding`: rows of a (n, d) table by an integer index of any shape, whose backward is
 a dense index-add (advanced indexing's is a slow index_put). Under torch.compile Inductor lowers that backward to
 a scatter with atomic adds, which on the CPU was the compiled Power step's largest kernel; there the gather is a
-custom op whose backward is the eager kernel (see docs/performance.md).
+custom op whose backward is the eager kernel (see docs/performance-history.md).
 """
 
 from __future__ import annotations
