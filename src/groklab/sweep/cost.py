@@ -36,7 +36,7 @@ from groklab.sweep.spec import PlannedRun
 COST_FREE = (
     "seed", "split_seed", "steps", "eval_every", "eval_spacing", "stop_patience", "checkpoint_every", "checkpoint_seconds",
     "log", "optim.lr", "optim.embed_lr", "optim.beta1", "optim.beta2", "optim.weight_decay", "optim.warmup_steps",
-    "optim.grokfast_alpha", "optim.grokfast_lamb", "model.init", "model.init_scale", "task.op", "task.p",
+    "optim.decay_steps", "optim.grokfast_alpha", "optim.grokfast_lamb", "model.init", "model.init_scale", "task.op", "task.p",
 )  # fmt: skip
 """Fields that leave the work of a step and of an evaluation as it is (task.op and task.p enter as the table's size)."""
 
