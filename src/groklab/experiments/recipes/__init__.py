@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from groklab.config import VERSION
 from groklab.errors import UserError
 from groklab.report.plots import Figure
+from groklab.stats import DONE
 
 if TYPE_CHECKING:
     from groklab.sweep import PlannedRun
@@ -164,9 +165,11 @@ def run_recipe(
             print(f"[{name}] sweep {part} ({scale}) -> {dirs[part]}")
         result = run_sweep(spec_file, dirs[part], backend=backend, workers=workers, address=address, progress=not quiet, pack=pack)
         spec_file.unlink()
-        failed = [r["run_id"] for r in result.rows if r.get("status") == "failed"]
-        if failed:
-            raise UserError(f"{len(failed)} run(s) of {name}/{part} failed ({', '.join(failed[:3])}): see their run dirs, then rerun")
+        # Findings are made from finished runs only: a failed run, or one another sweep holds or left interrupted, stops here.
+        unfinished = [r for r in result.rows if r.get("status") not in DONE]
+        if unfinished:
+            which = ", ".join(f"{r['run_id']} {r.get('status')}" for r in unfinished[:3])
+            raise UserError(f"{len(unfinished)} run(s) of {name}/{part} did not finish ({which}): see their run dirs, then rerun")
     findings = recipe.analyze(dirs, scale)
     numbers = {"recipe": name, "scale": scale, "schema": FINDINGS_SCHEMA, **findings.numbers}
     cuts = {part: parse_spec(text, part).raw.get("cuts", []) for part, text in texts.items()}
