@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -133,15 +134,27 @@ def peer_dir(explicit: str | None) -> Path | None:
     return None
 
 
-def peer_step(folder: Path, device: torch.device) -> StepFn:
-    """The peer's train_step plus scheduler.step() on random batches of 512 of its own 50% x+y mod 97 train rows."""
+def peer_modules(folder: Path) -> tuple[ModuleType, ModuleType]:
+    """The peer's own `data` and `training_step` modules, imported from its folder."""
     sys.path.insert(0, str(folder))
     try:
-        import data as peer_data  # the peer's own modules, found on its folder
+        import data as peer_data
         import training_step as peer_training
     finally:
         sys.path.remove(str(folder))
-    model, optimizer, scheduler, criterion = peer_training.setup_model(2, 128, 4, 97, 1e-3, 1.0, device)
+    return peer_data, peer_training
+
+
+def peer_model(peer_training: ModuleType, device: torch.device) -> tuple[Any, Any, Any, Any]:
+    """The peer's (model, AdamW, LinearLR warm-up, loss) for Power et al.'s transformer: 2 layers, d 128, 4 heads, p 97,
+    lr 1e-3, weight decay 1."""
+    return peer_training.setup_model(2, 128, 4, 97, 1e-3, 1.0, device)
+
+
+def peer_step(folder: Path, device: torch.device) -> StepFn:
+    """The peer's train_step plus scheduler.step() on random batches of 512 of its own 50% x+y mod 97 train rows."""
+    peer_data, peer_training = peer_modules(folder)
+    model, optimizer, scheduler, criterion = peer_model(peer_training, device)
     inputs, labels = peer_data.operation_mod_p_data("x+y", 97, 97, 98)
     gen = torch.Generator().manual_seed(0)
     train_rows = torch.randperm(len(inputs), generator=gen)[: len(inputs) // 2]
@@ -279,16 +292,12 @@ def peer_loop(folder: str, op: str, seed: int, max_steps: int, threads: int) -> 
     from step 0; stops at the first evaluation with val acc >= 0.99. Seconds count from the loop's start."""
     if threads:
         torch.set_num_threads(threads)
-    sys.path.insert(0, folder)
-    import data as peer_data  # the peer's own modules, found on its folder
-    import training_step as peer_training
-
+    peer_data, peer_training = peer_modules(Path(folder))
     torch.manual_seed(seed)  # the peer's split (random_split) and initialisation both draw from the global generator
-    device = torch.device("cpu")
     train_loader, val_loader = peer_data.get_data_loaders(op, 97, 0.5, 512)
     val = val_loader.dataset
     val_inputs, val_labels = val.dataset.tensors[0][val.indices], val.dataset.tensors[1][val.indices]
-    model, optimizer, scheduler, criterion = peer_training.setup_model(2, 128, 4, 97, 1e-3, 1.0, device)
+    model, optimizer, scheduler, criterion = peer_model(peer_training, torch.device("cpu"))
     t0, step = time.perf_counter(), 0
     while True:
         for inputs, labels in train_loader:
@@ -317,8 +326,8 @@ def time_to_grok(cases: list[GrokCase], seeds: int, threads: int, folder: Path |
     results = []
     for case in cases:
         runs = []
+        sides = ["groklab", "peer"] if case.peer_op is not None and folder is not None else ["groklab"]
         for seed in range(seeds * case.seeds_factor):
-            sides = ["groklab", "peer"] if case.peer_op is not None and folder is not None else ["groklab"]
             run: dict[str, Any] = {"seed": seed}
             for side in sides if seed % 2 == 0 else sides[::-1]:
                 run[side] = groklab_to_grok(case, seed, threads) if side == "groklab" else peer_to_grok(case, seed, threads, folder)  # type: ignore[arg-type]

@@ -318,11 +318,12 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def rewind(self, last_step: int) -> list[dict[str, Any]]:
-        """Keep only the metrics rows (dropping a torn last line) and the resumable states up to `last_step`, the
-        checkpoint resumed from; return the rows. A state past it is from the interrupted stretch: left in place it
-        would count as one of the `keep` newest, and a second interruption could leave members with none in common."""
-        rows = [r for r in read_metrics(self.metrics_path) if r["step"] <= last_step]
+    def rewind(self, last_step: int, logged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Keep only the metrics rows (`logged`: read_metrics of this run, a torn last line already dropped) and the
+        resumable states up to `last_step`, the checkpoint resumed from; return the rows. A state past it is from the
+        interrupted stretch: left in place it would count as one of the `keep` newest, and a second interruption could
+        leave members with none in common."""
+        rows = [r for r in logged if r["step"] <= last_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
         for step in checkpoint_steps(self.ckpt_dir, "state"):
             if step > last_step:

@@ -259,13 +259,14 @@ def fit(
     config, n = configs[0], len(configs)
 
     # Resume: every member from its checkpoint at the same step (the newest that all of them hold); drop rows and states past it.
-    step, states = resume_states(configs, runs)
+    logged = [read_metrics(run.metrics_path) for run in runs]
+    step, states = resume_states(configs, runs, logged)
     for k, state in enumerate(states):
         if state is not None:
             stepper.load(k, state)
     if states[0] is not None:
         set_rng_states(states[0]["rng"])
-    rows = [run.rewind(step if states[0] is not None else -1) for run in runs]
+    rows = [run.rewind(step if states[0] is not None else -1, mine) for run, mine in zip(runs, logged, strict=True)]
     held: list[int | None] = [s["held_since"] if s is not None else None for s in states]
     elapsed = states[0]["elapsed"] if states[0] is not None else 0.0
     summaries: list[dict[str, Any] | None] = [None] * n
@@ -348,12 +349,12 @@ def fit(
     return [s for s in summaries if s is not None]
 
 
-def resume_states(configs: list[Config], runs: list[RunDir]) -> tuple[int, list[dict[str, Any] | None]]:
+def resume_states(configs: list[Config], runs: list[RunDir], logged: list[list[dict[str, Any]]]) -> tuple[int, list[dict[str, Any] | None]]:
     """(step, each member's state at it) from the newest valid checkpoint every member holds; (0, [None, ...]) for a
-    fresh start: no member has logged a row yet (an ensemble stopped while writing its members' first checkpoints holds
+    fresh start: no member has logged a row yet (`logged`: each member's metrics rows) (an ensemble stopped while writing its members' first checkpoints holds
     step 0 in some of them only; a fresh start is the same run). A run with metrics but no usable checkpoint, or whose
     config.json was edited, is refused."""
-    if not any(read_metrics(run.metrics_path) for run in runs):
+    if not any(logged):
         return 0, [None] * len(runs)
     found = [run.states() for run in runs]  # ({step: state}, {unreadable path: why}) per member
     corrupt = [path for _, paths in found for path in paths]
