@@ -2,17 +2,20 @@
 worker nodes, each its own raylet and worker processes, as `ray start` makes them): `groklab sweep --backend ray
 --address ...` loses the node its runs train on mid-way, and every run finishes, resumed from its checkpoint (the rows
 logged before the loss are kept as they were written, not written again), with the numbers of the local backend; a
-sweep dir that a node cannot see (a node in its own mount namespace, where the dir is hidden) is refused in one line.
+sweep dir that a node cannot see (a node in its own mount namespace, where the dir is hidden) is refused in one line;
+given only `--address`, a sweep takes its workers and threads from the cluster, not from this machine.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +162,40 @@ def test_a_sweep_dir_a_node_cannot_see_is_refused_in_one_line(cluster: Any, tmp_
     assert done.stderr.startswith(f"error: --out {shared / 'sweep'} is not visible on Ray node(s) ") and done.stderr.count("\n") == 1
     assert "every node mounts at the same path" in done.stderr
     assert not any(shared.iterdir())  # nothing written: no sweep dir, no probe left
+
+
+UNTHREADED = """
+preset = "mlp"
+seeds = 3
+[set]
+steps = 3000
+device = "cpu"
+eval_every = 500
+"task.p" = 23
+"model.width" = 64
+"""
+"""Three runs that set no `threads`: the sweep decides them."""
+
+
+def spans(out: Path) -> list[tuple[float, float]]:
+    """Each run's (start, end) on the wall clock: its config.json is written as it starts, its summary.json as it ends."""
+    return sorted(((p / "config.json").stat().st_mtime, (p / "summary.json").stat().st_mtime) for p in (out / "runs").glob("*"))
+
+
+def test_a_sweep_given_only_an_address_takes_its_workers_and_threads_from_the_cluster(cluster: Any, tmp_path: Path) -> None:
+    """Without --workers, as many runs are in flight as the cluster has CPUs (3 here, more than this machine's default of
+    a worker per core), each on one torch thread since its task reserves one CPU; --workers 1 runs them one at a time,
+    still on one thread (not on the cores this machine would give a single local worker)."""
+    cluster.add_node(num_cpus=3)
+    cluster.wait_for_nodes()
+    spec = tmp_path / "spec.toml"
+    spec.write_text(UNTHREADED)
+    for out, extra in ((tmp_path / "all", ()), (tmp_path / "one", ("--workers", "1"))):
+        done = subprocess.run(sweep_command(spec, out, cluster.address, *extra), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        summaries = [json.loads(p.read_text()) for p in (out / "runs").glob("*/summary.json")]
+        assert len(summaries) == 3 and all(s["status"] == "finished" for s in summaries)
+        assert [(s["device"], s["threads"]) for s in summaries] == [("cpu", 1)] * 3
+    together, alone = spans(tmp_path / "all"), spans(tmp_path / "one")
+    assert max(start for start, _ in together) < min(end for _, end in together), f"not all three in flight at once: {together}"
+    assert all(later[0] >= earlier[1] for earlier, later in pairwise(alone)), f"--workers 1 overlapped runs: {alone}"

@@ -33,6 +33,8 @@ SUMMARY_KEYS = {
     "grok_delay",
     "seed",
     "split_seed",
+    "device",
+    "threads",
 }
 FINAL_KEYS = {"train/acc", "train/loss", "val/acc", "val/loss", "test/acc", "test/loss"}
 METRIC_KEYS = {"step", "time_s", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "norm/total", "lr"}
@@ -46,6 +48,7 @@ def test_preset_smoke(name: str, tmp_path: Path) -> None:
 
     assert SUMMARY_KEYS <= summary.keys() and FINAL_KEYS == summary["final"].keys()
     assert summary["status"] == "finished" and summary["steps"] == 4
+    assert (summary["device"], summary["threads"]) == ("cpu", torch.get_num_threads())
     assert json.loads((out / "summary.json").read_text()) == summary
     saved = json.loads((out / "config.json").read_text())
     assert {"groklab_version", "schema_version", "config"} <= saved.keys()

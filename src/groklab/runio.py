@@ -7,7 +7,8 @@ Layout (readable without groklab)::
     metrics.parquet    the same rows, written at the end
     checkpoints/       state-<step>.pt (resumable, newest two kept, each with a .sha256 beside it)
                        model-<step>.pt (weights only, at log-spaced steps 1, 2, 4, ... and the last)
-    summary.json       status, steps, wall_s, final accuracies and losses, steps to 99%, grokked, grok_delay
+    summary.json       status, steps, wall_s, final accuracies and losses, steps to 99%, grokked, grok_delay,
+                       seed, split_seed, device and torch threads (what wall_s was measured on)
 
 Every file but metrics.jsonl is written atomically: temp file, fsync, rename. metrics.jsonl is append-only;
 a torn last line (from kill -9) is ignored on read and dropped on resume.

@@ -285,8 +285,9 @@ def fit(
         """Member k's last checkpoint, final weights and summary."""
         checkpoint(k)
         runs[k].save_model(step, stepper.member(k).state_dict())
+        where = {"device": data.train.device.type, "threads": torch.get_num_threads()}  # what wall_s was measured on
         summaries[k] = summarize(
-            rows[k], status, step, time.perf_counter() - t_start, seed=configs[k].seed, split_seed=config.split_seed, **extra
+            rows[k], status, step, time.perf_counter() - t_start, seed=configs[k].seed, split_seed=config.split_seed, **where, **extra
         )
         runs[k].finish(summaries[k])
 
