@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,46 @@ def test_a_run_held_by_a_live_process_is_skipped_and_a_dead_holders_lock_is_take
     second = run_sweep(spec, out, workers=1, progress=False)
     assert not second.elsewhere and second.skipped == 1
     assert [r["status"] for r in pq.read_table(out / "runs.parquet").to_pylist()] == ["finished", "finished"]
+
+
+LONG_SPEC = """
+preset = "mlp"
+seeds = 2
+[set]
+steps = 100000
+threads = 1
+eval_every = 100
+checkpoint_every = 500
+"task.p" = 23
+"model.width" = 64
+"""
+
+
+def test_a_sigint_sent_to_the_sweep_process_alone_stops_its_runs_and_records_them(tmp_path: Path) -> None:
+    """`kill -INT` of the sweep's own pid (not its process group, as a terminal's Ctrl-C would): the training run
+    checkpoints and is recorded `interrupted` in runs.parquet, the queued run never starts, and no worker trains on."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(LONG_SPEC)
+    out = tmp_path / "sweep"
+    proc = groklab_sweep(spec, out)  # one worker: the second run waits in the queue
+    runs = expand(parse_spec(LONG_SPEC, "spec.toml"))
+    first, queued = (out / r.run_dir for r in runs)
+    try:
+        while not any(r["step"] >= 600 for r in read_metrics(first / "metrics.jsonl")):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    summary = json.loads((first / "summary.json").read_text())
+    rows = {r["run_id"]: r for r in pq.read_table(out / "runs.parquet").to_pylist()}
+    assert summary["status"] == rows[runs[0].run_id]["status"] == "interrupted"
+    assert not (queued / "metrics.jsonl").exists()
+    written = (first / "metrics.jsonl").read_bytes()
+    time.sleep(2)
+    assert (first / "metrics.jsonl").read_bytes() == written  # nothing trains on after the sweep has stopped
+    steps = [r["step"] for r in read_metrics(first / "metrics.jsonl")]
+    assert steps == list(range(0, steps[-1] + 1, 100)) and steps[-1] < 100000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import socket
 import uuid
@@ -84,6 +85,7 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
     queue = deque(tasks)
     deaths: dict[str, int] = {}
     slots = [spawn() for _ in range(min(workers, len(tasks)))]
+    stopping = False
 
     def died(task: Task, reason: str, retry: bool) -> None:
         for m in task.members:
@@ -114,12 +116,16 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
             slot.process.join(timeout=5)
             code = slot.process.exitcode
             deaths[task.key] = deaths.get(task.key, 0) + 1
+            slot.conn.close()
+            if stopping:  # no retry and no new worker: the run keeps its last checkpoint for the next sweep to resume
+                slot.task = None
+                died(task, f"worker died while the sweep stopped (exit code {code}); rerun the sweep to resume it", retry=False)
+                continue
             if deaths[task.key] <= max_retries:
                 queue.appendleft(task)
                 died(task, f"worker died (exit code {code})", retry=True)
             else:
                 died(task, f"worker died {deaths[task.key]} times (last exit code {code})", retry=False)
-            slot.conn.close()
             slots[i] = spawn()
         return bool(ready)
 
@@ -133,8 +139,14 @@ def run_local(tasks: list[Task], workers: int, threads: int, events: Events, hoo
                         events.started(m.run_id)
             collect(None)
     except KeyboardInterrupt:
-        # Running trainings caught the same Ctrl-C and are checkpointing: record their summaries, then stop.
+        # Stop: the running trainings checkpoint and return `interrupted` summaries, which are recorded. A Ctrl-C reached
+        # them too (the terminal signals the whole group); a SIGINT sent to this process alone did not, so pass it on
+        # (train() takes a second one as the first).
+        stopping = True
         queue.clear()
+        for slot in slots:
+            if slot.task is not None and slot.process.pid is not None:
+                os.kill(slot.process.pid, signal.SIGINT)
         while any(s.task is not None for s in slots) and collect(30.0):
             pass
         raise
