@@ -35,19 +35,21 @@ def classify(sweep: Path) -> tuple[list[dict[str, Any]], list[str | None]]:
 
 
 def part_findings(part: str, sweep: Path) -> tuple[dict[str, Any], Figure]:
-    members, phases = classify(sweep)
+    members = rows(sweep)
+    runs = [run_data(sweep, r) for r in members]
+    phases = [run_phase(r) for r in runs]
+    # The configured budget: runs.parquet's `steps` is where a run stopped, earlier for one that stop_patience ended.
+    budget = max(int(r.config["steps"]) for r in runs)
     title, key = PART_TITLES[part]
     figure = phase_heatmap(members, phases, PHASES)
     if figure is None:
         raise ValueError(f"{sweep}: a phase diagram needs two numeric axes in the spec's grid")
     first = members[0]
-    setting = (
-        f"{first['task.op']} mod {first['task.p']}, {first['task.train_frac']:.0%} train, {first['model.name']}, {first['steps']} steps"
-    )
+    setting = f"{first['task.op']} mod {first['task.p']}, {first['task.train_frac']:.0%} train, {first['model.name']}, {budget} steps"
     figure.key, figure.title = key, title
     figure.caption = f"{setting}. {figure.caption}" + (
         f" Phases from the curves: grokking = val acc reached 99% more than {GROK_FACTOR:g}× the train-fitting steps after train did;"
-        f" memorization = not within {first['steps']} steps."
+        f" memorization = not within {budget} steps."
     )
     axes = [figure.xlabel, figure.ylabel]
     cells = [{**{a: r.get(a) for a in axes}, "seed": r.get("seed"), "phase": p} for r, p in zip(members, phases, strict=True)]
