@@ -5,6 +5,9 @@ Each recipe's scientific result is asserted by its slow test (tests/test_recipes
 from __future__ import annotations
 
 import json
+import os
+import socket
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ from conftest import hash_tree
 from groklab.cli import main
 from groklab.experiments.recipes import MODULES, SCALES, get_recipe, spec_text
 from groklab.sweep import expand, parse_spec
+from groklab.sweep.locks import run_lock_path, try_lock
+from groklab.sweep.runner import prepare_sweep_dir
 
 BUILT = [name for name in MODULES if (Path(__file__).parents[1] / "src/groklab/experiments/recipes/specs" / name).is_dir()]
 
@@ -85,3 +90,28 @@ def test_bad_recipe_input_is_one_line_and_changes_nothing(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], err
     assert hash_tree(tmp_path) == before
+
+
+def test_a_recipe_whose_runs_another_sweep_holds_stops_in_one_line_before_its_analysis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recipe rerun while every run of its part is held by another live process (a second sweep on the same dir):
+    nothing of the part finished here, so the recipe says so in one line (exit 2) and writes no findings or figures,
+    instead of analysing a part without its runs."""
+    recipe, part = get_recipe("modelwise"), "width"
+    text = spec_text(recipe, part, "quick")
+    spec = parse_spec(text, f"{part}-quick.toml")
+    out = tmp_path / "recipe"
+    out.mkdir()
+    (out / "recipe.json").write_text(json.dumps({"recipe": recipe.name, "scale": "quick", "parts": [part]}))
+    prepare_sweep_dir(out / part, spec, text)  # as the first, interrupted run of this recipe left it
+    runs = expand(spec, f"{part}-quick.toml")
+    with ExitStack() as held:
+        assert all(held.enter_context(try_lock(run_lock_path(out / part, r.run_id))) for r in runs)
+        code, stdout, err = groklab(capsys, "recipe", recipe.name, "--out", str(out), "--workers", "1", "--quiet")
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # beside the sweep's "running elsewhere" lines
+    assert len(errors) == 1 and errors[0].startswith(f"error: {len(runs)} run(s) of modelwise/{part} did not finish ("), err
+    assert f"held by {socket.gethostname()} {os.getpid()}" in errors[0]
+    assert not (out / "findings.json").exists() and not (out / "figures").exists()
+    assert not any((out / part / "runs").iterdir())  # no run was trained here

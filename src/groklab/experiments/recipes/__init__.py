@@ -168,7 +168,10 @@ def run_recipe(
         # Findings are made from finished runs only: a failed run, or one another sweep holds or left interrupted, stops here.
         unfinished = [r for r in result.rows if r.get("status") not in DONE]
         if unfinished:
-            which = ", ".join(f"{r['run_id']} {r.get('status')}" for r in unfinished[:3])
+            which = ", ".join(
+                f"{r['run_id']} {'held by ' + result.elsewhere[r['run_id']] if r['run_id'] in result.elsewhere else r.get('status')}"
+                for r in unfinished[:3]
+            )
             raise UserError(f"{len(unfinished)} run(s) of {name}/{part} did not finish ({which}): see their run dirs, then rerun")
     findings = recipe.analyze(dirs, scale)
     numbers = {"recipe": name, "scale": scale, "schema": FINDINGS_SCHEMA, **findings.numbers}
