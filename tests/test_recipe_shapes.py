@@ -10,7 +10,6 @@ counted as planned, and every claim judged.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -23,7 +22,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import groklab.config as config_module
 from groklab.analysis import is_modular, parse_analysis
 from groklab.config import SEQUENCE_TASKS, flatten, to_dict
 from groklab.experiments.claims import claims_of, evaluate
@@ -275,10 +273,8 @@ def build_part(out: Path, name: str, part: str, runs: list[PlannedRun]) -> Part:
 def build(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Part]:
     """Every part of recipe `name` at the paper scale, written under tmp_path.
 
-    Two shortcuts keep thousands of run dirs fast, neither under test here: no fsync (durability), and the Config's
-    field table (`leaf_fields`, a pure function of the dataclasses that every config read rebuilds) computed once."""
+    No fsync keeps thousands of run dirs fast: durability is not under test here."""
     monkeypatch.setattr(os, "fsync", lambda fd: None)
-    monkeypatch.setattr(config_module, "leaf_fields", functools.cache(config_module.leaf_fields))
     return {part: build_part(tmp_path / part, name, part, runs) for part, runs in recipe_runs(get_recipe(name), "paper").items()}
 
 

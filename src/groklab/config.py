@@ -15,8 +15,10 @@ import inspect
 import json
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any, Literal
 
 from groklab.errors import UserError
@@ -210,8 +212,9 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def leaf_fields(cls: type = Config, prefix: str = "") -> dict[str, tuple[Any, str]]:
-    """Every settable dotted path -> (type, docstring)."""
+@functools.cache
+def leaf_fields(cls: type = Config, prefix: str = "") -> Mapping[str, tuple[Any, str]]:
+    """Every settable dotted path -> (type, docstring); computed once (every config read and sweep table needs it)."""
     hints = typing.get_type_hints(cls)
     out: dict[str, tuple[Any, str]] = {}
     for f in dataclasses.fields(cls):
@@ -220,7 +223,7 @@ def leaf_fields(cls: type = Config, prefix: str = "") -> dict[str, tuple[Any, st
             out.update(leaf_fields(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
         else:
             out[prefix + f.name] = (tp, field_docs(cls).get(f.name, ""))
-    return out
+    return MappingProxyType(out)
 
 
 def _allowed(tp: Any) -> str:
@@ -428,7 +431,9 @@ def validate(config: Config) -> Config:
     elif t.name != "binop":
         _check(m.name == "mlp", f"model.name={m.name!r} is not valid for task.name={t.name!r}: expected mlp")
     else:
-        _check(m.name != "lm", f"model.name='lm' is not valid for task.name={t.name!r}: expected transformer or mlp (lm is for sequence tasks)")
+        _check(
+            m.name != "lm", f"model.name='lm' is not valid for task.name={t.name!r}: expected transformer or mlp (lm is for sequence tasks)"
+        )
     _check(
         (config.loss == "target_mse") == (m.name == "toy"),
         f"loss={config.loss!r} is not valid for model.name={m.name!r}: the toy model trains with loss target_mse and only it can",
