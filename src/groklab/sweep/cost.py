@@ -44,6 +44,9 @@ CALIBRATION_S = 1.0
 """Seconds of training timed per kind of task (after two warm-up steps)."""
 EVAL_SAMPLE = 4096
 """Examples per split an evaluation is timed on (its time is scaled to the split's size)."""
+EVAL_TOKENS = 16384
+"""For a language model, whose examples are whole sequences: tokens per split the evaluation is timed on (4096 sequences
+of a paper-sized LM took most of an hour on one thread)."""
 
 
 def cache_dir() -> Path:
@@ -138,7 +141,8 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
             model = stepper.member(0)
             # An evaluation forwards every example of every split: time it on a sample of each and scale up.
             sizes = {name: len(data.indices(name)) for name in data.split_names}
-            cut = {name: data.indices(name)[:EVAL_SAMPLE] for name in data.split_names}
+            per_split = EVAL_SAMPLE if config.model.name != "lm" else max(1, EVAL_TOKENS // data.x.shape[1])
+            cut = {name: data.indices(name)[:per_split] for name in data.split_names}
             sample = dataclasses.replace(
                 data, train=cut["train"], val=cut["val"], test=cut["test"], extra_splits={k: cut[k] for k in data.extra_splits}
             )
