@@ -726,7 +726,7 @@ def build_parser() -> dict[str, Parser]:
         sub.add_argument(
             "--dry-run",
             action="store_true",
-            help="print the expansion and its estimated cost on this machine (CPU-hours; a few seconds of calibration, cached "
+            help="print the expansion and its estimated cost on this machine (CPU-hours; a few seconds of calibration per kind of run, minutes for a large LM; cached "
             "per machine) and exit",
         )
 

@@ -238,7 +238,9 @@ def estimate(runs: list[PlannedRun], pack: int | None = None, workers: int | Non
             line = lines[key] = {"label": what, "device": device.type, "threads": n_threads, "members": n, "tasks": 0, "runs": 0}
             line.update(step_s=None, eval_s=None, seconds=0.0, cached=key in cache, error=None)
             if key not in cache:
-                say(f"calibrating {what}{f' x{n}' if n > 1 else ''} on {device.type} ({n_threads} thread(s), a few seconds)")
+                say(
+                    f"calibrating {what}{f' x{n}' if n > 1 else ''} on {device.type} ({n_threads} thread(s); seconds, minutes for a large LM)"
+                )
                 try:
                     step_s, eval_s = calibrate(config, n, n_threads)
                 except UserError as err:  # e.g. image files not at hand here: that kind stays unmeasured
