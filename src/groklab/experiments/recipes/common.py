@@ -16,6 +16,7 @@ import numpy as np
 
 from groklab.report.data import RunData, load_run_data, sweep_rows
 from groklab.report.plots import PALETTE, SPLIT_COLORS, Series
+from groklab.runio import RunDir
 from groklab.stats import Estimate, mean_ci
 from groklab.stats import first_step as first_crossing
 
@@ -32,6 +33,7 @@ __all__ = [
     "mean_curve",
     "rows",
     "run_data",
+    "step_budget",
     "steps_to",
     "summary_steps",
 ]
@@ -64,6 +66,12 @@ def arms(sweep_dir: Path, label: Callable[[dict[str, Any]], str]) -> dict[str, t
         members.append(row)
         runs.append(run_data(sweep_dir, row))
     return out
+
+
+def step_budget(sweep_dir: Path, members: Sequence[dict[str, Any]]) -> int:
+    """The configured step budget of these rows' runs: runs.parquet's `steps` is how far each run went, earlier than the
+    budget for a run that stop_patience ended once it generalized."""
+    return max(RunDir(sweep_dir / str(r["run_dir"])).read_config().steps for r in members)
 
 
 def first_step(run: RunData, key: str, threshold: float, above: bool = True) -> int | None:

@@ -26,10 +26,20 @@ from typing import Any
 import numpy as np
 
 from groklab.experiments.recipes import Findings, Recipe
-from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, Series, band, censored_stats, first_step, group, rows, run_data
+from groklab.experiments.recipes.common import (
+    PALETTE,
+    SPLIT_COLORS,
+    Series,
+    band,
+    censored_stats,
+    first_step,
+    group,
+    rows,
+    run_data,
+    step_budget,
+)
 from groklab.report.data import RunData
 from groklab.report.plots import Figure
-from groklab.runio import RunDir
 from groklab.stats import GROK_ACC
 
 TRAIN_FIT = GROK_ACC
@@ -37,12 +47,6 @@ TRAIN_FIT = GROK_ACC
 VAL_GEN = {"omnigrok-digits": 0.95, "omnigrok-modular": GROK_ACC}
 """Validation accuracy that counts as generalized: 8×8 digits saturate below 99%, so 95% there; modular addition
 reaches 100%, so the usual 99%."""
-
-
-def step_budget(sweep: Path) -> int:
-    """The configured step budget: runs.parquet's `steps` is where each run stopped, earlier than the budget for a run
-    that stop_patience ended once it generalized (the modular alpha part at the faithful and paper scales)."""
-    return max(RunDir(sweep / str(r["run_dir"])).read_config().steps for r in rows(sweep))
 
 
 def setting_label(init_scale: float, constraint: float) -> str:
@@ -136,8 +140,9 @@ def analyze_for(name: str) -> Callable[[dict[str, Path], str], Findings]:
 
     def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         settings, acc_series, norm_series = alpha_settings(dirs["alpha"], val_gen)
-        first = rows(dirs["alpha"])[0]
-        budget = step_budget(dirs["alpha"])
+        alpha_rows = rows(dirs["alpha"])
+        first = alpha_rows[0]
+        budget = step_budget(dirs["alpha"], alpha_rows)
         task = (
             f"{first['task.op']} mod {first['task.p']}"
             if first["task.name"] == "binop"
@@ -184,7 +189,7 @@ def analyze_for(name: str) -> Callable[[dict[str, Path], str], Findings]:
                 xlog=True,
                 ylog=True,
                 caption=(
-                    f"Solid: each point one run at α = 1 without weight decay, its norm held fixed (final losses after {step_budget(dirs['lu'])} steps, mean over seeds). "
+                    f"Solid: each point one run at α = 1 without weight decay, its norm held fixed (final losses after {step_budget(dirs['lu'], rows(dirs['lu']))} steps, mean over seeds). "
                     f"Dashed: the free α = {large['init_scale']:g} run (first seed) as weight decay moves it from large norm to small."
                 ),
             ),

@@ -18,15 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from groklab.experiments.recipes import Findings, Recipe
-from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, Series, band, estimate, group, rows, run_data, summary_steps
+from groklab.experiments.recipes.common import (
+    PALETTE,
+    SPLIT_COLORS,
+    Series,
+    band,
+    estimate,
+    group,
+    rows,
+    run_data,
+    step_budget,
+    summary_steps,
+)
 from groklab.report.plots import Figure, steps_to_grok_figure
-from groklab.runio import RunDir
 from groklab.stats import mean_ci
-
-
-def step_budget(sweep: Path, members: list[dict[str, Any]]) -> int:
-    """The configured step budget (runs.parquet's `steps` is how far each run went: grokked runs stop early)."""
-    return max(RunDir(sweep / str(r["run_dir"])).read_config().steps for r in members)
 
 
 def fig1(dirs: dict[str, Path], scale: str) -> Findings:
