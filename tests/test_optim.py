@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,7 +186,51 @@ def test_state_dict_round_trip_continues_identically(fields: dict) -> None:
 
 def test_no_intervention_means_torchs_optimizer_unwrapped() -> None:
     optimizer, _ = build_optimizer(OptimConfig(), tiny_model())
-    assert type(optimizer) is torch.optim.AdamW
+    assert isinstance(optimizer, torch.optim.AdamW) and not isinstance(optimizer, Interventions)
+
+
+@pytest.mark.parametrize(
+    ("name", "torch_optimizer"),
+    [
+        ("adamw", lambda p, c: torch.optim.AdamW(p, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay, fused=True)),
+        ("adam", lambda p, c: torch.optim.Adam(p, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay, fused=True)),
+        ("sgd", lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.beta1, weight_decay=c.weight_decay)),
+    ],
+)
+def test_our_optimizers_step_and_save_exactly_as_torchs_own(name, torch_optimizer) -> None:
+    """The optimizers without torch's lazy-dynamo wrappers give bitwise torch's updates and state_dict, both ways."""
+    cfg = OptimConfig(name=name, lr=1e-2, weight_decay=0.5, warmup_steps=3)
+    ours_model, torchs_model = tiny_model(), tiny_model()
+    ours, ours_schedule = build_optimizer(cfg, ours_model)
+    torchs = torch_optimizer(torchs_model.parameters(), cfg)
+    torchs_schedule = torch.optim.lr_scheduler.LambdaLR(torchs, lambda step: lr_factor(cfg, step))
+    take_steps(ours_model, ours, ours_schedule, 5)
+    take_steps(torchs_model, torchs, torchs_schedule, 5)
+    for a, b in zip(ours_model.parameters(), torchs_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    saved = ours.state_dict()
+    assert saved["param_groups"] == torchs.state_dict()["param_groups"]
+    torchs.load_state_dict(copy.deepcopy(saved))  # our checkpoint in torch's optimizer, and torch's in ours
+    ours.load_state_dict(copy.deepcopy(torchs.state_dict()))
+    take_steps(ours_model, ours, ours_schedule, 3, seed=2)
+    take_steps(torchs_model, torchs, torchs_schedule, 3, seed=2)
+    for a, b in zip(ours_model.parameters(), torchs_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_training_never_imports_the_compiler(tmp_path: Path) -> None:
+    """A run's start-up and steps leave torch._dynamo unimported (its import costs ~2 s of every run's start-up)."""
+    script = (
+        "import sys\n"
+        "from groklab.config import apply_overrides\n"
+        "from groklab.presets import get_preset\n"
+        "from groklab.train import train\n"
+        "cfg = apply_overrides(get_preset('mlp'), {'steps': 3, 'eval_every': 1})\n"
+        "train(cfg, sys.argv[1], progress=False)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ The interventions from the literature (all off by default, each a field of Optim
 - Weight-norm-constrained training (Liu et al. 2023, Omnigrok): after each step the parameters are rescaled to a
   fixed total norm.
 
-With none of them on, `build_optimizer` returns torch's own optimizer, so the common path is torch's step alone.
+With none of them on, `build_optimizer` returns torch's own optimizer (reached without torch._dynamo: see
+`WithoutDynamo`), so the common path is torch's step alone.
 Otherwise it returns an `Interventions` wrapper with the same interface (step, zero_grad, param_groups,
 state_dict, load_state_dict); the training loop does not know the difference. The order inside one step is:
 gradient noise, Grokfast filter, ⊥Grad, weight decay towards init, the inner optimizer's update, norm projection.
@@ -188,6 +189,49 @@ class Interventions:
         self.target_norm = extra["target_norm"]
 
 
+class WithoutDynamo(torch.optim.Optimizer):
+    """A torch optimizer whose methods skip the wrappers that import torch._dynamo on their first call.
+
+    torch wraps Optimizer.step, zero_grad, state_dict, load_state_dict and add_param_group so that a compiler can
+    trace around them; the first call imports torch._dynamo, about 2 s of every run's start-up, and groklab never
+    compiles an optimizer. Each method here calls the function under the wrapper, so updates and the state_dict
+    layout are torch's own (a run's checkpoints load either way). Mixed in before a torch optimizer class.
+    """
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        unwrapped(super().add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        unwrapped(super().zero_grad)(self, set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return unwrapped(super().state_dict)(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        unwrapped(super().load_state_dict)(self, state_dict)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # torch's wrapper also sets no_grad around the update
+        return unwrapped(super().step)(self, closure)
+
+
+def unwrapped(method: Any) -> Any:
+    """The plain function under a bound method's decorator (the decorated method itself if it has none)."""
+    return getattr(method, "__wrapped__", method.__func__)
+
+
+class AdamW(WithoutDynamo, torch.optim.AdamW):
+    pass
+
+
+class Adam(WithoutDynamo, torch.optim.Adam):
+    pass
+
+
+class SGD(WithoutDynamo, torch.optim.SGD):
+    pass
+
+
 def has_interventions(cfg: OptimConfig) -> bool:
     """True when any intervention of `cfg` is on (then build_optimizer returns an Interventions wrapper)."""
     return cfg.grokfast != "none" or cfg.orthograd or cfg.grad_noise > 0 or cfg.wd_target == "init" or cfg.norm_constraint > 0
@@ -237,11 +281,11 @@ def build_optimizer(
     # One fused kernel per parameter instead of a dozen elementwise ops (faster on CPU and CUDA; same update up to rounding).
     fused = True if params and params[0].device.type in ("cpu", "cuda") else None
     if cfg.name == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
+        opt: torch.optim.Optimizer = AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
     elif cfg.name == "adam":
-        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
+        opt = Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=wd, fused=fused)
     else:
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
+        opt = SGD(groups, lr=cfg.lr, momentum=cfg.beta1, weight_decay=wd)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step))
     if not has_interventions(cfg):
         return opt, schedule
