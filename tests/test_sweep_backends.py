@@ -175,9 +175,9 @@ checkpoint_every = 100
 """
 
 
-def groklab_sweep(spec: Path, out: Path) -> subprocess.Popen:
+def groklab_sweep(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "groklab.cli", "sweep", str(spec), "--out", str(out), "--workers", "1", "--quiet"],
+        [sys.executable, "-m", "groklab.cli", "sweep", str(spec), "--out", str(out), "--workers", "1", "--quiet", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -259,13 +259,17 @@ checkpoint_every = 500
 """
 
 
-def test_a_sigint_sent_to_the_sweep_process_alone_stops_its_runs_and_records_them(tmp_path: Path) -> None:
-    """`kill -INT` of the sweep's own pid (not its process group, as a terminal's Ctrl-C would): the training run
-    checkpoints and is recorded `interrupted` in runs.parquet, the queued run never starts, and no worker trains on."""
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_sigint_sent_to_the_sweep_process_alone_stops_its_runs_and_records_them(tmp_path: Path, backend: str) -> None:
+    """`kill -INT` of the sweep's own pid (not its process group, as a terminal's Ctrl-C would; Ray's workers are
+    outside that group anyway): the training run checkpoints and is recorded `interrupted` in runs.parquet, the
+    queued run never starts, and no worker trains on."""
+    if backend == "ray":
+        pytest.importorskip("ray")
     spec = tmp_path / "spec.toml"
     spec.write_text(LONG_SPEC)
     out = tmp_path / "sweep"
-    proc = groklab_sweep(spec, out)  # one worker: the second run waits in the queue
+    proc = groklab_sweep(spec, out, "--backend", backend)  # one worker: the second run waits in the queue
     runs = expand(parse_spec(LONG_SPEC, "spec.toml"))
     first, queued = (out / r.run_dir for r in runs)
     try:

@@ -258,20 +258,36 @@ def run_ray(
     remote = ray.remote(num_cpus=1, max_retries=max_retries)(run_attempt)
     queue = deque(tasks)
     pending: dict[Any, Task] = {}
-    while queue or pending:
-        while queue and len(pending) < workers:
-            task = queue.popleft()
-            gpus = 1 if on_gpu(task.members[0].config, resources.get("GPU", 0) > 0) else 0  # a task on a GPU has it to itself
-            pending[remote.options(num_gpus=gpus).remote(task.members, threads, hook)] = task
-            for m in task.members:
-                events.started(m.run_id)
-        done, _ = ray.wait(list(pending), num_returns=1)
+
+    def collect(ref: Any) -> None:
+        task = pending.pop(ref)
+        try:
+            results: list[Result] = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:  # stopped before it started: its runs stay pending for the next sweep
+            return
+        except ray.exceptions.RayError as err:  # the worker (or its node) died more than max_retries times
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            results = [(m.run_id, "failed", reason) for m in task.members]
+        for result in results:
+            events.finished(*result)
+
+    try:
+        while queue or pending:
+            while queue and len(pending) < workers:
+                task = queue.popleft()
+                gpus = 1 if on_gpu(task.members[0].config, resources.get("GPU", 0) > 0) else 0  # a task on a GPU has it to itself
+                pending[remote.options(num_gpus=gpus).remote(task.members, threads, hook)] = task
+                for m in task.members:
+                    events.started(m.run_id)
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                collect(ref)
+    except KeyboardInterrupt:
+        # Stop as the local backend does: Ray delivers a cancel to a running task as SIGINT, which train() takes as a
+        # stop (checkpoint, `interrupted` summary); record those. Tasks not started yet are dropped, their runs pending.
+        for ref in pending:
+            ray.cancel(ref)
+        done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=30.0)
         for ref in done:
-            task = pending.pop(ref)
-            try:
-                results: list[Result] = ray.get(ref)
-            except ray.exceptions.RayError as err:  # the worker (or its node) died more than max_retries times
-                reason = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-                results = [(m.run_id, "failed", reason) for m in task.members]
-            for result in results:
-                events.finished(*result)
+            collect(ref)
+        raise
