@@ -182,6 +182,23 @@ def test_dry_run_calibrates_once_per_machine_into_the_user_cache(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_multithreaded_calibration_on_a_busy_machine_is_used_once_and_not_cached(
+    tmp_path: Path, cache_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads that wait for a busy core spin, so CPU time inflates (measured 9-22x): such a line says so and is not
+    cached; one thread per run, as sweeps use by default, is measured and cached as on an idle machine."""
+    monkeypatch.setattr(cost_module, "CALIBRATION_S", 0.05)
+    monkeypatch.setattr(cost_module.os, "getloadavg", lambda: (float(os.cpu_count() or 1) + 1, 0.0, 0.0))
+    two_threads = spec_file(tmp_path, SPEC.replace("threads = 1", "threads = 2"))
+    assert main(["sweep", str(two_threads), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "this machine is busy" in err and "calibrating" in err and "CPU-hours" in out
+    assert not cache_home.exists()
+    assert main(["sweep", str(spec_file(tmp_path)), "--dry-run"]) == 0  # SPEC: threads = 1
+    assert "busy" not in capsys.readouterr().err
+    assert [e["what"] for e in json.loads(cache_home.read_text()).values()] == ["mlp, 23-element table"]
+
+
 def test_recipe_dry_run_prints_every_part_and_the_total(
     cache_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

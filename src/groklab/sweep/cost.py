@@ -109,7 +109,9 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
 
     On a CPU the seconds are the process's CPU time over its threads, not wall time, so that other work on the machine
     (another sweep, another user) does not inflate them; with one thread, as sweep workers have by default, that is
-    the wall time of an otherwise idle core. On a GPU they are wall seconds, synchronised.
+    the wall time of an otherwise idle core. With more threads than the machine has idle cores, CPU time counts the
+    threads spinning while they wait for one that is descheduled (measured: 9-22x): see `busy_load`. On a GPU they are
+    wall seconds, synchronised.
     """
     import torch
 
@@ -159,6 +161,13 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
     finally:
         torch.set_num_threads(previous)
     return step_s, eval_s
+
+
+def busy_load(threads: int) -> float | None:
+    """The 1-minute load average when other work already holds cores that a `threads`-thread calibration needs (None
+    when the machine is idle enough, or with one thread, which CPU time keeps honest under load)."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return load if threads > 1 and load > (os.cpu_count() or 1) - threads + 0.5 else None
 
 
 @dataclass(frozen=True)
@@ -241,14 +250,22 @@ def estimate(runs: list[PlannedRun], pack: int | None = None, workers: int | Non
                 say(
                     f"calibrating {what}{f' x{n}' if n > 1 else ''} on {device.type} ({n_threads} thread(s); seconds, minutes for a large LM)"
                 )
+                load = busy_load(n_threads) if device.type == "cpu" else None
+                if load is not None:
+                    say(
+                        f"this machine is busy (load {load:.1f}): {n_threads} threads measured now count their waiting, so this "
+                        "line is too high and is not cached; dry-run again on an idle machine"
+                    )
                 try:
                     step_s, eval_s = calibrate(config, n, n_threads)
                 except UserError as err:  # e.g. image files not at hand here: that kind stays unmeasured
                     line.update(error=str(err), seconds=None)
                 else:
-                    cache[key] = {"step_s": step_s, "eval_s": eval_s, "what": what, "measured": time.strftime("%Y-%m-%d")}
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    atomic_write_json(path, cache)
+                    line.update(step_s=step_s, eval_s=eval_s)
+                    if load is None:
+                        cache[key] = {"step_s": step_s, "eval_s": eval_s, "what": what, "measured": time.strftime("%Y-%m-%d")}
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        atomic_write_json(path, cache)
             if key in cache:
                 line.update(step_s=cache[key]["step_s"], eval_s=cache[key]["eval_s"])
         line = lines[key]
