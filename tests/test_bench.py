@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from groklab.bench import PEER_NAME, GrokCase, lm_config, peer_dir, power_config, time_to_grok, train_flops
+from groklab.bench import PEER_NAME, GrokCase, groklab_to_grok, lm_config, peer_dir, power_config, time_to_grok, train_flops
 from groklab.cli import main
 from groklab.data import build_task
 from groklab.models import build_model
@@ -148,3 +149,19 @@ def test_time_to_grok_reports_each_seeds_run_and_their_spread(tmp_path: Path) ->
         assert r["groklab"]["seconds"] > grok["time_s"]  # plus the start-up
     steps = sorted(r["groklab"]["steps"] for r in entry["seeds"])
     assert entry["groklab"]["steps"] == {"median": sum(steps) / 2, "min": steps[0], "max": steps[1], "censored": 0}
+
+
+def test_time_to_grok_stops_a_run_at_a_lower_target_than_its_own(tmp_path: Path) -> None:
+    """A case whose target is below the run's stopping rule (fast-grok's 95%) stops the run once it is reached: the
+    steps are the first evaluation at val acc >= 0.5 of the same run made in full, which goes on much longer."""
+    half = dataclasses.replace(TINY_GROK, target=0.5)
+    result = groklab_to_grok(half, 0, 1)
+    out = tmp_path / "full"
+    subprocess.run(
+        [sys.executable, "-m", "groklab", "train", *TINY_GROK.args, "--seed", "0", "--split-seed", "0", "--threads", "1", "--quiet", "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    run = load_run(out)
+    first = next(row for row in run.metrics if row["val/acc"] >= 0.5)
+    assert result["steps"] == first["step"]
+    assert first["step"] <= result["ran_steps"] < run.summary["steps"] - 500  # the full run held 0.99 for 500 more steps

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -256,7 +257,8 @@ PEER_EVAL_EVERY = 100
 
 def groklab_to_grok(case: GrokCase, seed: int, threads: int) -> dict[str, float | None]:
     """Launch `groklab train` for `case` at `seed` (its split seed too: each seed is a fresh split, as the peer's
-    is); steps to the first evaluation at val acc >= target, and seconds from launch to it (start-up included)."""
+    is); steps to the first evaluation at val acc >= target, seconds from launch to it (start-up included), and the
+    steps the run took before it stopped."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--out", str(out), "--quiet", "--seed", str(seed),
@@ -265,13 +267,27 @@ def groklab_to_grok(case: GrokCase, seed: int, threads: int) -> dict[str, float 
             cmd += ["--stop-patience", "1"]
         cmd += ["--threads", str(threads)] if threads else []
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if case.target < GROK_ACC:  # a lower target than the run's own stopping rule: Ctrl-C it at the first such row
+            while run.poll() is None and target_row(out / "metrics.jsonl", case.target) is None:
+                time.sleep(0.05)
+            run.send_signal(signal.SIGINT)
+        _, err = run.communicate()
+        if run.returncode not in (0, 130):
+            raise subprocess.CalledProcessError(run.returncode, cmd, stderr=err)
         total = time.perf_counter() - t0
         summary = json.loads((out / "summary.json").read_text())
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    grok = next((r for r in rows if r["val/acc"] >= case.target), None)
+        grok = target_row(out / "metrics.jsonl", case.target)
     # total - wall_s is the start-up (and the final writes: a slight overestimate); time_s counts from the loop's start.
-    return {"steps": None, "seconds": None} if grok is None else {"steps": grok["step"], "seconds": round(total - summary["wall_s"] + grok["time_s"], 2)}
+    seconds = None if grok is None else round(total - summary["wall_s"] + grok["time_s"], 2)
+    return {"steps": None if grok is None else grok["step"], "seconds": seconds, "ran_steps": summary["steps"]}
+
+
+def target_row(metrics: Path, target: float) -> dict[str, Any] | None:
+    """The first metrics row written so far (whole lines only: the run may be appending) with val acc >= target."""
+    text = metrics.read_text() if metrics.exists() else ""
+    lines = text.splitlines()[: text.count("\n")]
+    return next((row for line in lines if (row := json.loads(line))["val/acc"] >= target), None)
 
 
 def peer_to_grok(case: GrokCase, seed: int, threads: int, folder: Path) -> dict[str, float | None]:
