@@ -30,6 +30,10 @@ def test_published_settings_are_kept_where_the_issue_names_them() -> None:
         assert parse_spec(spec_text(get_recipe(name), get_recipe(name).parts[0], "faithful"), name).preset == "nanda", name
     digits = parse_spec(spec_text(get_recipe("omnigrok-digits"), "alpha", "faithful"), "digits")
     assert digits.fixed["loss"] == "mse" and 8.0 in digits.zipped["model.init_scale"]
+    grokfast = parse_spec(spec_text(get_recipe("grokfast"), "sweep", "faithful"), "grokfast")  # the released README's commands
+    assert (grokfast.fixed["optim.name"], grokfast.fixed["model.norm"], grokfast.fixed["model.activation"]) == ("adam", "pre", "gelu")
+    arms = list(zip(grokfast.zipped["optim.grokfast"], grokfast.zipped["optim.lr"], grokfast.zipped["optim.weight_decay"], strict=True))
+    assert {("none", 1e-3, 0.0), ("ema", 1e-3, 0.005), ("ma", 1e-3, 0.01)} <= set(arms)
 
 
 def test_unknown_scale_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
