@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 from groklab.cli import main
-from groklab.experiments.claims import CLAIMS, evaluate, liu_critical, nanda_excluded, nanda_keys, nanda_phases, parity
+from groklab.experiments.claims import (
+    CLAIMS,
+    evaluate,
+    liu_critical,
+    nanda_excluded,
+    nanda_keys,
+    nanda_phases,
+    parity,
+    structural_depth,
+    structural_rise,
+    structural_tree,
+)
 from groklab.experiments.reproductions import judge, read_findings, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +64,31 @@ def test_parity_and_key_frequency_rules() -> None:
     ]
     ordered = {"memorization_end": 100, "circuit_formation_end": 900, "cleanup_end": 2000}
     assert nanda_phases({"per_seed": [{"phases": ordered}, {"phases": None}]})[1] == "partly"  # one seed never generalized
+
+
+def structural(**tasks: dict[int, tuple[float, float, float]]) -> dict:
+    """Structural findings from (gen acc at val 99%, final gen acc, final tree score) per task and depth."""
+    mean = lambda v: {"mean": v}  # noqa: E731
+    return {
+        "per_task": {
+            task: {str(d): {"gen_acc_at_val_99": mean(a), "gen_acc_final": mean(b), "tree_final": mean(t)} for d, (a, b, t) in depths.items()}
+            for task, depths in tasks.items()
+        }
+    }
+
+
+def test_structural_rules_on_hand_made_depth_sweeps() -> None:
+    # The paper's picture: question formation rises from 0.35 to 0.9 at 6 layers, the best and most tree-structured depth.
+    paper = structural(qf={2: (0.3, 0.4, 1.0), 6: (0.35, 0.9, 3.0), 10: (0.3, 0.6, 2.0)})
+    assert [structural_rise(paper)[1], structural_depth(paper)[1], structural_tree(paper)[1]] == ["reproduced"] * 3
+    assert "qf (6 layers): gen 0.35 at val 99% → 0.90 at the end" in structural_rise(paper)[0]
+    # Ours at 20,000 steps: flat near chance, best at the deepest depth, trees elsewhere; a second task that does rise.
+    flat = structural(qf={2: (0.45, 0.48, 2.0), 3: (0.5, 0.5, 1.0), 4: (0.5, 0.52, 0.5)}, tense={2: (0.4, 0.7, 1.0), 4: (0.4, 0.5, 2.0)})
+    assert structural_rise(flat)[1] == "partly"  # tense rises 0.3 at 2 layers, question formation 0.02
+    assert structural_depth(flat)[1] == "not reproduced"  # a maximum at an end, or only two depths, is no inverted U
+    assert structural_tree(flat)[1] == "not reproduced"
+    shallow_hump = structural(qf={2: (0.3, 0.50, 0), 4: (0.3, 0.53, 0), 6: (0.3, 0.50, 0)})  # interior, but by less than 0.05
+    assert structural_depth(shallow_hump)[1] == "not reproduced"
 
 
 def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:
