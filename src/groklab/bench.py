@@ -267,14 +267,15 @@ def groklab_to_grok(case: GrokCase, seed: int, threads: int) -> dict[str, float 
             cmd += ["--stop-patience", "1"]
         cmd += ["--threads", str(threads)] if threads else []
         t0 = time.perf_counter()
-        run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if case.target < GROK_ACC:  # a lower target than the run's own stopping rule: Ctrl-C it at the first such row
-            while run.poll() is None and target_row(out / "metrics.jsonl", case.target) is None:
-                time.sleep(0.05)
-            run.send_signal(signal.SIGINT)
-        _, err = run.communicate()
-        if run.returncode not in (0, 130):
-            raise subprocess.CalledProcessError(run.returncode, cmd, stderr=err)
+        with open(Path(tmp) / "stderr", "w+") as err:  # a file, not a pipe: nothing blocks while this polls
+            run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            if case.target < GROK_ACC:  # a lower target than the run's own stopping rule: Ctrl-C it at the first such row
+                while run.poll() is None and target_row(out / "metrics.jsonl", case.target) is None:
+                    time.sleep(0.05)
+                run.send_signal(signal.SIGINT)
+            if run.wait() not in (0, 130):
+                err.seek(0)
+                raise subprocess.CalledProcessError(run.returncode, cmd, stderr=err.read())
         total = time.perf_counter() - t0
         summary = json.loads((out / "summary.json").read_text())
         grok = target_row(out / "metrics.jsonl", case.target)
