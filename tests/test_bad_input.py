@@ -78,6 +78,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("p-below-two", ["train", "--task.p", "1", "--out", "{new}"], None, "task.p=1"),
     ("negative-steps", ["train", "--steps", "-5", "--out", "{new}"], None, "steps=-5"),
     ("unknown-model", ["train", "--model.name", "cnn", "--out", "{new}"], None, "'cnn'"),
+    ("eval-every-with-log-spacing", ["train", "--preset", "power-fig1", "--eval-every", "100", "--out", "{new}"], None, "eval_every=100"),
     ("dropout-out-of-range", ["train", "--model.dropout", "1.5", "--out", "{new}"], None, "dropout=1.5"),
     ("init-scale-zero", ["train", "--model.init-scale", "0", "--out", "{new}"], None, "init_scale=0"),
     ("bad-device", ["train", "--device", "tpu", "--out", "{new}"], None, "'tpu'"),
@@ -158,6 +159,7 @@ SPEC_CASES: list[tuple[str, str, str, str]] = [
     ("spec-seeds-wrong-type", 'seeds = "3"\n', "new", "seeds='3'"),
     ("spec-zip-unequal", '[zip]\n"optim.lr" = [1e-3, 3e-3]\n"optim.weight_decay" = [1.0]\n', "new", "equal lengths"),
     ("spec-not-toml", "preset = \n", "new", "not valid TOML"),
+    ("spec-eval-every-with-log-spacing", 'preset = "power-fig1"\n[set]\neval_every = 50\n', "new", "eval_every=50"),
     ("spec-differs-from-existing-sweep", EXISTING_SPEC.replace("20", "30"), "sweep", "different spec"),
 ]
 

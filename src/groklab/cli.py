@@ -123,11 +123,13 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     if args.out is None:
         raise UserError("groklab train needs --out DIR (where the run directory is written)")
-    from groklab.config import apply_overrides
+    from groklab.config import apply_overrides, check_overridden_cadence
     from groklab.presets import get_preset
     from groklab.train import check
 
-    config = check(apply_overrides(get_preset(args.preset), field_overrides(args)))
+    overrides = field_overrides(args)
+    config = check(apply_overrides(get_preset(args.preset), overrides))
+    check_overridden_cadence(config, overrides)
     out = Path(args.out)
     if args.seeds is not None:  # N seeds as one vmapped ensemble: one run directory per seed, DIR/seed-<k>/
         from groklab.train import train_ensemble

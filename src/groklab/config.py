@@ -15,7 +15,7 @@ import inspect
 import json
 import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import MappingProxyType
@@ -305,6 +305,16 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
             check_legacy_model(value)
         config = replace_path(config, path, coerce(path, value, fields[path][0]))
     return config
+
+
+def check_overridden_cadence(config: Config, overridden: Iterable[str]) -> None:
+    """A UserError where the user set eval_every (one of the `overridden` fields) on a config that evaluates at
+    log-spaced steps, which would ignore it without a word."""
+    if "eval_every" in map(normalize_path, overridden) and config.eval_spacing == "log":
+        raise UserError(
+            f"eval_every={config.eval_every} has no effect while eval_spacing is 'log' (about 20 evaluations per decade of "
+            "steps, as this preset sets it): set eval_spacing to 'linear' as well"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

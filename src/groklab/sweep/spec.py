@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groklab.config import Config, UserError, apply_overrides, fingerprint, normalize_path
+from groklab.config import Config, UserError, apply_overrides, check_overridden_cadence, fingerprint, normalize_path
 from groklab.presets import get_preset
 from groklab.train import check
 
@@ -165,6 +165,7 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[PlannedRun]:
         config = apply_overrides(base, point)
         try:
             check(config)
+            check_overridden_cadence(config, [*spec.fixed, *point])
         except UserError as err:
             shown = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "the base config"
             raise UserError(f"{where}: run {shown}: {err}") from None
