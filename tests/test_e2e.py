@@ -84,21 +84,25 @@ def test_power_transformer_groks_on_a_small_budget(tmp_path: Path) -> None:
     assert_grokked(out, min_delay_evals=4)
 
 
+def structural_run(out: Path, preset: str, *args: str) -> tuple[list[dict], dict]:
+    """`groklab train --preset PRESET` of a sequence task into `out`: its metrics rows and the first at val acc >= 0.99."""
+    result = subprocess.run(
+        [GROKLAB, "train", "--preset", preset, "--out", str(out), "--quiet", "--seed", "0", *args],
+        capture_output=True, text=True, timeout=900,  # a guard against hangs on a busy machine, not the budget
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = load_run(out).metrics
+    return rows, next(r for r in rows if r["val/acc"] >= 0.99)
+
+
 def test_question_formation_saturates_in_distribution_long_before_it_generalizes(tmp_path: Path) -> None:
     """Structural grokking's first phase (Murty et al. 2023), on the CPU-sized preset: the LM answers in-distribution
     questions perfectly while, at that same evaluation, the moved auxiliary of subject-relative-clause questions (the
     generalization split, where the linear rule and the hierarchical one disagree) is still far from right; the
     generalization split and the tree analysis are logged beside it. (That generalization then rises is the paper's
     claim at 10^5 steps, not shown at this size: docs/recipes.md.)"""
-    out = tmp_path / "qf"
-    args = ["--steps", "1000", "--eval-every", "250", "--analysis", "tree", "--analysis-every", "1", "--seed", "0"]
-    result = subprocess.run(
-        [GROKLAB, "train", "--preset", "question-formation", "--out", str(out), "--quiet", *args],
-        capture_output=True, text=True, timeout=900,  # a guard against hangs on a busy machine, not the budget
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = load_run(out).metrics
-    saturated = next(r for r in rows if r["val/acc"] >= 0.99)
+    args = ("--steps", "1000", "--eval-every", "250", "--analysis", "tree", "--analysis-every", "1")
+    rows, saturated = structural_run(tmp_path / "qf", "question-formation", *args)
     assert saturated["gen/acc"] <= 0.8, saturated
     assert all({"gen/acc", "gen/loss", "test/acc", "tree/score"} <= r.keys() for r in rows)
 
@@ -107,14 +111,6 @@ def test_tense_inflection_generalizes_long_after_it_saturates_in_distribution(tm
     """Both phases of structural grokking on the CPU-sized tense preset: in-distribution val accuracy reaches 99% while
     the main verb's form on the generalization split (an attractor noun of the other number before it, where agreeing
     with the nearest noun is wrong) is mostly wrong; trained on with val saturated, the generalization accuracy rises."""
-    out = tmp_path / "tense"
-    result = subprocess.run(
-        [GROKLAB, "train", "--preset", "tense-inflection", "--out", str(out), "--quiet", "--steps", "2500", "--eval-every", "500",
-         "--seed", "0", "--threads", "1"],
-        capture_output=True, text=True, timeout=900,  # a guard against hangs on a busy machine, not the budget
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = load_run(out).metrics
-    saturated = next(r for r in rows if r["val/acc"] >= 0.99)
+    rows, saturated = structural_run(tmp_path / "tense", "tense-inflection", "--steps", "2500", "--eval-every", "500", "--threads", "1")
     assert saturated["gen/acc"] <= 0.4, saturated
     assert rows[-1]["val/acc"] >= 0.99 and rows[-1]["gen/acc"] >= saturated["gen/acc"] + 0.3, rows[-1]
