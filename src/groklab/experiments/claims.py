@@ -120,6 +120,8 @@ def slingshot(f: dict[str, Any]) -> tuple[str, str]:
 RISE = 0.2
 """Structural grokking: the rise of generalization accuracy after in-distribution saturation that counts (the paper's
 is ~0.4-0.5: < 40% / < 50% at early stopping to ~90% / ~80%)."""
+HUMP = 0.05
+"""An inverted U in depth: the best depth's final generalization accuracy above both end depths' by at least this."""
 
 
 def _by_depth(f: dict[str, Any], key: str) -> dict[str, dict[int, float]]:
@@ -144,8 +146,8 @@ def structural_rise(f: dict[str, Any]) -> tuple[str, str]:
 def structural_depth(f: dict[str, Any]) -> tuple[str, str]:
     parts, humps = [], 0
     for task, depths in _by_depth(f, "gen_acc_final").items():
-        values, d = list(depths.values()), _best_depth(depths)
-        humps += len(values) >= 3 and min(depths) < d < max(depths) and depths[d] >= max(values[0], values[-1]) + 0.05
+        values = list(depths.values())  # by depth: the ends are the shallowest and the deepest
+        humps += len(values) >= 3 and max(values) >= max(values[0], values[-1]) + HUMP  # so the maximum is inside
         parts.append(f"{task}: " + ", ".join(f"{k} layers {v:.2f}" for k, v in depths.items()))
     return "final gen acc by depth: " + "; ".join(parts), _share(humps, len(parts))
 
