@@ -79,6 +79,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("negative-steps", ["train", "--steps", "-5", "--out", "{new}"], None, "steps=-5"),
     ("unknown-model", ["train", "--model.name", "cnn", "--out", "{new}"], None, "'cnn'"),
     ("eval-every-with-log-spacing", ["train", "--preset", "power-fig1", "--eval-every", "100", "--out", "{new}"], None, "eval_every=100"),
+    ("eval-train-size-negative", ["train", "--eval-train-size", "-1", "--out", "{new}"], None, "eval_train_size=-1"),
     ("dropout-out-of-range", ["train", "--model.dropout", "1.5", "--out", "{new}"], None, "dropout=1.5"),
     ("init-scale-zero", ["train", "--model.init-scale", "0", "--out", "{new}"], None, "init_scale=0"),
     ("bad-device", ["train", "--device", "tpu", "--out", "{new}"], None, "'tpu'"),

@@ -20,7 +20,7 @@ from groklab.optim import build_optimizer
 from groklab.presets import PRESETS, get_preset
 from groklab.runio import load_run, summarize
 from groklab.steppers import BatchSampler
-from groklab.train import evaluate, train
+from groklab.train import evaluate, evaluated, train
 
 SUMMARY_KEYS = {
     "status",
@@ -161,6 +161,31 @@ def test_evaluate_counts_correct_predictions(small_config: Config) -> None:
         x, _ = data.split(split)
         assert out[f"{split}/acc"] == pytest.approx(float((x[:, 0] % 2 == 0).float().mean()))
         assert out[f"{split}/loss"] > 0
+
+
+def test_eval_train_size_measures_train_on_one_fixed_sample(tmp_path: Path, small_config: Config) -> None:
+    """eval_train_size: train/* on a fixed subset of the training split (the held-out splits whole), the same at every
+    evaluation and on resume, another one with another split_seed; 0 or a size past the split means every example."""
+    config = tiny(small_config, {"eval_train_size": 10, "steps": 6})
+    data = build_task(config.task, config.split_seed)
+    seen = evaluated(data, config)
+    assert len(seen.train) == 10 and set(seen.train.tolist()) < set(data.train.tolist())
+    assert torch.equal(seen.val, data.val) and torch.equal(seen.test, data.test)
+    assert torch.equal(evaluated(data, config).train, seen.train)
+    other = tiny(config, {"split_seed": 1})
+    assert not torch.equal(evaluated(build_task(other.task, 1), other).train, seen.train)
+    for whole in (0, len(data.train), 10_000):
+        assert torch.equal(evaluated(data, tiny(config, {"eval_train_size": whole})).train, data.train)
+
+    train(config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    model = load_model(run)
+    loss = make_loss(config.loss, config.loss_dtype)
+    with torch.no_grad():
+        on_sample = float(loss(model(data.x[seen.train]), data.y[seen.train], None))
+        on_all = float(loss(model(data.x[data.train]), data.y[data.train], None))
+    assert run.metrics[-1]["train/loss"] == pytest.approx(on_sample, rel=1e-5)
+    assert abs(on_sample - on_all) > 1e-4  # the sample is not the whole split in disguise
 
 
 def test_batch_sampler_epochs_and_full_batch() -> None:

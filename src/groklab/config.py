@@ -173,9 +173,11 @@ class Config:
     loss_dtype: Literal["float32", "float64"] = "float32"
     """Precision of the loss computation (float64 delays softmax collapse)."""
     eval_every: int = 100
-    """Evaluate the full train, val and test splits every this many steps (`linear` spacing)."""
+    """Evaluate the train, val and test splits (and any task-defined ones) every this many steps (`linear` spacing)."""
     eval_spacing: Literal["linear", "log"] = "linear"
     """`log`: evaluate at about 20 log-spaced steps per decade instead, so 10⁶-step runs stay cheap."""
+    eval_train_size: int = 0
+    """Measure train/loss and train/acc on a fixed sample of this many training examples, drawn once with split_seed (0: the whole split). For training sets far larger than the held-out splits (the structural tasks' 10⁵ sequences), where an evaluation of every training example costs more than the training between two evaluations."""
     stop_patience: int = 0
     """If > 0, stop once val acc ≥ 0.99 has held for this many steps (val only: the test split stays locked)."""
     checkpoint_every: int = 5000
@@ -504,6 +506,7 @@ def validate(config: Config) -> Config:
     _check(config.seed >= 0, f"seed={config.seed} is not valid: expected an integer >= 0")
     _check(config.split_seed >= 0, f"split_seed={config.split_seed} is not valid: expected an integer >= 0")
     _check(config.eval_every >= 1, f"eval_every={config.eval_every} is not valid: expected an integer >= 1")
+    _check(config.eval_train_size >= 0, f"eval_train_size={config.eval_train_size} is not valid: expected an integer >= 0 (0: the whole training split)")
     _check(config.stop_patience >= 0, f"stop_patience={config.stop_patience} is not valid: expected an integer >= 0")
     _check(config.checkpoint_every >= 1, f"checkpoint_every={config.checkpoint_every} is not valid: expected an integer >= 1")
     _check(config.checkpoint_seconds > 0, f"checkpoint_seconds={config.checkpoint_seconds} is not valid: expected a number > 0")

@@ -125,6 +125,16 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 6553
     return out
 
 
+def evaluated(data: Dataset, config: Config) -> Dataset:
+    """`data` as evaluations see it: the training split cut to a fixed sample of config.eval_train_size examples (drawn
+    with split_seed, in split order) where that is smaller than the split; the held-out splits whole."""
+    n = config.eval_train_size
+    if not n or n >= len(data.train):
+        return data
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.split_seed))[:n].sort().values
+    return dataclasses.replace(data, train=data.train[pick.to(data.train.device)])
+
+
 def rng_states() -> dict[str, Any]:
     """Every random stream's state as tensors and plain values (what a weights-only checkpoint can hold)."""
     states = {
@@ -257,6 +267,7 @@ def fit(
     """Train the members (configs[k] into runs[k], all stepped by `stepper`) from where their checkpoints left them;
     return their summaries. The members share everything but their seeds, so they share the step and the schedule."""
     config, n = configs[0], len(configs)
+    seen = evaluated(data, config)  # what the metrics rows measure
 
     # Resume: every member from its checkpoint at the same step (the newest that all of them hold); drop rows and states past it.
     logged = [read_metrics(run.metrics_path) for run in runs]
@@ -294,7 +305,7 @@ def fit(
     def evaluation(k: int) -> dict[str, Any]:
         """Member k's metrics row at this step, written and handed to the hooks."""
         model = stepper.member(k)
-        row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, data, stepper.loss_fn)}
+        row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, seen, stepper.loss_fn)}
         row["norm/total"] = weight_norm(model)
         row["lr"] = stepper.lr()
         for hook in hooks:

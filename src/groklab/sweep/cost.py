@@ -116,7 +116,7 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
     import torch
 
     from groklab.steppers import Ensemble, Single
-    from groklab.train import Measures, evaluate, resolve_device, weight_norm
+    from groklab.train import Measures, evaluate, evaluated, resolve_device, weight_norm
 
     device = resolve_device(config.device)
 
@@ -141,8 +141,8 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
                 n += 1
             step_s = (clock() - t0) / n
             model = stepper.member(0)
-            # An evaluation forwards every example of every split: time it on a sample of each and scale up.
-            sizes = {name: len(data.indices(name)) for name in data.split_names}
+            # An evaluation forwards every example it measures (eval_train_size cuts the train split): time a sample, scale up.
+            sizes = {name: len(evaluated(data, config).indices(name)) for name in data.split_names}
             per_split = EVAL_SAMPLE if config.model.name != "lm" else max(1, EVAL_TOKENS // data.x.shape[1])
             cut = {name: data.indices(name)[:per_split] for name in data.split_names}
             sample = dataclasses.replace(
