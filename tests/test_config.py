@@ -158,6 +158,6 @@ def test_fields_added_since_schema_2_keep_older_run_ids_while_at_their_default()
     older = to_dict(config)
     for path in ADDED_FIELDS:
         section, _, name = path.rpartition(".")
-        del older[section][name]
+        del (older[section] if section else older)[name]
     assert run_id(config) == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:10]
     assert len({run_id(apply_overrides(config, {path: 2})) for path in ADDED_FIELDS} | {run_id(config)}) == 1 + len(ADDED_FIELDS)

@@ -327,7 +327,7 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps")
+ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps", "eval_train_size")
 """Fields added since schema 2 was first released: left out of a config's fingerprint while they hold their default, so
 that runs and sweeps made before them keep their run ids and their checkpoints' digests."""
 
@@ -338,8 +338,9 @@ def fingerprint(config: Config, length: int) -> str:
     default = flatten(to_dict(Config()))
     for path in ADDED_FIELDS:
         section, _, name = path.rpartition(".")
-        if tree[section][name] == default[path]:
-            del tree[section][name]
+        node = tree[section] if section else tree
+        if node[name] == default[path]:
+            del node[name]
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:length]
 
 
