@@ -43,6 +43,14 @@ def _unfinished(run: Path) -> None:
     (run / "summary.json").unlink()
 
 
+def _summary(**changes: object) -> Callable[[Path], None]:
+    def tamper(run: Path) -> None:
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, **changes}))
+
+    return tamper
+
+
 def _truncate_every_state(run: Path) -> None:
     _unfinished(run)
     for step in checkpoint_steps(run / "checkpoints", "state"):
@@ -99,7 +107,11 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("out-unwritable", ["train", "--out", "/proc/groklab-run", *TINY], None, "/proc/groklab-run"),
     ("resume-not-a-run", ["resume", "{other}"], None, "no config.json"),
     ("resume-missing-dir", ["resume", "{new}"], None, "not a directory"),
-    ("resume-with-overrides", ["resume", "{run}", "--steps", "5"], None, "--steps"),
+    ("resume-with-overrides", ["resume", "{run}", "--seed", "5"], None, "--seed"),
+    ("resume-steps-below-budget", ["resume", "{run}", "--steps", "5"], None, "--steps 5 is below the run's budget of 20"),
+    ("resume-steps-not-a-number", ["resume", "{run}", "--steps", "many"], None, "'many'"),
+    ("resume-steps-of-a-diverged-run", ["resume", "{run}", "--steps", "40"], _summary(status="diverged", diverged_at_step=13), "diverged"),
+    ("resume-steps-of-a-run-stopped-early", ["resume", "{run}", "--steps", "40"], _summary(stopped_early=True), "stopped early"),
     ("config-not-json", ["resume", "{run}"], lambda run: (run / "config.json").write_text("{oops"), "not valid JSON"),
     ("config-edited-invalid", ["resume", "{run}"], _set("task", "train_frac", 3), "train_frac=3"),
     ("config-edited-unknown-key", ["resume", "{run}"], _set("optim", "momentum", 0.9), "optim.momentum"),

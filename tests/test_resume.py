@@ -192,3 +192,50 @@ def test_resume_of_a_run_with_newer_schema_is_a_clear_error(tmp_path: Path) -> N
     result = groklab("resume", str(run))
     assert result.returncode == 2
     assert "schema_version=99" in result.stderr and "Traceback" not in result.stderr
+
+
+# (arguments, the shorter budget that is extended to the arguments' --steps): on the evaluation grid (linear), and off
+# it (log spacing: the extended run keeps its evaluation at the old last step, one row more than the reference).
+EXTEND_CASES = [
+    (DROPOUT_ARGS, 100),
+    (["--preset", "mlp", "--steps", "300", "--eval-spacing", "log", "--threads", "1", "--stop-patience", "0"], 150),
+]
+
+
+@pytest.mark.parametrize(("args", "short"), EXTEND_CASES, ids=["linear-grid", "log-grid"])
+def test_resume_steps_trains_a_finished_run_on_as_if_its_budget_had_been_larger(tmp_path: Path, args: list[str], short: int) -> None:
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert groklab("train", "--out", str(reference), "--quiet", *args).returncode == 0
+    assert groklab("train", "--out", str(run), "--quiet", *args, "--steps", str(short)).returncode == 0
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+
+    result = groklab("resume", str(run), "--steps", "240" if args is DROPOUT_ARGS else "300", "--quiet")
+    assert result.returncode == 0, result.stderr
+    raw = json.loads((run / "config.json").read_text())
+    assert raw["extended_from"] == [short]
+    assert raw["config"] == json.loads((reference / "config.json").read_text())["config"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == raw["config"]["steps"]
+    ours, theirs = rows_without_time(run), rows_without_time(reference)
+    assert [r for r in ours if r in theirs or r["step"] != short] == theirs  # at most the old last step's row is extra
+    assert len(ours) - len(theirs) == (0 if any(r["step"] == short for r in theirs) else 1)
+    assert len(pq.read_table(run / "metrics.parquet")) == len(ours)
+    for name, tensor in final_weights(reference).items():
+        assert torch.equal(final_weights(run)[name], tensor), name
+
+
+def test_an_extension_cut_short_after_its_config_was_written_still_trains_on(tmp_path: Path) -> None:
+    """`extend` writes config.json, then drops summary.json: a crash between the two leaves a 'finished' summary short
+    of the budget, which a plain resume trains on from."""
+    from groklab.runio import RunDir
+
+    args = ["--steps", "40", "--eval-every", "10", "--threads", "1", "--stop-patience", "0"]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert groklab("train", "--out", str(reference), "--quiet", *args, "--steps", "80").returncode == 0
+    assert groklab("train", "--out", str(run), "--quiet", *args).returncode == 0
+    summary = (run / "summary.json").read_text()
+    RunDir(run).extend(80)
+    (run / "summary.json").write_text(summary)  # as if the process died before dropping it
+    assert groklab("resume", str(run), "--quiet").returncode == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 80
+    assert rows_without_time(run) == rows_without_time(reference)

@@ -29,7 +29,7 @@ usage: groklab COMMAND [ARGS]
 commands:
   presets              list the presets with one line each
   train                train one run:  groklab train --preset mlp --out runs/mlp
-  resume DIR           continue an interrupted run exactly where its last checkpoint left it
+  resume DIR           continue an interrupted run exactly; --steps N trains a run on to N steps
   convert RUN ...      rewrite a trusted run's checkpoints of an earlier groklab so that they load as plain data
   sweep SPEC --out DIR run a TOML sweep of many runs, locally or on a Ray cluster
   query DIR "SQL"      DuckDB SQL over a sweep's `runs` and `metrics` tables
@@ -144,10 +144,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_resume(args: argparse.Namespace) -> None:
     from groklab.runio import RunDir
-    from groklab.train import train
+    from groklab.train import extend, train
 
     path = run_dir_arg(args.dir)
-    config = RunDir(path).read_config()
+    config = RunDir(path).read_config() if args.steps is None else extend(path, args.steps)
     report(train(config, path, progress=not args.quiet), path, args.quiet)
 
 
@@ -677,7 +677,7 @@ load it back (hooks included):
 """
 
 NO_CONFIG_FIELDS = {
-    "resume": "a resumed run keeps its config",
+    "resume": "a resumed run keeps its config (--steps N alone raises its budget)",
     "sweep": "config fields go in the spec",
     "recipe": "a recipe's config is its bundled spec (see --print-spec)",
 }
@@ -766,11 +766,18 @@ def build_parser() -> dict[str, Parser]:
     sub = command(
         "resume",
         cmd_resume,
-        "groklab resume DIR [--quiet]",
-        "Continue the run in DIR from its newest valid checkpoint.",
-        ["groklab resume runs/mlp"],
+        "groklab resume DIR [--steps N] [--quiet]",
+        "Continue the run in DIR from its newest valid checkpoint; with --steps, train it on to N steps (finished or not).",
+        ["groklab resume runs/mlp", "groklab resume runs/mlp --steps 20000"],
     )
     sub.add_argument("dir", metavar="DIR")
+    sub.add_argument(
+        "--steps",
+        type=integer("an integer >= 1 (the run's new step budget)", minimum=1),
+        metavar="N",
+        help="raise the run's step budget to N and train on from its newest checkpoint, as though it had had N from the start "
+        "(config.json records the old budget in extended_from); refused for a run that diverged or stopped early",
+    )
     quiet(sub, "no progress bar; print only the run directory")
 
     sub = command(

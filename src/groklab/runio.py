@@ -292,6 +292,22 @@ class RunDir:
         except UserError as err:
             raise UserError(f"{self.config_path}: {err}") from None
 
+    def budgets(self) -> list[int]:
+        """The step budgets the run had before `extend` raised them (config.json's `extended_from`; [] if never)."""
+        return list(json.loads(self.config_path.read_text()).get("extended_from", []))
+
+    def extend(self, steps: int) -> None:
+        """Raise the step budget in config.json to `steps`, recording the old one in `extended_from` (its checkpoints
+        were trained under it), and drop the shorter run's summary.json and metrics.parquet: until it reaches the new
+        budget the run reads as unfinished. A crash between the two leaves a summary whose `steps` fall short of the
+        budget, which counts as unfinished too (see train.run_members)."""
+        raw = json.loads(self.config_path.read_text())
+        raw["extended_from"] = [*raw.get("extended_from", []), raw["config"]["steps"]]
+        raw["config"]["steps"] = steps
+        atomic_write_json(self.config_path, raw)
+        self.summary_path.unlink(missing_ok=True)
+        (self.path / "metrics.parquet").unlink(missing_ok=True)
+
     def prepare(self, config: Config) -> bool:
         """Create the run dir for `config`; True if it already holds this very run (then resume it).
 

@@ -385,11 +385,41 @@ def resume_states(configs: list[Config], runs: list[RunDir], logged: list[list[d
     elif any(max(states) > step for states, _ in found):
         print(f"warning: the members' newest checkpoints differ; every member resumes from step {step}", file=sys.stderr)
     for config, run, (states, _) in zip(configs, runs, found, strict=True):
-        if states[step]["config_digest"] != config_digest(config):
+        trained_as = {config_digest(dataclasses.replace(config, steps=s)) for s in (config.steps, *run.budgets())}  # budgets grow
+        if states[step]["config_digest"] not in trained_as:
             raise UserError(
                 f"{run.config_path} differs from the config its checkpoints were trained with (was it edited?); train into a new --out instead"
             )
     return step, [states[step] for states, _ in found]
+
+
+def finished(summary: dict[str, Any], config: Config) -> bool:
+    """Whether a run with this summary is done: finished within its budget (one that `extend` raised is not)."""
+    return summary.get("status") == "finished" and (bool(summary.get("stopped_early")) or summary.get("steps", 0) >= config.steps)
+
+
+def extend(run_dir: str | Path, steps: int) -> Config:
+    """Raise the step budget of the run in `run_dir` to `steps` (`groklab resume DIR --steps N`), so that resuming it
+    trains on from its newest checkpoint as though it had had that budget from the start (plus an evaluation at the
+    old last step where it is off the evaluation grid); return its new config. A budget never shrinks, and a run that
+    diverged or stopped early (val acc held 0.99 for stop_patience steps) is refused: it would stop again at once."""
+    run = RunDir(Path(run_dir))
+    config = run.read_config()
+    if steps == config.steps:
+        return config
+    if steps < config.steps:
+        raise UserError(f"--steps {steps} is below the run's budget of {config.steps} steps: a budget can only grow")
+    summary = run.read_summary() or {}
+    if summary.get("status") == "diverged":
+        raise UserError(f"{run.path} diverged (non-finite loss or gradient at step {summary.get('diverged_at_step')}): it cannot train on")
+    if summary.get("stopped_early"):
+        raise UserError(
+            f"{run.path} stopped early at step {summary.get('steps')} (val acc held {GROK_ACC} for stop_patience={config.stop_patience} "
+            "steps): with more steps it would stop again at once"
+        )
+    longer = check(dataclasses.replace(config, steps=steps))  # a budget the config's other fields allow, before a file changes
+    run.extend(steps)
+    return longer
 
 
 def train(config: Config, run_dir: str | Path, *, progress: bool = True, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
@@ -429,7 +459,7 @@ def run_members(configs: list[Config], outs: list[Path], ensemble: bool, progres
     runs = [RunDir(out) for out in outs]
     existing = [run.prepare(c) for run, c in zip(runs, configs, strict=True)]
     summaries = [run.read_summary() if old else None for run, old in zip(runs, existing, strict=True)]
-    todo = [k for k, s in enumerate(summaries) if s is None or s.get("status") != "finished"]
+    todo = [k for k, s in enumerate(summaries) if s is None or not finished(s, configs[k])]
     if not todo:
         return summaries  # type: ignore[return-value]
     if config.threads:
