@@ -239,3 +239,16 @@ def test_an_extension_cut_short_after_its_config_was_written_still_trains_on(tmp
     assert groklab("resume", str(run), "--quiet").returncode == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 80
     assert rows_without_time(run) == rows_without_time(reference)
+
+
+def test_python_resume_trains_on_like_the_command(tmp_path: Path) -> None:
+    """groklab.resume(dir, steps=N) is `groklab resume DIR --steps N`: the same rows as a run given N steps at once."""
+    import groklab
+    from groklab.config import apply_overrides
+
+    config = apply_overrides(groklab.presets["mlp"], {"steps": 30, "eval_every": 10, "threads": 1, "stop_patience": 0})
+    groklab.train(apply_overrides(config, {"steps": 60}), tmp_path / "reference", progress=False)
+    groklab.train(config, tmp_path / "run", progress=False)
+    assert groklab.resume(tmp_path / "run", progress=False)["steps"] == 30  # nothing left to do
+    assert groklab.resume(tmp_path / "run", steps=60, progress=False)["steps"] == 60
+    assert rows_without_time(tmp_path / "run") == rows_without_time(tmp_path / "reference")

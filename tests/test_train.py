@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import math
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from groklab.losses import make_loss
 from groklab.models import build_model, load_model
 from groklab.optim import build_optimizer
 from groklab.presets import PRESETS, get_preset
-from groklab.runio import load_run, summarize
+from groklab.runio import load_run, summarize, write_parquet
 from groklab.steppers import BatchSampler
 from groklab.train import evaluate, evaluated, train
 
@@ -188,6 +190,12 @@ def test_eval_train_size_measures_train_on_one_fixed_sample(tmp_path: Path, smal
     assert abs(on_sample - on_all) > 1e-4  # the sample is not the whole split in disguise
 
 
+def test_metrics_parquet_keeps_keys_that_first_appear_in_a_later_row(tmp_path: Path) -> None:
+    rows = [{"step": 0, "val/acc": 0.1}, {"step": 10, "val/acc": 0.5, "tree/score": 0.3}, {"step": 20, "val/acc": 0.9}]
+    write_parquet(tmp_path / "m.parquet", rows)
+    assert pq.read_table(tmp_path / "m.parquet").to_pylist() == [{"tree/score": None, **r} for r in rows]
+
+
 def test_batch_sampler_epochs_and_full_batch() -> None:
     idx = torch.arange(100, 110)
     sampler = BatchSampler(idx, batch_size=4, seed=0)
@@ -256,3 +264,18 @@ def test_rerun_of_finished_run_changes_nothing(tmp_path: Path, small_config: Con
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
     with pytest.raises(UserError, match="different run"):
         train(tiny(small_config, {"seed": 5}), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("first", ["", "import groklab.train, groklab.presets", "from groklab.train import train_ensemble"])
+def test_the_public_names_are_the_functions_whatever_was_imported_before(first: str) -> None:
+    """`from groklab import train, presets` gives the function and the dict of presets, also after their namesake
+    submodules (groklab/train.py, groklab/presets.py) were imported: importing one sets it on the package."""
+    code = (
+        f"{first}\nfrom groklab import Config, train, resume, presets, load_run, load_model\n"
+        "import groklab\n"
+        "assert callable(train) and train.__name__ == 'train' and groklab.train is train, train\n"
+        "assert isinstance(presets, dict) and isinstance(presets['mlp'], Config), type(presets)\n"
+        "assert isinstance(groklab.presets, dict) and callable(resume) and callable(load_run) and callable(load_model)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

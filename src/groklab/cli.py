@@ -143,12 +143,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
-    from groklab.runio import RunDir
-    from groklab.train import extend, train
+    from groklab.train import resume
 
     path = run_dir_arg(args.dir)
-    config = RunDir(path).read_config() if args.steps is None else extend(path, args.steps)
-    report(train(config, path, progress=not args.quiet), path, args.quiet)
+    report(resume(path, steps=args.steps, progress=not args.quiet), path, args.quiet)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:

@@ -76,8 +76,9 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    keys = dict.fromkeys(key for row in rows for key in row)  # every row's keys, first seen first (from_pylist reads row 0's only)
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), buf, compression="zstd")
+    pq.write_table(pa.table({key: [row.get(key) for row in rows] for key in keys}), buf, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -427,6 +427,13 @@ def train(config: Config, run_dir: str | Path, *, progress: bool = True, hooks: 
     return run_members([config], [Path(run_dir)], False, progress, hooks)[0]
 
 
+def resume(run_dir: str | Path, *, steps: int | None = None, progress: bool = True, hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+    """Continue the run in `run_dir` from its newest valid checkpoint (`groklab resume DIR`); with `steps`, train it on
+    to that budget first raised by `extend` (`groklab resume DIR --steps N`). Returns summary.json's content."""
+    config = RunDir(Path(run_dir)).read_config() if steps is None else extend(run_dir, steps)
+    return train(config, run_dir, progress=progress, hooks=hooks)
+
+
 def train_ensemble(
     config: Config, out: str | Path, n_seeds: int, *, progress: bool = True, hooks: Sequence[Hook] = ()
 ) -> list[dict[str, Any]]:
