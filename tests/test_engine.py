@@ -89,6 +89,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "loss_dtype": {"loss_dtype": "float64"},
     "eval_every": {"eval_every": 3},
     "eval_spacing": {"eval_spacing": "log"},
+    "eval_train_size": {"eval_train_size": 10},
     "stop_patience": {"stop_patience": 4, "optim.lr": 0.05, "optim.weight_decay": 0.0, "steps": 40},
     "checkpoint_every": {"checkpoint_every": 5},
     "checkpoint_seconds": {"checkpoint_seconds": 1e-6},
