@@ -142,7 +142,8 @@ def calibrate(config: Config, members: int, threads: int) -> tuple[float, float]
             step_s = (clock() - t0) / n
             model = stepper.member(0)
             # An evaluation forwards every example it measures (eval_train_size cuts the train split): time a sample, scale up.
-            sizes = {name: len(evaluated(data, config).indices(name)) for name in data.split_names}
+            seen = evaluated(data, config)
+            sizes = {name: len(seen.indices(name)) for name in data.split_names}
             per_split = EVAL_SAMPLE if config.model.name != "lm" else max(1, EVAL_TOKENS // data.x.shape[1])
             cut = {name: data.indices(name)[:per_split] for name in data.split_names}
             sample = dataclasses.replace(
