@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from groklab.analysis.circuits import circuit_norms, relevant_fraction
+from groklab.analysis.circuits import circuit_norms, relevant_fraction, subnetwork_size
 from groklab.analysis.spikes import loss_spikes, norm_breaks
 from groklab.config import Config, apply_overrides
 from groklab.presets import get_preset
@@ -55,6 +55,45 @@ def test_circuit_norms_separate_sparse_from_dense_neurons() -> None:
     assert abs(c["sparse"] ** 2 / (c["sparse"] ** 2 + c["dense"] ** 2) - c["sparse_share"]) < 1e-12
 
 
+def test_subnetwork_size_on_a_hand_worked_network() -> None:
+    # 4 neurons by input norm 4 > 3 > 2 > 1; neuron 0 answers samples 0-1, neuron 1 samples 2-3, neuron 2 only adds
+    # a small vote for class 0 everywhere, neuron 3 is silent: the two largest neurons are the circuit.
+    w_in = torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0]))
+    neurons = torch.tensor([[1.0, 0, 1, 0], [1, 0, 1, 0], [0, 1, 1, 0], [0, 1, 1, 0]])
+    out = torch.nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        out.weight.copy_(torch.tensor([[0.0, 0, 0.1, 0], [1, 1, 0, 0]]))  # class 1 <- neurons 0 and 1; class 0 <- neuron 2
+    y = torch.tensor([1, 1, 1, 1])
+    assert subnetwork_size(neurons, w_in, out, y) == 2  # neuron 0 alone gets samples 2-3 wrong (a 0-0 tie goes to class 0)
+    wrong = torch.tensor([1, 1, 1, 0])  # the network is right on 3 of 4; neuron 0 alone too, on other samples
+    assert subnetwork_size(neurons, w_in, out, wrong) == 1  # as in the paper, the accuracy is matched, not the predictions
+    with torch.no_grad():
+        out.weight[0, 2] = 2.0  # neuron 2 now outvotes the others: the network is wrong on every sample
+    assert subnetwork_size(neurons, w_in, out, y) == 3  # neurons 0 + 1 are right on all 4 (more than the network): not a match
+
+
+def test_subnetwork_size_matches_a_masked_forward_search_on_a_trained_mlp() -> None:
+    torch.manual_seed(0)
+    x = torch.randint(0, 2, (300, 12)).float() * 2 - 1
+    y = (x[:, :3].prod(1) > 0).long()
+    hidden, out = torch.nn.Linear(12, 64), torch.nn.Linear(64, 2)
+    opt = torch.optim.AdamW([*hidden.parameters(), *out.parameters()], lr=1e-2, weight_decay=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(out(torch.relu(hidden(x))), y).backward()
+        opt.step()
+    neurons = torch.relu(hidden(x)).detach()
+    full = int((out(neurons).argmax(1) == y).sum())
+    order = hidden.weight.norm(dim=1).argsort(descending=True)
+    for k in range(1, 65):  # the paper's linear search: mask all but the k largest-norm neurons and forward again
+        mask = torch.zeros(64)
+        mask[order[:k]] = 1.0
+        if int((out(neurons * mask).argmax(1) == y).sum()) == full:
+            break
+    assert subnetwork_size(neurons, hidden.weight, out, y) == k
+    assert 1 < k < 64  # neither trivial end: the search had something to find
+
+
 def test_collapse_and_circuit_are_logged_during_training(tmp_path) -> None:
     parity: Config = apply_overrides(
         get_preset("parity"),
@@ -73,6 +112,7 @@ def test_collapse_and_circuit_are_logged_during_training(tmp_path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
     assert all(0.0 <= r["collapse/train"] <= 1.0 for r in rows)
     assert all(0.0 <= r["circuit/sparse_share"] <= 1.0 and r["circuit/n_sparse"] >= 0 for r in rows)
+    assert all(1 <= r["circuit/n_subnetwork"] <= 32 for r in rows)
     assert {"circuit/sparse", "circuit/dense"} <= set(rows[0])
 
 

@@ -211,7 +211,7 @@ def analysis_keys(run: PlannedRun, plan: Plan, i: int, analyses: list[str]) -> d
         sparse, dense = (9.0 if gen is not None and i >= gen - 1 else 1.0 + i / n), 5.0
         out.update({
             "circuit/sparse": sparse, "circuit/dense": dense, "circuit/sparse_share": sparse**2 / (sparse**2 + dense**2),
-            "circuit/n_sparse": 7 if sparse > dense else 0,
+            "circuit/n_sparse": 7 if sparse > dense else 0, "circuit/n_subnetwork": 6 if sparse > dense else 300,
         })  # fmt: skip
     if "tree" in analyses and config.task.name in SEQUENCE_TASKS:
         out["tree/score"] = 0.1 + 0.5 * i / n
@@ -468,6 +468,7 @@ def check_parity(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, F
         assert_censored(stats["steps_to_val_acc_99"], val_steps(plans))
         assert_censored(stats["sparse_overtakes_dense"], [p.at(p.gen - 1) if p.gen is not None else None for p in plans])
         assert len(stats["final_n_sparse"]) == len(stats["final_sparse_share"]) == len(plans)
+        assert stats["final_n_subnetwork"] == [6 if p.gen is not None else 300 for p in plans]
 
 
 def check_structural(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figure]) -> None:

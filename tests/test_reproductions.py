@@ -48,12 +48,14 @@ def test_liu_critical_fraction_rule() -> None:
 
 def test_parity_and_key_frequency_rules() -> None:
     stats = lambda n, c: {"mean": 900.0, "lo": 800.0, "hi": 1000.0, "n": n, "censored": c}  # noqa: E731
-    five = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_sparse": [6, 6, 6, 8, 8]}}}
-    assert parity(five)[1] == "reproduced"
+    five = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_subnetwork": [6, 6, 6, 8, 8], "final_n_sparse": [50] * 5}}}
+    assert parity(five)[1] == "reproduced"  # the pruned circuit is the paper's measure, not the count of neurons on the k bits
     assert "[6, 6, 6, 8, 8]" in parity(five)[0]
-    dense = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_sparse": [40, 6, 6, 8, 8]}}}
+    dense = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_subnetwork": [40, 6, 6, 8, 8]}}}
     assert parity(dense)[1] == "partly"  # generalizes, but not through a small subnetwork
-    assert parity({"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(0, 5), "final_n_sparse": []}}})[1] == "not reproduced"
+    unmeasured = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_sparse": [6, 6, 6, 8, 8]}}}
+    assert parity(unmeasured)[1] == "partly" and "not measured" in parity(unmeasured)[0]
+    assert parity({"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(0, 5), "final_n_subnetwork": []}}})[1] == "not reproduced"
     assert nanda_keys({"final_key_frequencies": [5, 6, 5]})[1] == "reproduced"
     assert nanda_keys({"final_key_frequencies": [5, 13]})[1] == "partly"
     rise = lambda mean, lo: {"excluded_rise": {"mean": mean, "lo": lo, "hi": 2 * mean - lo, "n": 3}}  # noqa: E731

@@ -158,7 +158,8 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
     collapse/train_own_loss (the fraction whose correct-class gradient under the run's own loss and precision is
     exactly zero: the first stage of collapse, for StableMax and float64 runs too);
     circuit/sparse, circuit/dense, circuit/sparse_share, circuit/n_sparse (sparse parity with a one-hidden-layer
-    MLP: the norms of the neurons reading mostly the k relevant bits vs the rest, Merrill et al.); tree/score (sequence
+    MLP: the norms of the neurons reading mostly the k relevant bits vs the rest, Merrill et al.), circuit/n_subnetwork
+    (the fewest largest-norm neurons that keep the training accuracy: the paper's pruned circuit size); tree/score (sequence
     tasks: tree-structuredness, Murty et al.). The model is put
     in eval mode for the measurement and restored.
     """
@@ -191,6 +192,9 @@ def training_metrics(model: nn.Module, data: Dataset, config: Config, loss_fn: L
         if "circuit" in names and config.task.name == "parity" and config.model.depth == 1:  # the neurons read the bits
             w_in, w_out = model.neuron_layers()  # type: ignore[operator]
             c = circuits.circuit_norms(w_in.weight, w_out.weight, w_in.bias, config.task.k_bits)
+            with torch.no_grad():
+                neurons = model.neurons(data.x[data.train])  # type: ignore[operator]
+            c["n_subnetwork"] = float(circuits.subnetwork_size(neurons, w_in.weight, w_out, data.y[data.train]))
             out.update({f"circuit/{k}": v for k, v in c.items()})
         if "tree" in names and data.mask is not None:  # sequence tasks: the model reads whole sentences
             out["tree/score"] = tree_measure(model, data)

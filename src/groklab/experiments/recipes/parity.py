@@ -4,9 +4,10 @@ only the k relevant bits grows in norm, and the network generalizes when it over
 shrinks the dense circuit, which needs more norm for the same margin).
 
 parity: one sweep over the dataset size (task.n_samples) with `--analysis circuit`, which logs the norms of the
-sparse neurons (most of their input weight on the k relevant bits) and of the rest. Findings: the grokking delay
-(99% train -> 99% val) per dataset size, and the step at which the sparse circuit's norm overtakes the dense one
-next to the step of 99% val.
+sparse neurons (most of their input weight on the k relevant bits) and of the rest, and the paper's pruned circuit
+size (the fewest largest-norm neurons that keep the training accuracy). Findings: the grokking delay (99% train ->
+99% val) per dataset size, the step at which the sparse circuit's norm overtakes the dense one next to the step of
+99% val, and both circuit sizes at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def overtake_step(run: RunData) -> int | None:
     return int(run.steps[hit[0]]) if hit.size else None
 
 
+def last(run: RunData, key: str) -> float:
+    """The last logged value of an analysis column (analysis rows only: the others are NaN)."""
+    values = run.columns[key]
+    return float(values[~np.isnan(values)][-1])
+
+
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     sweep = dirs["sweep"]
     by_size = group(rows(sweep), "task.n_samples")
@@ -50,10 +57,9 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
             "sparse_overtakes_dense": censored_stats(overtakes),
             "overtake_minus_val_99": [o - v if o is not None and v is not None else None for o, v in zip(overtakes, val99, strict=True)],
-            "final_sparse_share": [
-                round(float(r.columns["circuit/sparse_share"][~np.isnan(r.columns["circuit/sparse_share"])][-1]), 4) for r in runs
-            ],
-            "final_n_sparse": [int(r.columns["circuit/n_sparse"][~np.isnan(r.columns["circuit/n_sparse"])][-1]) for r in runs],
+            "final_sparse_share": [round(last(r, "circuit/sparse_share"), 4) for r in runs],
+            "final_n_sparse": [int(last(r, "circuit/n_sparse")) for r in runs],
+            "final_n_subnetwork": [int(last(r, "circuit/n_subnetwork")) for r in runs if "circuit/n_subnetwork" in r.columns],
             "final_val_acc": [r.get("val/acc") for r in members],
         }
         xs.append(f"{n_samples} samples")
@@ -122,7 +128,9 @@ def headline(per_size: dict[str, Any]) -> str:
         else:
             parts.append(f"{n} samples: never grokked (0/{total})")
     shares = "; ".join(f"{n}: {'/'.join(f'{s:.2f}' for s in a['final_sparse_share'])}" for n, a in per_size.items())
-    return "; ".join(parts) + f". Sparse circuit's share of the squared norm at the end, per seed: {shares}"
+    sizes = "; ".join(f"{n}: {'/'.join(map(str, a['final_n_subnetwork']))}" for n, a in per_size.items() if a["final_n_subnetwork"])
+    pruned = f". Neurons that keep the training accuracy (pruned by norm) at the end, per seed: {sizes}" if sizes else ""
+    return "; ".join(parts) + f". Sparse circuit's share of the squared norm at the end, per seed: {shares}" + pruned
 
 
 RECIPES = [
