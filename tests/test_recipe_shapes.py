@@ -469,6 +469,8 @@ def check_parity(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, F
         assert_censored(stats["sparse_overtakes_dense"], [p.at(p.gen - 1) if p.gen is not None else None for p in plans])
         assert len(stats["final_n_sparse"]) == len(stats["final_sparse_share"]) == len(plans)
         assert stats["final_n_subnetwork"] == [6 if p.gen is not None else 300 for p in plans]
+    grokked = next(plans for _, plans in sorted(sizes.items()) if any(p.gen is not None for p in plans))
+    assert [s.y[-1] for s in figures["parity_subnetwork"].series] == [6 if p.gen is not None else 300 for p in grokked]
 
 
 def check_structural(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figure]) -> None:

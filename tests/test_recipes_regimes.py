@@ -38,7 +38,10 @@ def test_parity_delay_shrinks_with_data_and_the_sparse_circuit_wins(tmp_path: Pa
     assert None not in mid["sparse_overtakes_dense"]["per_seed"] + large["sparse_overtakes_dense"]["per_seed"]
     assert small["sparse_overtakes_dense"]["per_seed"] == [None, None]
     assert min(mid["final_sparse_share"] + large["final_sparse_share"]) > 0.5 > 0.1 > max(small["final_sparse_share"])
+    # Pruned by norm, the networks that generalized keep their accuracy with fewer neurons than those that memorized.
+    assert max(mid["final_n_subnetwork"] + large["final_n_subnetwork"]) < min(small["final_n_subnetwork"])
     assert (tmp_path / "r" / "figures" / "parity_circuits.png").is_file()
+    assert (tmp_path / "r" / "figures" / "parity_subnetwork.png").is_file()
 
 
 def test_stablemax_and_orthograd_grok_without_weight_decay_where_softmax_collapses(tmp_path: Path) -> None:

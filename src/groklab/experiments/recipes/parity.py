@@ -44,7 +44,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     by_size = group(rows(sweep), "task.n_samples")
     per_size: dict[str, Any] = {}
     xs, means, errs, labels = [], [], [], []
-    circuit_fig = None
+    circuit_fig = subnetwork_fig = None
     for (n_samples,), members in sorted(by_size.items()):
         runs = [run_data(sweep, r) for r in members]
         delay = summary_steps(members, "grok_delay")
@@ -68,6 +68,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         labels.append(f"{delay['n']} grokked, {delay['censored']} censored")
         if circuit_fig is None and delay["n"]:
             circuit_fig = circuits_figure(runs[0], members[0])
+            subnetwork_fig = subnetwork_figure(runs, members)
     first = next(iter(by_size.values()))[0]
     setting = f"n={first['task.n_bits']}, k={first['task.k_bits']}, MLP width {first['model.width']}, wd {first['optim.weight_decay']:g}"
     delay_fig = Figure(
@@ -79,7 +80,7 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
         caption="Mean over the seeds that grokked; seeds that never reached 99% val are censored and counted in the labels "
         "(a size where none grokked shows no bar).",
     )
-    figures = [delay_fig] + ([circuit_fig] if circuit_fig is not None else [])
+    figures = [delay_fig] + [f for f in (circuit_fig, subnetwork_fig) if f is not None]
     return Findings({"headline": headline(per_size), "setting": setting, "per_n_samples": per_size}, figures)
 
 
@@ -115,6 +116,30 @@ def circuits_figure(run: RunData, row: dict[str, Any]) -> Figure:
         series + acc,
         vlines=marks,
         caption="A neuron is sparse when more than half of its squared input weight is on the k relevant bits.",
+    )
+
+
+def subnetwork_figure(runs: list[RunData], members: list[dict[str, Any]]) -> Figure | None:
+    """The pruned circuit's size over training, one line per seed (the paper's sparsity over time); None before the metric existed."""
+    if not all("circuit/n_subnetwork" in r.columns for r in runs):
+        return None
+    series, marks = [], []
+    for i, (run, row) in enumerate(zip(runs, members, strict=True)):
+        keep = ~np.isnan(run.columns["circuit/n_subnetwork"])
+        color = PALETTE[i % len(PALETTE)]
+        series.append(Series("line", run.steps[keep].tolist(), run.columns["circuit/n_subnetwork"][keep].tolist(), name=f"seed {row['seed']}", color=color))
+        if (step := first_step(run, "val/acc", GROK_ACC)) is not None:
+            marks.append((step, "" if marks else "val 99%", color))  # one label: the seeds' lines sit close together
+    return Figure(
+        "parity_subnetwork",
+        f"The circuit's size over training ({members[0]['task.n_samples']} samples)",
+        "step (optimizer updates)",
+        "neurons that keep the training accuracy",
+        series,
+        vlines=marks,
+        ylog=True,
+        caption="The fewest neurons, taken by input-weight norm from the largest, whose network alone has the full network's "
+        "training accuracy (Merrill et al.'s pruning); a dotted line in a seed's colour marks its first 99% val.",
     )
 
 
