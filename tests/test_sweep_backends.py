@@ -259,11 +259,12 @@ checkpoint_every = 500
 """
 
 
-@pytest.mark.parametrize("backend", ["local", "ray"])
-def test_a_sigint_sent_to_the_sweep_process_alone_stops_its_runs_and_records_them(tmp_path: Path, backend: str) -> None:
-    """`kill -INT` of the sweep's own pid (not its process group, as a terminal's Ctrl-C would; Ray's workers are
-    outside that group anyway): the training run checkpoints and is recorded `interrupted` in runs.parquet, the
-    queued run never starts, and no worker trains on."""
+@pytest.mark.parametrize(("backend", "sig"), [("local", signal.SIGINT), ("ray", signal.SIGINT), ("local", signal.SIGTERM)])
+def test_a_signal_sent_to_the_sweep_process_alone_stops_its_runs_and_records_them(tmp_path: Path, backend: str, sig: int) -> None:
+    """`kill -INT` or `kill -TERM` of the sweep's own pid (not its process group, as a terminal's Ctrl-C would; Ray's
+    workers are outside that group anyway): the training run checkpoints and is recorded `interrupted` in
+    runs.parquet, the queued run never starts, and no worker trains on (a SIGTERM once killed the driver alone and
+    left its worker training, orphaned)."""
     if backend == "ray":
         pytest.importorskip("ray")
     spec = tmp_path / "spec.toml"
@@ -276,7 +277,7 @@ def test_a_sigint_sent_to_the_sweep_process_alone_stops_its_runs_and_records_the
         while not any(r["step"] >= 600 for r in read_metrics(first / "metrics.jsonl")):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

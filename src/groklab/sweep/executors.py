@@ -48,6 +48,25 @@ class Events(Protocol):
     def retried(self, run_id: str, reason: str) -> None: ...
 
 
+@contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """A SIGTERM to the driver (`kill`, a scheduler's preemption) stops the sweep as a Ctrl-C does: the training runs
+    checkpoint and are recorded `interrupted`. Without it the driver alone dies and its workers train on, orphaned."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ---------------------------------------------------------------------------------------------
 # Local: a pool of spawned worker processes, each fed one run at a time through its own pipe, so the
 # driver always knows which run a dead worker was holding (a ProcessPoolExecutor only says "broken").

@@ -24,7 +24,7 @@ from typing import Any
 
 from groklab.errors import UserError
 from groklab.runio import atomic_write_bytes
-from groklab.sweep.executors import Task, check_shared, ray_connection, run_local, run_ray
+from groklab.sweep.executors import Task, check_shared, ray_connection, run_local, run_ray, sigterm_stops
 from groklab.sweep.locks import locked, run_lock_path
 from groklab.sweep.packs import check_pack, plan_packs
 from groklab.sweep.spec import PlannedRun, SweepSpec, expand, parse_spec
@@ -211,10 +211,11 @@ def run_sweep(
         events = SweepProgress(table, len(runs), len(runs) - len(todo), progress)
         hook = kill_hook_from_env()
         try:
-            if tasks and ray is None:
-                run_local(tasks, n_workers or 1, threads, events, hook, max_retries)
-            elif tasks:
-                run_ray(ray, tasks, n_workers, threads, events, hook, max_retries)
+            with sigterm_stops():
+                if tasks and ray is None:
+                    run_local(tasks, n_workers or 1, threads, events, hook, max_retries)
+                elif tasks:
+                    run_ray(ray, tasks, n_workers, threads, events, hook, max_retries)
         finally:
             events.close()
             table.write()
