@@ -127,7 +127,9 @@ def test_first_100_training_steps_match_the_reference(model_name: str, device: s
         fast_grads, ref_grads = torch.autograd.grad(fast, params), torch.autograd.grad(ref, params)
         losses.append(float(ref))
         loss_gaps.append(abs(float(fast) - float(ref)))
-        grad_gaps.append(max(float((f - r).abs().max() / r.abs().max().clamp_min(1e-12)) for f, r in zip(fast_grads, ref_grads, strict=True)))
+        grad_gaps.append(
+            max(float((f - r).abs().max() / r.abs().max().clamp_min(1e-12)) for f, r in zip(fast_grads, ref_grads, strict=True))
+        )
         assert optimizer_step(model, model, optimizer, schedule, loss_fn, data, idx)  # the very step training takes
 
     assert losses[0] > 2.0  # untrained: near log(23); the comparison is not between two constants

@@ -48,7 +48,9 @@ def test_liu_critical_fraction_rule() -> None:
 
 def test_parity_and_key_frequency_rules() -> None:
     stats = lambda n, c: {"mean": 900.0, "lo": 800.0, "hi": 1000.0, "n": n, "censored": c}  # noqa: E731
-    five = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_subnetwork": [6, 6, 6, 8, 8], "final_n_sparse": [50] * 5}}}
+    five = {
+        "per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_subnetwork": [6, 6, 6, 8, 8], "final_n_sparse": [50] * 5}}
+    }
     assert parity(five)[1] == "reproduced"  # the pruned circuit is the paper's measure, not the count of neurons on the k bits
     assert "[6, 6, 6, 8, 8]" in parity(five)[0]
     dense = {"per_n_samples": {"1200": {"steps_to_val_acc_99": stats(5, 0), "final_n_subnetwork": [40, 6, 6, 8, 8]}}}
@@ -73,7 +75,9 @@ def structural(**tasks: dict[int, tuple[float, float, float]]) -> dict:
     mean = lambda v: {"mean": v}  # noqa: E731
     return {
         "per_task": {
-            task: {str(d): {"gen_acc_at_val_99": mean(a), "gen_acc_final": mean(b), "tree_final": mean(t)} for d, (a, b, t) in depths.items()}
+            task: {
+                str(d): {"gen_acc_at_val_99": mean(a), "gen_acc_final": mean(b), "tree_final": mean(t)} for d, (a, b, t) in depths.items()
+            }
             for task, depths in tasks.items()
         }
     }

@@ -127,7 +127,15 @@ def subnetwork_figure(runs: list[RunData], members: list[dict[str, Any]]) -> Fig
     for i, (run, row) in enumerate(zip(runs, members, strict=True)):
         keep = ~np.isnan(run.columns["circuit/n_subnetwork"])
         color = PALETTE[i % len(PALETTE)]
-        series.append(Series("line", run.steps[keep].tolist(), run.columns["circuit/n_subnetwork"][keep].tolist(), name=f"seed {row['seed']}", color=color))
+        series.append(
+            Series(
+                "line",
+                run.steps[keep].tolist(),
+                run.columns["circuit/n_subnetwork"][keep].tolist(),
+                name=f"seed {row['seed']}",
+                color=color,
+            )
+        )
         if (step := first_step(run, "val/acc", GROK_ACC)) is not None:
             marks.append((step, "" if marks else "val 99%", color))  # one label: the seeds' lines sit close together
     return Figure(
