@@ -7,7 +7,18 @@ import json
 
 import pytest
 
-from groklab.config import ADDED_FIELDS, Config, ModelConfig, UserError, apply_overrides, from_dict, leaf_fields, to_dict, validate
+from groklab.config import (
+    ADDED_FIELDS,
+    Config,
+    ModelConfig,
+    UserError,
+    apply_overrides,
+    from_dict,
+    get_path,
+    leaf_fields,
+    to_dict,
+    validate,
+)
 from groklab.presets import PRESETS, get_preset
 from groklab.sweep import run_id
 from groklab.train import check
@@ -160,4 +171,5 @@ def test_fields_added_since_schema_2_keep_older_run_ids_while_at_their_default()
         section, _, name = path.rpartition(".")
         del (older[section] if section else older)[name]
     assert run_id(config) == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:10]
-    assert len({run_id(apply_overrides(config, {path: 2})) for path in ADDED_FIELDS} | {run_id(config)}) == 1 + len(ADDED_FIELDS)
+    changed = {path: True if isinstance(get_path(config, path), bool) else 2 for path in ADDED_FIELDS}  # off their defaults
+    assert len({run_id(apply_overrides(config, {path: v})) for path, v in changed.items()} | {run_id(config)}) == 1 + len(ADDED_FIELDS)

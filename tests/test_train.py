@@ -279,3 +279,19 @@ def test_the_public_names_are_the_functions_whatever_was_imported_before(first: 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_bf16_runs_the_forward_in_bfloat16_and_still_learns(tmp_path: Path) -> None:
+    """`bf16`: the logged losses differ from float32's by bfloat16 rounding only (so autocast is on, and only on the
+    forward: the optimizer still updates in float32, and the run learns as fast)."""
+    config = tiny(get_preset("power-fig1"), {"task.p": 23, "task.op": "x+y", "steps": 60, "optim.lr": 3e-3})
+    rows = {}
+    for bf16 in (False, True):
+        out = tmp_path / str(bf16)
+        train(tiny(config, {"bf16": bf16}), out, progress=False)
+        rows[bf16] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first32, first16 = rows[False][0]["train/loss"], rows[True][0]["train/loss"]
+    assert first16 != first32 and abs(first16 - first32) < 0.01 * first32  # the same function, rounded to bfloat16
+    last32, last16 = rows[False][-1]["train/loss"], rows[True][-1]["train/loss"]
+    assert last16 < first16 - 0.2 and abs(last16 - last32) < 0.01 * last32  # it learns, and tracks float32's run
+    assert load_run(tmp_path / "True").config.bf16

@@ -190,6 +190,8 @@ class Config:
     """CPU threads for torch; 0 keeps torch's default."""
     compile: bool = False
     """torch.compile the training forward: faster transformer steps after up to a minute of compiling (seconds once cached); falls back to eager with a warning where unavailable."""
+    bf16: bool = False
+    """Run the forward passes (training and evaluation) under torch.autocast to bfloat16: matrix multiplies in bfloat16 where the hardware has it (CPUs with AVX512-BF16 or AMX, recent GPUs); weights, gradients, the optimizer and the loss stay in float32 (or `loss_dtype`). Numbers differ from a float32 run's by bfloat16 rounding; `analysis` measurements run in float32."""
     analysis: str = ""
     """Measurements logged into metrics.jsonl during training, comma-separated: fourier, norms, rqi, sharpness, collapse (softmax-collapse fraction), circuit (sparse-parity circuit norms), tree (tree-structuredness of a sequence task's LM) (e.g. `fourier,norms`)."""
     analysis_every: int = 10
@@ -327,7 +329,7 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps", "eval_train_size")
+ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps", "eval_train_size", "bf16")
 """Fields added since schema 2 was first released: left out of a config's fingerprint while they hold their default, so
 that runs and sweeps made before them keep their run ids and their checkpoints' digests."""
 

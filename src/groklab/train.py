@@ -43,7 +43,7 @@ from groklab.runio import (
     summarize,
 )
 from groklab.stats import GROK_ACC
-from groklab.steppers import Ensemble, Single, check_ensemble
+from groklab.steppers import Ensemble, Single, check_ensemble, in_bfloat16
 
 Tensor = torch.Tensor
 
@@ -111,14 +111,16 @@ def correct(data: Dataset, logits: Tensor, y: Tensor, mask: Tensor | None) -> Te
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 65536) -> dict[str, float]:
-    """Loss and accuracy on every split (chunks only bound memory for big image sets)."""
+def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 65536, bf16: bool = False) -> dict[str, float]:
+    """Loss and accuracy on every split (chunks only bound memory for big image sets); `bf16`: the forward as training
+    runs it under `Config.bf16`."""
     model.eval()
+    forward = in_bfloat16(model) if bf16 else model
     out: dict[str, float] = {}
     for split in data.split_names:
         idx = data.indices(split)
         x, y, mask = data.x[idx], data.y[idx], None if data.mask is None else data.mask[idx]
-        logits = torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes) or (n, seq, n_classes)
+        logits = torch.cat([forward(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes) or (n, seq, n_classes)
         out[f"{split}/loss"] = float(loss_fn(logits, y, mask))
         out[f"{split}/acc"] = float(correct(data, logits, y, mask).mean())
     model.train()
@@ -305,7 +307,7 @@ def fit(
     def evaluation(k: int) -> dict[str, Any]:
         """Member k's metrics row at this step, written and handed to the hooks."""
         model = stepper.member(k)
-        row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, seen, stepper.loss_fn)}
+        row = {"step": step, "time_s": round(time.perf_counter() - t_start, 4), **evaluate(model, seen, stepper.loss_fn, bf16=config.bf16)}
         row["norm/total"] = weight_norm(model)
         row["lr"] = stepper.lr()
         for hook in hooks:
