@@ -34,7 +34,7 @@ from groklab.presets import get_preset
 from groklab.stats import GROK_ACC, censored_median
 
 PEER_NAME = "danielmamay-grokking"
-CONFIG_KEYS = ("power", "nanda", "mlp", "lm", "ensemble")
+CONFIG_KEYS = ("power", "bf16", "nanda", "mlp", "lm", "ensemble")
 
 StepFn = Callable[[], Any]
 
@@ -379,7 +379,7 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
     repeats, seconds = (2, 0.1) if quick else (7, 1.5)
     power = power_config()
     mlp = get_preset("mlp")
-    peer_fn = peer_step(folder, device) if folder is not None and (only is None or "power" in only) else None
+    peer_fn = peer_step(folder, device) if folder is not None and (only is None or {"power", "bf16"} & only) else None
 
     # Built only when chosen (--only): each builds its data and model; compiled variants as `--compile` trains.
     builders: list[tuple[str, Callable[[], Case]]] = []
@@ -390,6 +390,9 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
             ("mlp", lambda c=compiled, n=suffix: groklab_case("mlp batch 512" + n, mlp, device, c)),
             ("lm", lambda c=compiled, n=suffix: groklab_case("lm depth 6 width 512 batch 8" + n, lm_config(), device, c)),
         ]
+    # --bf16 (the forward in bfloat16) beside the peer, which runs in float32: a different precision, so a row of its own
+    bf16 = dataclasses.replace(power, bf16=True)
+    builders.append(("bf16", lambda: groklab_case("power --bf16 (the peer in float32)", bf16, device, peer=peer_fn)))
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
         for name, config in (("mlp", mlp), ("power", power)):
             builders.append(("ensemble", lambda n=n, name=name, config=config: ensemble_case(f"ensemble {name} N={n} (per model)", config, device, n)))

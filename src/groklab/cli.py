@@ -992,7 +992,7 @@ def build_parser() -> dict[str, Parser]:
     sub.add_argument(
         "--only",
         metavar="LIST",
-        help="time only these, comma-separated: power, nanda, mlp, lm, ensemble, fast-grok (sgemm always runs; power, mlp and "
+        help="time only these, comma-separated: power, bf16 (power with --bf16), nanda, mlp, lm, ensemble, fast-grok (sgemm always runs; power, mlp and "
         "fast-grok also choose the time-to-grok runs)",
     )
     return subparsers.choices
