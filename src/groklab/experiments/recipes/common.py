@@ -74,6 +74,13 @@ def step_budget(sweep_dir: Path, members: Sequence[dict[str, Any]]) -> int:
     return max(RunDir(sweep_dir / str(r["run_dir"])).read_config().steps for r in members)
 
 
+def last_logged(run: RunData, key: str) -> float | None:
+    """The last logged value of metric `key` (analysis keys are NaN on the rows that skipped them); None if never."""
+    values = run.columns.get(key)
+    values = values[~np.isnan(values)] if values is not None else np.array([])
+    return float(values[-1]) if values.size else None
+
+
 def first_step(run: RunData, key: str, threshold: float, above: bool = True) -> int | None:
     """First logged step where metric `key` is >= `threshold` (or <= with above=False); None if never."""
     values = run.columns.get(key)

@@ -18,7 +18,18 @@ from typing import Any
 import numpy as np
 
 from groklab.experiments.recipes import Findings, Recipe
-from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, censored_stats, first_step, group, rows, run_data, summary_steps
+from groklab.experiments.recipes.common import (
+    PALETTE,
+    SPLIT_COLORS,
+    band,
+    censored_stats,
+    first_step,
+    group,
+    last_logged,
+    rows,
+    run_data,
+    summary_steps,
+)
 from groklab.report.data import RunData
 from groklab.report.plots import Figure, Series
 from groklab.stats import GROK_ACC
@@ -31,12 +42,6 @@ def overtake_step(run: RunData) -> int | None:
         return None
     hit = np.nonzero(sparse > dense)[0]  # NaN rows (no analysis) compare False
     return int(run.steps[hit[0]]) if hit.size else None
-
-
-def last(run: RunData, key: str) -> float:
-    """The last logged value of an analysis column (analysis rows only: the others are NaN)."""
-    values = run.columns[key]
-    return float(values[~np.isnan(values)][-1])
 
 
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
@@ -57,9 +62,9 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
             "sparse_overtakes_dense": censored_stats(overtakes),
             "overtake_minus_val_99": [o - v if o is not None and v is not None else None for o, v in zip(overtakes, val99, strict=True)],
-            "final_sparse_share": [round(last(r, "circuit/sparse_share"), 4) for r in runs],
-            "final_n_sparse": [int(last(r, "circuit/n_sparse")) for r in runs],
-            "final_n_subnetwork": [int(last(r, "circuit/n_subnetwork")) for r in runs if "circuit/n_subnetwork" in r.columns],
+            "final_sparse_share": [round(last_logged(r, "circuit/sparse_share"), 4) for r in runs],  # type: ignore[arg-type]
+            "final_n_sparse": [int(last_logged(r, "circuit/n_sparse")) for r in runs],  # type: ignore[arg-type]
+            "final_n_subnetwork": [int(v) for r in runs if (v := last_logged(r, "circuit/n_subnetwork")) is not None],
             "final_val_acc": [r.get("val/acc") for r in members],
         }
         xs.append(f"{n_samples} samples")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from groklab.experiments.recipes import Findings, Recipe
-from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, estimate, first_step, group, rows, run_data
+from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, estimate, first_step, group, last_logged, rows, run_data
 from groklab.report.data import RunData
 from groklab.report.plots import Figure, Series
 from groklab.stats import GROK_ACC, mean_ci
@@ -32,12 +32,6 @@ def value_at(run: RunData, key: str, step: int | None) -> float | None:
     return float(run.columns[key][hit[0]]) if hit.size and not np.isnan(run.columns[key][hit[0]]) else None
 
 
-def last(run: RunData, key: str) -> float | None:
-    values = run.columns.get(key)
-    values = values[~np.isnan(values)] if values is not None else np.array([])
-    return float(values[-1]) if values.size else None
-
-
 def per_depth(runs: list[RunData]) -> dict[str, Any]:
     """One depth's numbers over its seeds."""
     at_saturation = [value_at(r, "gen/acc", first_step(r, "val/acc", GROK_ACC)) for r in runs]
@@ -45,10 +39,10 @@ def per_depth(runs: list[RunData]) -> dict[str, Any]:
     return {
         "gen_acc_at_val_99": estimate(mean_ci([v for v in at_saturation if v is not None])),
         "val_never_99": at_saturation.count(None),
-        "gen_acc_final": estimate(mean_ci([v for r in runs if (v := last(r, "gen/acc")) is not None])),
+        "gen_acc_final": estimate(mean_ci([v for r in runs if (v := last_logged(r, "gen/acc")) is not None])),
         "gen_acc_best": estimate(mean_ci(best)),
         "share_passing_80": sum(b >= PASS for b in best) / len(runs),
-        "tree_final": estimate(mean_ci([v for r in runs if (v := last(r, "tree/score")) is not None])),
+        "tree_final": estimate(mean_ci([v for r in runs if (v := last_logged(r, "tree/score")) is not None])),
         "seeds": len(runs),
     }
 
