@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from groklab.experiments.recipes import Findings, Recipe
-from groklab.experiments.recipes.common import PALETTE, arms, band, estimate, summary_steps
+from groklab.experiments.recipes.common import PALETTE, arms, band, estimate, last_logged, summary_steps
 from groklab.report.plots import Figure
 from groklab.stats import mean_ci
 
@@ -37,10 +37,6 @@ def arm_label(row: dict[str, Any]) -> str:
     return name
 
 
-def last(values: np.ndarray) -> float:
-    return float(values[~np.isnan(values)][-1])
-
-
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     groups = arms(dirs["sweep"], arm_label)
     per_arm: dict[str, Any] = {}
@@ -55,9 +51,9 @@ def analyze(dirs: dict[str, Path], scale: str) -> Findings:
             "steps_to_val_acc_99": summary_steps(members, "steps_to_val_acc_99"),
             "final_val_acc": estimate(mean_ci([float(r["val/acc"]) for r in members])),
             "final_test_acc": estimate(mean_ci([float(r["test/acc"]) for r in members])),
-            "collapsed_own_loss_final": estimate(mean_ci([last(c) for c in own])),
+            "collapsed_own_loss_final": estimate(mean_ci([last_logged(r, OWN) for r in runs])),
             "collapsed_own_loss_max": estimate(mean_ci([float(np.nanmax(c)) for c in own])),
-            "softmax_gradient_underflow_final": estimate(mean_ci([last(r.columns[FULL]) for r in runs])),
+            "softmax_gradient_underflow_final": estimate(mean_ci([last_logged(r, FULL) for r in runs])),
         }
         acc_series += band(runs, "val/acc", name, color)
         collapse_series += band(runs, OWN, name, color)
