@@ -396,6 +396,14 @@ def check_toy(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figu
             break
         expected = f
     assert n["critical_fraction"] == expected
+    # Fig 4a's share needs no training: one value per training-set size; every run's own split is judged too
+    unique = n["fraction"]["unique_linear"]
+    assert len(unique["share"]) == 54 and all(0 <= v <= 1 for v in unique["share"].values())
+    assert 0.2 < unique["critical_fraction"] < 0.6
+    assert unique["runs"] == sum(len(plans) for plans in by_frac.values())
+    assert unique["runs_fixed_generalized"] + unique["runs_free_generalized"] == sum(
+        p.gen is not None for ps in by_frac.values() for p in ps
+    )
     lr = parts["lr-lr"]
     planned = [lr.plans[run.run_id].phase for run in lr.runs]
     assert [c["phase"] for c in n["lr-lr"]["cells"]] == planned

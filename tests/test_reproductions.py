@@ -12,6 +12,7 @@ from groklab.experiments.claims import (
     CLAIMS,
     evaluate,
     liu_critical,
+    liu_unique,
     nanda_excluded,
     nanda_keys,
     nanda_phases,
@@ -31,11 +32,16 @@ def test_the_committed_scoreboard_is_what_the_findings_give() -> None:
     assert (ROOT / "docs" / "reproductions.md").read_text() == expected
 
 
-def liu(critical: float | None) -> dict:
+def liu(critical: float | None, unique: float | None = 0.4) -> dict:
+    counts = {"runs_fixed": 4, "runs_fixed_generalized": 1, "runs_free_generalized": 0, "runs": 6}
     return {
         "recipe": "liu-toy",
         "critical_fraction": critical,
-        "fraction": {"per_fraction": {"0.4": {"seeds": 3}}, "held_out_threshold": 0.9},
+        "fraction": {
+            "per_fraction": {"0.4": {"seeds": 3}},
+            "held_out_threshold": 0.9,
+            "unique_linear": {"critical_fraction": unique, "draws": 500, **counts},
+        },
     }
 
 
@@ -44,6 +50,15 @@ def test_liu_critical_fraction_rule() -> None:
     assert liu_critical(liu(0.6))[1] == "partly"
     assert liu_critical(liu(0.8))[1] == "not reproduced"
     assert liu_critical(liu(None))[1] == "not reproduced"
+
+
+def test_liu_unique_linear_rule() -> None:
+    """Fig 4a's critical fraction (training sets that fix the linear representation), judged apart from the trained runs."""
+    ours, verdict = liu_unique(liu(None, unique=0.42))
+    assert verdict == "reproduced" and "0.42" in ours and "1 of the 4" in ours and "0 of the 2" in ours
+    assert liu_unique(liu(0.4, unique=0.6))[1] == "partly"
+    assert liu_unique(liu(0.4, unique=0.7))[1] == "not reproduced"
+    assert liu_unique(liu(0.4, unique=None))[1] == "not reproduced"
 
 
 def test_parity_and_key_frequency_rules() -> None:
@@ -98,7 +113,7 @@ def test_structural_rules_on_hand_made_depth_sweeps() -> None:
 
 
 def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:
-    claim = next(c for c in CLAIMS if c.recipe == "liu-toy")
+    claim = next(c for c in CLAIMS if c.check is liu_critical)
     quick_only = {("liu-toy", "quick"): liu(0.4)}
     ours, verdict = judge(claim, quick_only)
     assert verdict == "not yet run" and "quick" in ours  # a stand-in scale is shown, never judged
@@ -107,8 +122,9 @@ def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:
     old = {("liu-toy", "faithful"): {"recipe": "liu-toy"}}  # an older layout: shown as such, not judged
     ours, verdict = judge(claim, old)
     assert verdict == "not yet run" and "lack" in ours["faithful"]
+    unique = next(c for c in CLAIMS if c.check is liu_unique)
     assert evaluate("liu-toy", liu(0.4)) == [
-        {"source": claim.source, "paper": claim.paper, "ours": judge(claim, both)[0]["paper"], "verdict": "reproduced"}
+        {"source": c.source, "paper": c.paper, "ours": judge(c, both)[0]["paper"], "verdict": "reproduced"} for c in (unique, claim)
     ]
 
 
@@ -139,7 +155,7 @@ def test_bad_findings_are_one_line_exit_2(
 
 def test_written_at_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     code, page = scoreboard(tmp_path, monkeypatch, "liu-toy-faithful.json", {"recipe": "liu-toy", "scale": "faithful", **liu(0.4)})
-    assert code == 0 and "1 reproduced" in capsys.readouterr().out
+    assert code == 0 and "2 reproduced" in capsys.readouterr().out  # both liu-toy claims
     assert "critical fraction 0.4" in Path(page).read_text()
     monkeypatch.chdir(tmp_path / "docs")  # not the root: no docs/ here
     assert main(["reproductions"]) == 2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from groklab.analysis.rqi import effective_loss
+from groklab.analysis.rqi import effective_loss, representation_freedom
 from groklab.config import Config, ModelConfig, OptimConfig, TaskConfig, UserError, validate
 from groklab.data import build_task
+from groklab.experiments.recipes.toy import unique_linear
 from groklab.losses import make_loss
 from groklab.models import build_model
 
@@ -72,3 +75,36 @@ def test_the_toy_model_needs_its_loss_and_a_token_task() -> None:
     with pytest.raises(UserError, match="expected mlp"):
         validate(Config(task=TaskConfig(name="parity"), model=TOY, loss="target_mse"))
     validate(toy_config(optim=OptimConfig(embed_lr=1e-3, lr=1e-4)))  # separate representation and decoder lr
+
+
+def test_representation_freedom_hand_worked() -> None:
+    # {0,3} and {1,2} share the sum 3: one equation E0 + E3 = E1 + E2 on 4 unknowns leaves 3 free directions, so a
+    # representation other than a line fits too: E = (0, 0, 1, 1) gives 0 + 1 = 0 + 1
+    assert representation_freedom(torch.tensor([[0, 3], [1, 2]]), 4) == 3
+    # adding {1,3} and {2,2} (sum 4: E1 + E3 = 2·E2) leaves only translation and scale: the line is the only fit
+    assert representation_freedom(torch.tensor([[0, 3], [1, 2], [1, 3], [2, 2]]), 4) == 2
+    assert representation_freedom(torch.tensor([[0, 1], [1, 2]]), 4) == 4  # no two pairs share a sum: no equation
+    assert representation_freedom(torch.triu_indices(10, 10).T, 10) == 2  # every pair: Liu et al.'s full table
+    assert representation_freedom(torch.tensor([[0, 2], [1, 1]]), 3) == 2  # a doubled operand: E0 + E2 = 2·E1
+
+
+def test_share_of_training_sets_that_fix_the_linear_representation() -> None:
+    share = {f: sum(v) / len(v) for f, v in unique_linear(10, draws=40).items()}
+    assert len(share) == 54 and all(len(v) == 40 for v in unique_linear(10, draws=40).values())
+    # k training pairs give equations spanned by k − 1 differences of pair vectors: fixing 8 directions needs k >= 9
+    assert all(s == 0 for f, s in share.items() if f * 55 < 8.5)
+    # without one pair, 54 of 55 still fix it (every sum but the extremes has several pairs): always
+    assert share[54 / 55] == 1.0
+    assert unique_linear(10, draws=40) == unique_linear(10, draws=40)  # seeded
+
+
+def test_uniform_init_draws_every_embedding_from_a_unit_interval() -> None:
+    data = build_task(toy_config().task, 0)
+    torch_default = build_model(TOY, data, seed=0)
+    uniform = build_model(dataclasses.replace(TOY, init="uniform"), data, seed=0)
+    assert (
+        float(uniform.embed.weight.detach().abs().max()) <= 0.5 < float(torch_default.embed.weight.detach().abs().max())
+    )  # N(0, 1) by default
+    assert torch.equal(uniform.out.weight, torch_default.out.weight)  # the decoder keeps PyTorch's default
+    with pytest.raises(UserError, match="model.init='normal' is not valid for model.name='toy'"):
+        validate(Config(task=TaskConfig(name="addition", p=10), model=dataclasses.replace(TOY, init="normal"), loss="target_mse"))

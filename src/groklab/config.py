@@ -92,8 +92,8 @@ class ModelConfig:
     """Transformer LayerNorm placement: `post` after each residual addition (Power et al.), `pre` before each block's attention and MLP plus one before the unembedding (GPT-2), `none` (Nanda et al.)."""
     mlp_bias: bool = False
     """Transformer: biases in the blocks' MLP layers (Nanda et al.: true; Power et al.: false). Attention and unembedding have none."""
-    init: Literal["torch", "normal"] = "torch"
-    """Transformer initialization: PyTorch's default per layer, or `normal` (Nanda et al.): every weight matrix and embedding from N(0, 1/d_model), biases 0, LayerNorm gains 1."""
+    init: Literal["torch", "normal", "uniform"] = "torch"
+    """Initialization: PyTorch's default per layer; `normal` (transformers, Nanda et al.): every weight matrix and embedding from N(0, 1/d_model), biases 0, LayerNorm gains 1; or `uniform` (Liu et al. 2022's toy code): every embedding from U(−½, ½), other layers PyTorch's default."""
     n_heads: int = 4
     """Attention heads."""
     d_mlp: int = 512
@@ -457,6 +457,10 @@ def validate(config: Config) -> Config:
     _check(
         not m.tie_embeddings or m.name == "lm",
         f"model.tie_embeddings=true is not valid for model.name={m.name!r}: only an lm predicts its own tokens",
+    )
+    _check(
+        m.init != "normal" or m.name in ("transformer", "lm"),
+        f"model.init='normal' is not valid for model.name={m.name!r}: Nanda et al.'s initialization is for transformers (expected torch or uniform)",
     )
     check_legacy_model(m.name)
     hints = typing.get_type_hints(ModelConfig)

@@ -121,9 +121,10 @@ PRESETS: dict[str, Preset] = {
         "Liu et al. 2022's toy model: (a, b) -> Dec(E_a + E_b) on a + b over 0..9 (55 pairs), MSE to random targets, Adam",
         Config(
             task=TaskConfig(name="addition", p=10, train_frac=0.6, val_frac=0.2),
-            # 1-D embeddings and a tanh decoder 200-200 to 30-d targets; representation lr 1e-3, decoder lr 1e-4, full batch
-            model=ModelConfig(name="toy", d_model=1, width=200, depth=2, activation="tanh", target_dim=30),
-            optim=OptimConfig(name="adam", lr=1e-4, embed_lr=1e-3, weight_decay=0.0, warmup_steps=0, batch_size=0),
+            # as the released toy code: 1-D embeddings from U(−½, ½) and a tanh decoder 200-200 to 30-d targets; Adam with
+            # β2 0.999, representation lr 1e-3, decoder lr 1e-4; batches of 45 (full batch up to 45 training pairs)
+            model=ModelConfig(name="toy", d_model=1, width=200, depth=2, activation="tanh", target_dim=30, init="uniform"),
+            optim=OptimConfig(name="adam", lr=1e-4, embed_lr=1e-3, beta2=0.999, weight_decay=0.0, warmup_steps=0, batch_size=45),
             loss="target_mse",
             steps=20_000,
             eval_every=100,

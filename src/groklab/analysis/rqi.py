@@ -12,6 +12,7 @@ features can have a low RQI. RQI measures Liu et al.'s linear structure, not gen
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -68,3 +69,23 @@ def effective_loss(emb: Tensor, pairs: Tensor) -> float:
         return 0.0
     violation = torch.cdist(vec, vec).pow(2)  # (m, m) ‖E_i + E_j − E_m − E_n‖²
     return float(violation[quads].mean()) / z0
+
+
+def representation_freedom(pairs: Tensor | np.ndarray, n: int) -> int:
+    """Degrees of freedom of a 1-D representation E_0..E_{n−1} that satisfies every parallelogram of the training pairs.
+
+    pairs: (m, 2) the training examples (a, b) of addition over 0..n−1. Every two distinct training pairs with
+    a + b = c + d ask E_a + E_b − E_c − E_d = 0; the freedom is the dimension of that system's solution space. A linear
+    representation E_k = s + t·k solves every such equation, so the freedom is at least 2; exactly 2 means the training
+    set leaves the linear representation (up to translation and scale) as the only one (Liu et al. 2022, Fig 4a).
+    NumPy, not torch: a recipe calls it for thousands of small random training sets.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64)
+    a, b = pairs[:, 0], pairs[:, 1]
+    i, j = np.nonzero(np.triu((a + b)[:, None] == (a + b)[None, :], 1))  # each parallelogram of training pairs once
+    if not len(i):
+        return n
+    rows, at = np.zeros((len(i), n)), np.arange(len(i))
+    for col, sign in ((a[i], 1), (b[i], 1), (a[j], -1), (b[j], -1)):
+        np.add.at(rows, (at, col), sign)  # add.at: a pair (k, k) puts 2 in column k
+    return n - int(np.linalg.matrix_rank(rows))

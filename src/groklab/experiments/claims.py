@@ -126,7 +126,10 @@ HUMP = 0.05
 
 def _by_depth(f: dict[str, Any], key: str) -> dict[str, dict[int, float]]:
     """Per task, the mean over seeds of one structural number by depth (a depth without it counts as 0)."""
-    return {task: {int(d): n[key]["mean"] or 0.0 for d, n in sorted(depths.items(), key=lambda kv: int(kv[0]))} for task, depths in f["per_task"].items()}
+    return {
+        task: {int(d): n[key]["mean"] or 0.0 for d, n in sorted(depths.items(), key=lambda kv: int(kv[0]))}
+        for task, depths in f["per_task"].items()
+    }
 
 
 def _best_depth(values: dict[int, float]) -> int:
@@ -237,6 +240,19 @@ def liu_critical(f: dict[str, Any]) -> tuple[str, str]:
     return ours, "reproduced" if abs(c - 0.4) <= 0.1 else "partly" if abs(c - 0.4) <= 0.2 else "not reproduced"
 
 
+def liu_unique(f: dict[str, Any]) -> tuple[str, str]:
+    u = f["fraction"]["unique_linear"]
+    c = u["critical_fraction"]
+    runs = (
+        f"; trained runs: {u['runs_fixed_generalized']} of the {u['runs_fixed']} whose training split fixes it generalized, "
+        f"{u['runs_free_generalized']} of the {u['runs'] - u['runs_fixed']} whose split does not"
+    )
+    if c is None:
+        return f"no training-set size fixes the linear representation in most of {u['draws']} draws" + runs, "not reproduced"
+    ours = f"most of {u['draws']} random training sets per size fix it from fraction {c:.2g}" + runs
+    return ours, "reproduced" if abs(c - 0.4) <= 0.1 else "partly" if abs(c - 0.4) <= 0.2 else "not reproduced"
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "Power et al. 2022, Fig 1",
@@ -255,7 +271,15 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Nanda et al. 2023, progress measures", "the excluded loss rises after memorization", "nanda-progress", nanda_excluded),
     Claim("Nanda et al. 2023, phases", "three phases: memorization, circuit formation, cleanup", "nanda-progress", nanda_phases),
     Claim("Nanda et al. 2023, key frequencies", "5 key frequencies (p = 113; six non-zero in the embedding)", "nanda-progress", nanda_keys),
-    Claim("Liu et al. 2022, toy model", "critical training fraction ≈ 0.4 for addition with p = 10", "liu-toy", liu_critical),
+    Claim(
+        "Liu et al. 2022, toy model, Fig 4a",
+        "critical training fraction ≈ 0.4 for addition with p = 10: above it the training set leaves the linear representation as the only one",
+        "liu-toy",
+        liu_unique,
+    ),
+    Claim(
+        "Liu et al. 2022, toy model", "trained toy models generalize above the critical fraction ≈ 0.4 (p = 10)", "liu-toy", liu_critical
+    ),
     Claim(
         "Liu et al. 2022, phase diagrams",
         "comprehension, grokking, memorization and confusion all appear over lr × wd",

@@ -19,7 +19,7 @@ from groklab.runio import Run, UnreadableCheckpoint
 
 
 def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True) -> nn.Module:
-    """A freshly initialized model (on the CPU) for `data`, every weight scaled by cfg.init_scale (Omnigrok's α).
+    """A freshly initialized model (on the CPU) for `data` (cfg.init), every weight scaled by cfg.init_scale (Omnigrok's α).
 
     fast: the fast path that training uses (same parameters and state_dict keys, same answer logits), or the plain
     reference model that analysis reads (False).
@@ -40,6 +40,11 @@ def build_model(cfg: ModelConfig, data: Dataset, seed: int, *, fast: bool = True
         model = FastTransformer(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1], shared_prefix=shared)
     else:
         model = Transformer(cfg, data.vocab_size, data.n_classes, seq_len=data.x.shape[1])
+    if cfg.init == "uniform":  # Liu et al.'s toy code draws its representation from U(−½, ½), not N(0, 1)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, nn.Embedding):
+                    module.weight.uniform_(-0.5, 0.5)
     if cfg.init_scale != 1.0:
         with torch.no_grad():
             for param in model.parameters():

@@ -7,6 +7,10 @@ i + j = m + n), which the representation quality index (RQI) and the effective l
 Two parts: ``fraction``, a sweep over the training fraction of the p(p+1)/2 unordered pairs with RQI and ℓ_eff
 logged (the held-out accuracy vs fraction, and the critical fraction above which most seeds generalize); and
 ``lr-lr``, the phase diagram over the representation lr (optim.embed_lr) × the decoder lr (optim.lr).
+
+Liu et al.'s own critical fraction (their Fig 4a) needs no training: the share of random training sets whose
+parallelograms leave the linear representation as the only one. It is computed here beside the trained runs, and for
+each run's own training split.
 """
 
 from __future__ import annotations
@@ -14,16 +18,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from groklab.analysis.phases import PHASES
+from groklab.analysis.rqi import representation_freedom
+from groklab.data import build_task
 from groklab.data.split import split_sizes
 from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, estimate, group, rows, run_data
 from groklab.experiments.recipes.phases import classify, count_text
 from groklab.report.plots import Figure, Series, phase_heatmap
+from groklab.runio import RunDir
 from groklab.stats import mean_ci
 
 HELD_OUT_ACC = 0.9
 """A seed generalized when its accuracy on the held-out pairs (val and test together) is at least 0.9."""
+DRAWS = 500
+"""Random training sets per size for the share that fixes the linear representation (Liu et al.'s Fig 4a: 100)."""
 
 
 def held_out_acc(row: dict[str, Any]) -> float:
@@ -40,13 +51,32 @@ def held_out_acc(row: dict[str, Any]) -> float:
 
 def critical_fraction(per_fraction: dict[float, list[float]]) -> float | None:
     """The smallest training fraction from which on (it and every larger one swept) most seeds generalize; None if none."""
+    return first_of_majorities({f: [a >= HELD_OUT_ACC for a in accs] for f, accs in per_fraction.items()})
+
+
+def first_of_majorities(per_fraction: dict[float, list[bool]]) -> float | None:
+    """The smallest fraction from which on (it and every larger one) more than half of the outcomes are true; None if none."""
     critical = None
     for frac in sorted(per_fraction, reverse=True):
-        accs = per_fraction[frac]
-        if sum(a >= HELD_OUT_ACC for a in accs) * 2 <= len(accs):
+        if sum(per_fraction[frac]) * 2 <= len(per_fraction[frac]):
             break
         critical = frac
     return critical
+
+
+def unique_linear(p: int, draws: int = DRAWS, seed: int = 0) -> dict[float, list[bool]]:
+    """Training fraction (size / N for every size 1..N−1 of the N = p(p+1)/2 unordered pairs) -> for each of `draws`
+    random training sets of that size, whether its parallelograms leave the linear representation as the only one."""
+    pairs, rng = np.stack(np.triu_indices(p), axis=1), np.random.default_rng(seed)
+    n = len(pairs)
+    return {k / n: [representation_freedom(pairs[rng.permutation(n)[:k]], p) == 2 for _ in range(draws)] for k in range(1, n)}
+
+
+def fixes_linear(sweep: Path, row: dict[str, Any]) -> bool:
+    """Whether this run's own training split leaves the linear representation as the only one."""
+    config = RunDir(sweep / str(row["run_dir"])).read_config()
+    data = build_task(config.task, config.split_seed)
+    return representation_freedom(data.x[data.train][:, list(data.operand_positions)], config.task.p) == 2
 
 
 def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
@@ -59,8 +89,26 @@ def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
             "per_seed": [round(a, 4) for a in accs],
             "generalized": sum(a >= HELD_OUT_ACC for a in accs),
             "seeds": len(accs),
+            "fixes_linear": [fixes_linear(sweep, r) for r in by_frac[(f,)]],
         }
         for f, accs in per_fraction.items()
+    }
+    p = int(next(iter(by_frac.values()))[0]["task.p"])
+    theory = unique_linear(p)
+    share = {f: sum(v) / len(v) for f, v in theory.items()}
+    runs = [
+        (fixed, acc >= HELD_OUT_ACC)
+        for f, accs in per_fraction.items()
+        for fixed, acc in zip(table[f"{f:g}"]["fixes_linear"], accs, strict=True)
+    ]
+    unique = {
+        "critical_fraction": first_of_majorities(theory),
+        "draws": DRAWS,
+        "share": {f"{f:.4g}": s for f, s in share.items()},
+        "runs_fixed": sum(fixed for fixed, _ in runs),
+        "runs_fixed_generalized": sum(fixed and gen for fixed, gen in runs),
+        "runs_free_generalized": sum(gen and not fixed for fixed, gen in runs),
+        "runs": len(runs),
     }
     fracs = list(per_fraction)
     stats = [mean_ci(a) for a in per_fraction.values()]
@@ -80,10 +128,23 @@ def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
                 legend=False,
             ),
             Series("line", fracs, [e.mean for e in stats], name="mean over seeds (95% CI)", color=PALETTE[0]),
+            Series(
+                "line",
+                list(share),
+                list(share.values()),
+                name="share of training sets that fix the linear representation",
+                color=PALETTE[1],
+                dash=True,
+            ),
         ],
-        vlines=[(critical, f"critical fraction {critical:g}", PALETTE[3])] if critical is not None else [],
-        caption=f"A seed generalizes at held-out accuracy ≥ {HELD_OUT_ACC:g}; the critical fraction is the smallest from which on most "
-        "seeds do (Liu et al. report ≈ 0.4 for p = 10).",
+        vlines=[
+            (c, f"{name} {c:.2g}", color)
+            for c, name, color in ((critical, "trained", PALETTE[3]), (unique["critical_fraction"], "training sets", PALETTE[1]))
+            if c is not None
+        ],
+        caption=f"A seed generalizes at held-out accuracy ≥ {HELD_OUT_ACC:g}; the trained critical fraction is the smallest from which on most "
+        f"seeds do. Dashed: over {DRAWS} random training sets per size, the share whose parallelograms leave the linear representation "
+        "as the only one (Liu et al.'s Fig 4a, no training; they report ≈ 0.4 for p = 10).",
     )
     shown = critical if critical is not None else fracs[-1]
     runs = [run_data(sweep, r) for r in by_frac[(shown,)]]
@@ -100,7 +161,8 @@ def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
         caption="RQI: share of parallelograms i + j = m + n the embedding satisfies; ℓ_eff: their mean violation over the "
         "training pairs over Σ|E_k|² (0 for a linear representation).",
     )
-    return {"per_fraction": table, "critical_fraction": critical, "held_out_threshold": HELD_OUT_ACC}, [acc_fig, curves]
+    findings = {"per_fraction": table, "critical_fraction": critical, "held_out_threshold": HELD_OUT_ACC, "unique_linear": unique}
+    return findings, [acc_fig, curves]
 
 
 def lr_findings(sweep: Path) -> tuple[dict[str, Any], Figure]:
@@ -120,10 +182,17 @@ def lr_findings(sweep: Path) -> tuple[dict[str, Any], Figure]:
 def analyze(dirs: dict[str, Path], scale: str) -> Findings:
     fraction, figures = fraction_findings(dirs["fraction"])
     lr, phase_fig = lr_findings(dirs["lr-lr"])
-    critical = fraction["critical_fraction"]
+    critical, unique = fraction["critical_fraction"], fraction["unique_linear"]["critical_fraction"]
     headline = (
-        f"critical training fraction {critical:g}" if critical is not None else "no swept training fraction generalized for most seeds"
-    ) + f" (Liu et al.: ≈ 0.4 for p = 10); representation lr × decoder lr: {count_text(lr['counts'])}."
+        (
+            f"trained: critical training fraction {critical:g}"
+            if critical is not None
+            else "trained: no swept fraction generalized for most seeds"
+        )
+        + (f"; most training sets fix the linear representation from fraction {unique:.2g}" if unique is not None else "")
+        + " (Liu et al.: ≈ 0.4 for p = 10);"
+        + f" representation lr × decoder lr: {count_text(lr['counts'])}."
+    )
     numbers = {"headline": headline, "critical_fraction": critical, "fraction": fraction, "lr-lr": lr}
     return Findings(numbers, [*figures, phase_fig])
 
