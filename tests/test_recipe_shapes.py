@@ -401,6 +401,10 @@ def check_toy(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figu
     assert len(unique["share"]) == 54 and all(0 <= v <= 1 for v in unique["share"].values())
     assert 0.2 < unique["critical_fraction"] < 0.6
     assert unique["runs"] == sum(len(plans) for plans in by_frac.values())
+    for f, plans in by_frac.items():  # each run's split judged: a flag and an ideal accuracy per seed
+        row = table[f"{f:g}"]
+        assert len(row["fixes_linear"]) == len(row["ideal_acc"]) == len(plans) and all(0 <= a <= 1 for a in row["ideal_acc"])
+    assert unique["runs_fixed_at_ideal"] <= unique["runs_fixed"]
     assert unique["runs_fixed_generalized"] + unique["runs_free_generalized"] == sum(
         p.gen is not None for ps in by_frac.values() for p in ps
     )

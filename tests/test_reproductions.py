@@ -33,7 +33,7 @@ def test_the_committed_scoreboard_is_what_the_findings_give() -> None:
 
 
 def liu(critical: float | None, unique: float | None = 0.4) -> dict:
-    counts = {"runs_fixed": 4, "runs_fixed_generalized": 1, "runs_free_generalized": 0, "runs": 6}
+    counts = {"runs_fixed": 4, "runs_fixed_generalized": 1, "runs_free_generalized": 0, "runs_fixed_at_ideal": 3, "runs": 6}
     return {
         "recipe": "liu-toy",
         "critical_fraction": critical,
@@ -55,7 +55,7 @@ def test_liu_critical_fraction_rule() -> None:
 def test_liu_unique_linear_rule() -> None:
     """Fig 4a's critical fraction (training sets that fix the linear representation), judged apart from the trained runs."""
     ours, verdict = liu_unique(liu(None, unique=0.42))
-    assert verdict == "reproduced" and "0.42" in ours and "1 of the 4" in ours and "0 of the 2" in ours
+    assert verdict == "reproduced" and "0.42" in ours and "3 of 4 reached their split's ideal" in ours and "0 of the 2 others" in ours
     assert liu_unique(liu(0.4, unique=0.6))[1] == "partly"
     assert liu_unique(liu(0.4, unique=0.7))[1] == "not reproduced"
     assert liu_unique(liu(0.4, unique=None))[1] == "not reproduced"
@@ -181,3 +181,7 @@ def test_recipe_page_cells_respect_their_bounds() -> None:
     ((_, cells),) = arm_rows([run(0, 900, 1.0), run(1, 950, 0.98), run(2, 1000, 0.99)])
     high = float(cells[5].split("[")[1].split(",")[1].rstrip("]"))
     assert high <= 1.0  # the accuracy interval is clipped to [0, 1]
+    # seeds on their own data splits (liu-toy's seed k on split k) are replicates of one setting, not settings
+    split = lambda seed, val, acc: {**run(seed, val, acc), "split_seed": seed}  # noqa: E731
+    ((label, cells),) = arm_rows([split(0, 900, 1.0), split(1, 500, 1.0), split(2, None, 0.2)])
+    assert label == "all runs" and cells[0] == "3"

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from groklab.analysis.rqi import effective_loss, representation_freedom
+from groklab.analysis.rqi import effective_loss, inferable, representation_freedom
 from groklab.config import Config, ModelConfig, OptimConfig, TaskConfig, UserError, validate
 from groklab.data import build_task
 from groklab.experiments.recipes.toy import unique_linear
@@ -86,6 +86,18 @@ def test_representation_freedom_hand_worked() -> None:
     assert representation_freedom(torch.tensor([[0, 1], [1, 2]]), 4) == 4  # no two pairs share a sum: no equation
     assert representation_freedom(torch.triu_indices(10, 10).T, 10) == 2  # every pair: Liu et al.'s full table
     assert representation_freedom(torch.tensor([[0, 2], [1, 1]]), 3) == 2  # a doubled operand: E0 + E2 = 2·E1
+
+
+def test_inferable_pairs_hand_worked() -> None:
+    # E0 + E2 = 2·E1 alone: held-out (1, 2) shares its sum with training (0, 3), but E1 + E2 = E0 + E3 does not follow
+    # (E = (0, 0, 0, 1) fits the training equation and breaks it), so a fitted model need not answer (1, 2) right
+    loose = torch.tensor([[0, 2], [1, 1], [0, 3]])
+    assert inferable(loose, torch.tensor([[1, 2]]), 4).tolist() == [False]
+    # with (1, 3) and (2, 2) also in training (E1 + E3 = 2·E2) only lines fit, and every line gives E1 + E2 = E0 + E3
+    fixed = torch.tensor([[0, 2], [1, 1], [0, 3], [1, 3], [2, 2]])
+    assert inferable(fixed, torch.tensor([[1, 2]]), 4).tolist() == [True]
+    # an answer no training pair has (sum 0, 1, 5, 6 here): never inferable, the decoder never saw its target
+    assert inferable(fixed, torch.tensor([[0, 0], [0, 1], [2, 3], [3, 3]]), 4).tolist() == [False] * 4
 
 
 def test_share_of_training_sets_that_fix_the_linear_representation() -> None:

@@ -71,21 +71,48 @@ def effective_loss(emb: Tensor, pairs: Tensor) -> float:
     return float(violation[quads].mean()) / z0
 
 
-def representation_freedom(pairs: Tensor | np.ndarray, n: int) -> int:
-    """Degrees of freedom of a 1-D representation E_0..E_{n−1} that satisfies every parallelogram of the training pairs.
+def parallelogram_rows(pairs: Tensor | np.ndarray, n: int) -> np.ndarray:
+    """The equations E_a + E_b − E_c − E_d = 0 that the training pairs ask of a 1-D representation E_0..E_{n−1}.
 
-    pairs: (m, 2) the training examples (a, b) of addition over 0..n−1. Every two distinct training pairs with
-    a + b = c + d ask E_a + E_b − E_c − E_d = 0; the freedom is the dimension of that system's solution space. A linear
-    representation E_k = s + t·k solves every such equation, so the freedom is at least 2; exactly 2 means the training
-    set leaves the linear representation (up to translation and scale) as the only one (Liu et al. 2022, Fig 4a).
-    NumPy, not torch: a recipe calls it for thousands of small random training sets.
+    pairs: (m, 2) the training examples (a, b) of addition over 0..n−1; one row (of n coefficients) per two distinct
+    training pairs with a + b = c + d. NumPy, not torch: a recipe calls this for thousands of small training sets.
     """
     pairs = np.asarray(pairs, dtype=np.int64)
     a, b = pairs[:, 0], pairs[:, 1]
     i, j = np.nonzero(np.triu((a + b)[:, None] == (a + b)[None, :], 1))  # each parallelogram of training pairs once
-    if not len(i):
-        return n
     rows, at = np.zeros((len(i), n)), np.arange(len(i))
     for col, sign in ((a[i], 1), (b[i], 1), (a[j], -1), (b[j], -1)):
         np.add.at(rows, (at, col), sign)  # add.at: a pair (k, k) puts 2 in column k
-    return n - int(np.linalg.matrix_rank(rows))
+    return rows
+
+
+def rank(rows: np.ndarray) -> int:
+    return int(np.linalg.matrix_rank(rows)) if len(rows) else 0
+
+
+def representation_freedom(pairs: Tensor | np.ndarray, n: int) -> int:
+    """Degrees of freedom of a 1-D representation that satisfies every parallelogram of the training pairs.
+
+    The dimension of the solution space of `parallelogram_rows`. A linear representation E_k = s + t·k solves every
+    such equation, so the freedom is at least 2; exactly 2 means the training set leaves the linear representation (up
+    to translation and scale) as the only one (Liu et al. 2022, Fig 4a).
+    """
+    return n - rank(parallelogram_rows(pairs, n))
+
+
+def inferable(train: Tensor | np.ndarray, pairs: Tensor | np.ndarray, n: int) -> np.ndarray:
+    """For each of `pairs` (k, 2): whether the training pairs determine its answer (Liu et al.'s D̄).
+
+    A pair (i, j) is inferable when some training pair (c, d) with c + d = i + j gives an equation E_i + E_j = E_c + E_d
+    that the training parallelograms imply: then every representation that fits the training set sends (i, j) to the
+    decoder's input for (c, d), whose answer it was trained on. Its mean over held-out pairs is the ideal accuracy.
+    """
+    train, pairs = np.asarray(train, dtype=np.int64), np.asarray(pairs, dtype=np.int64)
+    rows = parallelogram_rows(train, n)
+    base = rank(rows)
+    out = []
+    for i, j in pairs:
+        same = train[train.sum(1) == i + j]
+        asks = [np.bincount([i, j], minlength=n) - np.bincount([c, d], minlength=n) for c, d in same]
+        out.append(any(rank(np.vstack([rows, ask])) == base for ask in asks))
+    return np.array(out, dtype=bool)

@@ -244,12 +244,13 @@ def liu_unique(f: dict[str, Any]) -> tuple[str, str]:
     u = f["fraction"]["unique_linear"]
     c = u["critical_fraction"]
     runs = (
-        f"; trained runs: {u['runs_fixed_generalized']} of the {u['runs_fixed']} whose training split fixes it generalized, "
-        f"{u['runs_free_generalized']} of the {u['runs'] - u['runs_fixed']} whose split does not"
+        f"; of the trained runs whose training split fixes it, {u['runs_fixed_at_ideal']} of {u['runs_fixed']} reached their split's "
+        f"ideal held-out accuracy and {u['runs_fixed_generalized']} held-out accuracy {f['fraction']['held_out_threshold']:g}; "
+        f"{u['runs_free_generalized']} of the {u['runs'] - u['runs_fixed']} others did"
     )
     if c is None:
         return f"no training-set size fixes the linear representation in most of {u['draws']} draws" + runs, "not reproduced"
-    ours = f"most of {u['draws']} random training sets per size fix it from fraction {c:.2g}" + runs
+    ours = f"most of {u['draws']} random training sets per size fix the linear representation from fraction {c:.2g}" + runs
     return ours, "reproduced" if abs(c - 0.4) <= 0.1 else "partly" if abs(c - 0.4) <= 0.2 else "not reproduced"
 
 

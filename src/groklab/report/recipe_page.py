@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from groklab.report.data import varying_columns
+from groklab.report.data import SEED_COLUMNS, varying_columns
 from groklab.report.page import esc
 from groklab.stats import DONE, censored_median, mean_ci, median_interval
 
@@ -43,8 +43,8 @@ def _acc_cell(values: Sequence[float | None]) -> str:
 
 
 def arm_rows(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """(setting, cells) per group of runs that differ only in their seed, in first-seen order."""
-    axes = [c for c in varying_columns(rows) if c != "seed"]
+    """(setting, cells) per group of runs that differ only in their seeds (model or data split), in first-seen order."""
+    axes = [c for c in varying_columns(rows) if c not in SEED_COLUMNS]
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         label = ", ".join(f"{a.split('.')[-1]} {row.get(a)}" for a in axes) or "all runs"

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from groklab.analysis.phases import PHASES
-from groklab.analysis.rqi import representation_freedom
+from groklab.analysis.rqi import inferable, representation_freedom
 from groklab.data import build_task
 from groklab.data.split import split_sizes
 from groklab.experiments.recipes import Findings, Recipe
@@ -72,24 +73,30 @@ def unique_linear(p: int, draws: int = DRAWS, seed: int = 0) -> dict[float, list
     return {k / n: [representation_freedom(pairs[rng.permutation(n)[:k]], p) == 2 for _ in range(draws)] for k in range(1, n)}
 
 
-def fixes_linear(sweep: Path, row: dict[str, Any]) -> bool:
-    """Whether this run's own training split leaves the linear representation as the only one."""
+def split_theory(sweep: Path, row: dict[str, Any]) -> tuple[bool, float]:
+    """This run's own training split: whether it leaves the linear representation as the only one, and its ideal
+    held-out accuracy (the share of held-out pairs whose answer the training parallelograms determine)."""
     config = RunDir(sweep / str(row["run_dir"])).read_config()
     data = build_task(config.task, config.split_seed)
-    return representation_freedom(data.x[data.train][:, list(data.operand_positions)], config.task.p) == 2
+    operands = data.x[:, list(data.operand_positions)]
+    train, held_out = operands[data.train], operands[torch.cat([data.val, data.test])]
+    p = config.task.p
+    return representation_freedom(train, p) == 2, float(inferable(train, held_out, p).mean())
 
 
 def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
     by_frac = group(rows(sweep), "task.train_frac")
     per_fraction = {float(f): [held_out_acc(r) for r in members] for (f,), members in sorted(by_frac.items())}
     critical = critical_fraction(per_fraction)
+    split = {float(f): [split_theory(sweep, r) for r in members] for (f,), members in by_frac.items()}
     table = {
         f"{f:g}": {
             "held_out_acc": estimate(mean_ci(accs)),
             "per_seed": [round(a, 4) for a in accs],
             "generalized": sum(a >= HELD_OUT_ACC for a in accs),
             "seeds": len(accs),
-            "fixes_linear": [fixes_linear(sweep, r) for r in by_frac[(f,)]],
+            "fixes_linear": [fixed for fixed, _ in split[f]],
+            "ideal_acc": [round(ideal, 4) for _, ideal in split[f]],
         }
         for f, accs in per_fraction.items()
     }
@@ -97,17 +104,18 @@ def fraction_findings(sweep: Path) -> tuple[dict[str, Any], list[Figure]]:
     theory = unique_linear(p)
     share = {f: sum(v) / len(v) for f, v in theory.items()}
     runs = [
-        (fixed, acc >= HELD_OUT_ACC)
+        (fixed, acc >= HELD_OUT_ACC, ideal > 0 and acc >= ideal - 1e-6)
         for f, accs in per_fraction.items()
-        for fixed, acc in zip(table[f"{f:g}"]["fixes_linear"], accs, strict=True)
+        for (fixed, ideal), acc in zip(split[f], accs, strict=True)
     ]
     unique = {
         "critical_fraction": first_of_majorities(theory),
         "draws": DRAWS,
         "share": {f"{f:.4g}": s for f, s in share.items()},
-        "runs_fixed": sum(fixed for fixed, _ in runs),
-        "runs_fixed_generalized": sum(fixed and gen for fixed, gen in runs),
-        "runs_free_generalized": sum(gen and not fixed for fixed, gen in runs),
+        "runs_fixed": sum(fixed for fixed, _, _ in runs),
+        "runs_fixed_generalized": sum(fixed and gen for fixed, gen, _ in runs),
+        "runs_free_generalized": sum(gen and not fixed for fixed, gen, _ in runs),
+        "runs_fixed_at_ideal": sum(fixed and at for fixed, _, at in runs),
         "runs": len(runs),
     }
     fracs = list(per_fraction)
