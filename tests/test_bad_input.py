@@ -90,6 +90,12 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("eval-train-size-negative", ["train", "--eval-train-size", "-1", "--out", "{new}"], None, "eval_train_size=-1"),
     ("dropout-out-of-range", ["train", "--model.dropout", "1.5", "--out", "{new}"], None, "dropout=1.5"),
     ("init-scale-zero", ["train", "--model.init-scale", "0", "--out", "{new}"], None, "init_scale=0"),
+    (
+        "normal-init-on-an-mlp",
+        ["train", "--model.init", "normal", "--out", "{new}"],
+        None,
+        "model.init='normal' is not valid for model.name='mlp'",
+    ),
     ("bad-device", ["train", "--device", "tpu", "--out", "{new}"], None, "'tpu'"),
     (
         "parity-k-above-n",
