@@ -176,11 +176,14 @@ checkpoint_every = 100
 
 
 def groklab_sweep(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """A `groklab sweep` process with SIGINT at its default: a shell's background job (`pytest … &`) ignores SIGINT,
+    and its children would inherit that, so a test's Ctrl-C would not reach the sweep."""
     return subprocess.Popen(
         [sys.executable, "-m", "groklab.cli", "sweep", str(spec), "--out", str(out), "--workers", "1", "--quiet", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
