@@ -75,6 +75,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "optim.weight_decay": {"optim.weight_decay": 0.1},
     "optim.warmup_steps": {"optim.warmup_steps": 3},
     "optim.batch_size": {"optim.batch_size": 0},
+    "optim.last_batch": {**TRANSFORMER, "optim.last_batch": "keep", "optim.batch_size": 5},  # 24 = 4 × 5 + 4
     "optim.grokfast": {"optim.grokfast": "ema"},
     "optim.grokfast_alpha": {"optim.grokfast": "ema", "optim.grokfast_alpha": 0.9},
     "optim.grokfast_lamb": {"optim.grokfast": "ema", "optim.grokfast_lamb": 1.0},

@@ -92,7 +92,7 @@ def replay(config: Config, steps: int, eval_at: tuple[int, ...] = ()) -> tuple[l
     model = build_model(config.model, data, config.seed)
     optimizer, schedule = build_optimizer(config.optim, model)
     loss_fn = make_loss(config.loss, config.loss_dtype)
-    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+    sampler = BatchSampler(data.train, config.optim.batch_size, config.seed, keep_last=config.optim.last_batch == "keep")
     losses, evals = [], {}
     for step in range(steps + 1):
         if step in eval_at:
@@ -118,9 +118,11 @@ def test_golden_losses_mlp() -> None:
     assert evals[0] == pytest.approx(math.log(97), abs=0.05)
 
 
-def test_train_matches_replay(tmp_path: Path) -> None:
-    """train() logs the same train/loss as the replay at its evaluation steps and ends with the same weights."""
-    config = tiny(get_preset("mlp"), {"steps": 20, "eval_every": 10, "stop_patience": 0})
+@pytest.mark.parametrize("last_batch", ["drop", "keep"])
+def test_train_matches_replay(tmp_path: Path, last_batch: str) -> None:
+    """train() logs the same train/loss as the replay at its evaluation steps and ends with the same weights (an epoch
+    of the preset is 9 batches of 512 and a partial one of 96: kept, it is step 10)."""
+    config = tiny(get_preset("mlp"), {"steps": 20, "eval_every": 10, "stop_patience": 0, "optim.last_batch": last_batch})
     _, evals, model = replay(config, 20, eval_at=(0, 10, 20))
     train(config, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
@@ -207,6 +209,17 @@ def test_batch_sampler_epochs_and_full_batch() -> None:
     assert all(torch.equal(again.next(), b) for b in epoch)
     full = BatchSampler(idx, batch_size=0, seed=0)
     assert torch.equal(full.next(), idx) and torch.equal(BatchSampler(idx, batch_size=50, seed=0).next(), idx)
+
+
+def test_batch_sampler_keeps_the_partial_batch_when_asked() -> None:
+    idx = torch.arange(100, 110)
+    drop, keep = BatchSampler(idx, batch_size=4, seed=0), BatchSampler(idx, batch_size=4, seed=0, keep_last=True)
+    kept = [keep.next() for _ in range(3)]
+    assert [len(b) for b in kept] == [4, 4, 2]
+    assert sorted(torch.cat(kept).tolist()) == idx.tolist()  # one epoch: every index exactly once
+    dropped = [drop.next() for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(kept[:2], dropped[:2], strict=True))  # the same permutation
+    assert len(dropped[2]) == 4 and torch.equal(keep.next(), dropped[2])  # both start the next epoch's permutation
 
 
 def test_summarize_grok_delay() -> None:

@@ -242,9 +242,10 @@ class GrokCase:
     seeds_factor: int = 1
 
 
-POWER_ARGS = ("--preset", "power-fig1", "--eval-spacing", "linear", "--eval-every", "100")
+POWER_ARGS = ("--preset", "power-fig1", "--eval-spacing", "linear", "--eval-every", "100", "--optim.last-batch", "keep")
 """Power et al.'s transformer at the peer's hyperparameters (lr 1e-3, betas (0.9, 0.98), wd 1, batch 512, 10 warm-up
-steps, 50% train), evaluated every 100 steps as the peer loop below is."""
+steps, 50% train), evaluated every 100 steps and with each epoch's last, partial batch kept, as the peer loop below
+(its DataLoader) does."""
 GROK_CASES = (
     GrokCase("power", "power x+y", (*POWER_ARGS, "--task.op", "x+y"), peer_op="x+y"),
     GrokCase("power", "power x/y", (*POWER_ARGS, "--task.op", "x/y"), peer_op="x/y"),

@@ -132,6 +132,8 @@ class OptimConfig:
     """Linear learning-rate warm-up from lr/warmup_steps to lr over this many steps."""
     batch_size: int = 512
     """Minibatch size; 0 (or at least the training-set size) means full batch."""
+    last_batch: Literal["drop", "keep"] = "drop"
+    """Each epoch's last, partial minibatch (when batch_size does not divide the training set): `drop` it, as DataLoader(drop_last=True), or `keep` it as one smaller step, as a default DataLoader does."""
     grokfast: Literal["none", "ema", "ma"] = "none"
     """Grokfast gradient filter (Lee et al. 2024): `ema` adds λ·EMA(gradient), `ma` adds λ·mean of the last `grokfast_window` gradients."""
     grokfast_alpha: float = 0.98
@@ -329,7 +331,7 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps", "eval_train_size", "bf16")
+ADDED_FIELDS = ("optim.grad_clip", "optim.decay_steps", "eval_train_size", "bf16", "optim.last_batch")
 """Fields added since schema 2 was first released: left out of a config's fingerprint while they hold their default, so
 that runs and sweeps made before them keep their run ids and their checkpoints' digests."""
 

@@ -36,12 +36,14 @@ Tensor = torch.Tensor
 
 
 class BatchSampler:
-    """Minibatches of training indices: a fresh permutation each epoch, drawn from its own generator."""
+    """Minibatches of training indices: a fresh permutation each epoch, drawn from its own generator; an epoch's last,
+    partial batch is dropped, or with `keep_last` taken as one smaller step."""
 
-    def __init__(self, train_idx: Tensor, batch_size: int, seed: int) -> None:
+    def __init__(self, train_idx: Tensor, batch_size: int, seed: int, keep_last: bool = False) -> None:
         self.idx = train_idx
         n = len(train_idx)
         self.batch_size = n if batch_size == 0 or batch_size >= n else batch_size
+        self.end = n if keep_last else n - n % self.batch_size  # an epoch ends where its last batch ends
         self.gen = torch.Generator().manual_seed(seed)
         self.perm = torch.randperm(n, generator=self.gen)
         self.pos = 0
@@ -49,10 +51,10 @@ class BatchSampler:
     def next(self) -> Tensor:
         if self.batch_size == len(self.idx):  # full batch: no sampling at all
             return self.idx
-        if self.pos + self.batch_size > len(self.perm):  # drop the ragged tail, as DataLoader(drop_last=True)
+        if self.pos >= self.end:
             self.perm, self.pos = torch.randperm(len(self.idx), generator=self.gen), 0
-        batch = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
+        batch = self.perm[self.pos : min(self.pos + self.batch_size, self.end)]
+        self.pos += len(batch)
         return self.idx[batch.to(self.idx.device)]
 
     def state_dict(self) -> dict[str, Any]:
@@ -61,6 +63,11 @@ class BatchSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["gen"])
         self.perm, self.pos = state["perm"], state["pos"]
+
+
+def sampler(config: Config, data: Dataset) -> BatchSampler:
+    """The batch sampler of a run: its training split, batch size, seed and last-batch rule."""
+    return BatchSampler(data.train, config.optim.batch_size, config.seed, config.optim.last_batch == "keep")
 
 
 def batch_loss(loss_fn: LossFn, logits: Tensor, data: Dataset, idx: Tensor) -> Tensor:
@@ -143,9 +150,9 @@ class Single:
         self.model = build_model(config.model, data, config.seed).to(device)
         self.optimizer, self.schedule = build_optimizer(config.optim, self.model, seed=config.seed)
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
-        self.sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+        self.sampler = sampler(config, data)
         self.clip = config.optim.grad_clip
-        trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape (static: no recompiles)
+        trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape (a kept partial batch adds one shape)
         forward = compiled_forward(self.model, self.loss_fn, data, trial) if config.compile else self.model
         self.forward = in_bfloat16(forward) if config.bf16 else forward
 
@@ -216,7 +223,7 @@ class Ensemble:
             setattr(holder.get_submodule(module), leaf, nn.Parameter(params[name].detach()))
         self.stacked = list(holder.parameters())
         self.optimizer, self.schedule = build_optimizer(configs[0].optim, holder)
-        self.samplers = [BatchSampler(data.train, c.optim.batch_size, c.seed) for c in configs]
+        self.samplers = [sampler(c, data) for c in configs]
         self.loss_fn = make_loss(configs[0].loss, configs[0].loss_dtype)
         base = copy.deepcopy(self.template).to("meta")  # stateless structure for functional_call
         # A transformer's distinct shared prefixes (a data-dependent count, which vmap cannot batch) are found once
