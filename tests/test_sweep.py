@@ -66,6 +66,15 @@ def test_spec_parse_variants() -> None:
     assert [r.config.seed for r in single] == [5]
 
 
+def test_split_seeds_are_replicates_not_axes() -> None:
+    """A spec that draws each seed's training set from the seed (liu-toy's) groups its statistics by the real axes alone."""
+    spec = parse_spec('[grid]\n"task.train_frac" = [0.4, 0.6]\n[zip]\nseed = [0, 1, 2]\nsplit_seed = [0, 1, 2]\n', "s.toml")
+    assert spec.axes == ["task.train_frac"] and spec.replicates == ["seed", "split_seed"]
+    rows = [{"task.train_frac": r.config.task.train_frac, **r.point, "status": "done", "steps_to_val_acc_99": 100} for r in expand(spec)]
+    assert [(g.key, g.runs) for g in group_stats(rows, spec.axes)] == [({"task.train_frac": 0.4}, 3), ({"task.train_frac": 0.6}, 3)]
+    assert parse_spec("seeds = 2\n", "s.toml").replicates == ["seed"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

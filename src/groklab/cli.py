@@ -265,7 +265,7 @@ def plan_table(spec: Any, runs: list[Any]) -> Any:
     """The dry-run table: one line per run with its axis values and seed."""
     from rich.table import Table
 
-    columns = [*spec.axes, "seed"]
+    columns = [*spec.axes, *spec.replicates]
     fixed = ", ".join(f"{k}={v!r}" for k, v in spec.fixed.items()) or "nothing"
     table = Table(title=f"{len(runs)} runs of preset {spec.preset}", caption=f"fixed: {fixed}")
     table.add_column("run_id")
@@ -576,7 +576,8 @@ LS_STATUS_STYLES = {"finished": "green", "incomplete": "yellow", "interrupted": 
 
 def cmd_ls(args: argparse.Namespace) -> None:
     from groklab.report import SHOWN_RESULTS, ls_rows
-    from groklab.report.data import SEED_COLUMNS, varying_columns
+    from groklab.report.data import varying_columns
+    from groklab.stats import SEED_COLUMNS
 
     rows = ls_rows(Path(args.dir))
     varying = varying_columns(rows)

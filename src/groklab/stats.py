@@ -22,6 +22,8 @@ GROK_ACC = 0.99
 """The accuracy that counts as fitted (train) or generalized (val): every `*_acc_99` key, `grokked` and stopping use it."""
 
 SPLITS = ("train", "val", "test")
+SEED_COLUMNS = ("seed", "split_seed")
+"""Config columns that make replicates, not groups: statistics are taken across them."""
 RESULT_COLUMNS = (
     "status",
     "steps",

@@ -13,7 +13,6 @@ from typing import Any
 
 from groklab.errors import UserError
 from groklab.report.data import (
-    SEED_COLUMNS,
     SPLITS,
     RunData,
     flatten,
@@ -39,7 +38,7 @@ from groklab.report.plots import (
 )
 from groklab.report.recipe_page import arm_table, claims_html
 from groklab.runio import UnreadableCheckpoint, contained
-from groklab.stats import RESULT_COLUMNS
+from groklab.stats import RESULT_COLUMNS, SEED_COLUMNS
 
 __all__ = ["report", "report_run", "report_sweep", "report_recipe", "compare_runs", "run_phase", "ls_rows"]
 

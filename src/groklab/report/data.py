@@ -19,8 +19,6 @@ from groklab.runio import RunDir, contained, read_metrics
 from groklab.stats import GROK_ACC, RESULT_COLUMNS, SPLITS, first_step
 
 STANDARD_KEYS = {"step", "time_s", "lr"} | {f"{s}/{m}" for s in SPLITS for m in ("loss", "acc")}
-SEED_COLUMNS = ("seed", "split_seed")
-"""Config columns that make replicates, not groups: statistics are taken across them."""
 MAX_LOG_POINTS = 400
 MAX_TRANSITION_POINTS = 400
 

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from groklab.report.data import (
-    SEED_COLUMNS,
     SPLITS,
     STANDARD_KEYS,
     RunData,
@@ -26,7 +25,7 @@ from groklab.report.data import (
     is_numeric_column,
     varying_columns,
 )
-from groklab.stats import mean_ci
+from groklab.stats import SEED_COLUMNS, mean_ci
 
 SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 """The same colour for a split on every figure of every report."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from groklab.report.data import SEED_COLUMNS, varying_columns
+from groklab.report.data import varying_columns
 from groklab.report.page import esc
-from groklab.stats import DONE, censored_median, mean_ci, median_interval
+from groklab.stats import DONE, SEED_COLUMNS, censored_median, mean_ci, median_interval
 
 COLUMNS = ("seeds", "grokked / censored", "steps to 99% train", "steps to 99% val", "delay (median)", "final val acc", "final test acc")
 

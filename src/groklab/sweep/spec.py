@@ -32,6 +32,7 @@ from typing import Any
 
 from groklab.config import Config, UserError, apply_overrides, check_overridden_cadence, fingerprint, normalize_path
 from groklab.presets import get_preset
+from groklab.stats import SEED_COLUMNS
 from groklab.train import check
 
 if sys.version_info >= (3, 11):
@@ -57,8 +58,13 @@ class SweepSpec:
 
     @property
     def axes(self) -> list[str]:
-        """The varied fields other than the seed: the grouping keys of the sweep's statistics."""
-        return [k for k in [*self.grid, *self.zipped] if k != "seed"]
+        """The varied fields other than the seeds (seed, split_seed): the grouping keys of the sweep's statistics."""
+        return [k for k in [*self.grid, *self.zipped] if k not in SEED_COLUMNS]
+
+    @property
+    def replicates(self) -> list[str]:
+        """The seed columns of its runs' table: `seed`, and `split_seed` where the spec varies it."""
+        return [k for k in SEED_COLUMNS if k == "seed" or k in self.grid or k in self.zipped]
 
 
 @dataclass(frozen=True)
