@@ -746,7 +746,7 @@ def build_parser() -> dict[str, Parser]:
             "groklab train --preset mlp --out runs/mlp",
             "groklab train --preset mlp --out runs/mul --task.op x*y --task.p 101 --task.train-frac 0.4",
             "groklab train --preset power-fig1 --out runs/fig1 --optim.weight-decay 0.5 --seed 3 --steps 20000",
-            "groklab train --preset mlp --out runs/s --seeds 8 --compile",
+            "groklab train --preset mlp --out runs/s --seeds 8",
         ],
     )
     sub.add_argument(
