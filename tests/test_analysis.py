@@ -150,15 +150,6 @@ def curves(fit_at: int | None, gen_at: int | None, n: int = 200, every: int = 10
     return {"steps": steps, "train_acc": train_acc, "val_acc": val_acc, "val_loss": val_loss}
 
 
-@pytest.mark.parametrize(
-    ("fit_at", "gen_at", "phase"),
-    [(100, 120, "comprehension"), (100, 1500, "grokking"), (100, None, "memorization"), (None, None, "confusion")],
-)
-def test_phase_classifier_on_synthetic_curves(fit_at: int | None, gen_at: int | None, phase: str) -> None:
-    c = curves(fit_at, gen_at)
-    assert phases.classify_phase(c["steps"], c["train_acc"], c["val_acc"]) == phase
-
-
 def test_phase_boundaries_on_a_synthetic_grokking_curve() -> None:
     c = curves(100, 1500)
     b = phases.phase_boundaries(c["steps"], c["train_acc"], c["val_acc"], c["val_loss"])
@@ -196,11 +187,18 @@ def test_training_logs_analysis_keys_and_analyze_run_is_json(small_config, tmp_p
     result = analyze_run(run)
     assert result["step"] == 6
     json.dumps(result, allow_nan=False)
-    assert result["phase"] in phases.PHASES
     assert len(result["fourier"]["spectrum"]) == 7 // 2 + 1
     assert len(result["embeddings"]["pca"]) == 7
     assert result["norms"]["per_neuron"] and result["sharpness"]["top_eigenvalue"] is not None
-    assert analyze_run(run, step=0, sharpness=False)["sharpness"] is None
+    # What training logged at step 0 is what analyze measures on step 0's checkpoint.
+    at_zero = analyze_run(run, step=0, sharpness=False)
+    assert at_zero["sharpness"] is None
+    measured = {
+        "fourier/gini": at_zero["fourier"]["gini"], "fourier/n_key": len(at_zero["fourier"]["key_frequencies"]),
+        "fourier/restricted_loss": at_zero["fourier"]["restricted_loss"], "fourier/excluded_loss": at_zero["fourier"]["excluded_loss"],
+        "norm/last_layer": at_zero["norms"]["last_layer"], "rqi": at_zero["rqi"],
+    }  # fmt: skip
+    assert {key: logged[key] for key in measured} == pytest.approx(measured, rel=1e-5)
 
     assert main(["analyze", str(tmp_path / "run"), "--json", "--no-sharpness", "--step", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)

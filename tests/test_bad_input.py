@@ -81,6 +81,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("int-fractional", ["train", "--steps", "10.5", "--out", "{new}"], None, "'10.5'"),
     ("train-frac-zero", ["train", "--task.train-frac", "0", "--out", "{new}"], None, "train_frac=0"),
     ("train-frac-above-one", ["train", "--task.train-frac", "1.5", "--out", "{new}"], None, "train_frac=1.5"),
+    ("val-frac-zero", ["train", "--task.val-frac", "0", "--out", "{new}"], None, "task.val_frac=0"),
     ("fractions-sum-past-one", ["train", "--task.train-frac", "0.6", "--task.val-frac", "0.5", "--out", "{new}"], None, "1.1"),
     ("non-prime-division", ["train", "--task.op", "x/y", "--task.p", "12", "--out", "{new}"], None, "task.p=12"),
     ("p-below-two", ["train", "--task.p", "1", "--out", "{new}"], None, "task.p=1"),

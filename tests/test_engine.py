@@ -95,7 +95,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "checkpoint_every": {"checkpoint_every": 5},
     "checkpoint_seconds": {"checkpoint_seconds": 1e-6},
     "device": {"device": "cpu"},
-    "threads": {"threads": 1},
+    "threads": {"threads": 2},
     "analysis": {"analysis": "fourier,norms,rqi,sharpness,collapse", "task.op": "x+y"},
     "analysis_every": {"analysis": "norms", "analysis_every": 2},
     "log": {"log": "tensorboard"},
@@ -212,6 +212,25 @@ class StatesAtStart(Hook):
     def stepped(self, step: int, rows: list[dict[str, Any]] | None) -> None:
         if self.seen is None:
             self.seen = [checkpoint_steps(run / "checkpoints", "state") for run in self.runs]
+
+
+class NewestState(Hook):
+    """The newest state checkpoint of a run after each optimizer step (before that step's own checkpoint)."""
+
+    def __init__(self, run: Path) -> None:
+        self.run, self.seen = run, {}
+
+    def stepped(self, step: int, rows: list[dict[str, Any]] | None) -> None:
+        if step:
+            self.seen.setdefault(step, checkpoint_steps(self.run / "checkpoints", "state")[-1])  # its first call: right after the step
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [(1e-6, {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5}), (1e6, dict.fromkeys(range(1, 7), 0))])
+def test_checkpoint_seconds_saves_a_state_once_that_much_time_has_passed(tmp_path: Path, seconds: float, expected: dict[int, int]) -> None:
+    config = tiny(Config(), {**SMALL, "steps": 6, "checkpoint_every": 1000, "checkpoint_seconds": seconds})
+    hook = NewestState(tmp_path / "run")
+    train(config, tmp_path / "run", progress=False, hooks=[hook])
+    assert hook.seen == expected
 
 
 def test_a_resume_from_an_older_shared_step_drops_the_newer_states(tmp_path: Path) -> None:

@@ -227,6 +227,25 @@ def test_compiled_relu_is_the_abs_form() -> None:
     assert x.grad is not None and x.grad.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("name", ["transformer", "mlp", "lm"])
+def test_dropout_acts_while_training_only(name: str) -> None:
+    """model.dropout reaches the network: in training mode it changes the outputs (and two draws differ), in eval mode
+    it is off; with dropout 0 the two modes agree."""
+    dyck = TaskConfig(name="dyck", n_brackets=2, max_depth=3, max_len=16, train_size=32, eval_size=8, gen_size=8)
+    ds = build_task(dyck if name == "lm" else TaskConfig(op="x+y", p=13), split_seed=0)
+    x = ds.x[:32]
+    for p in (0.3, 0.0):
+        model = build_model(ModelConfig(name=name, d_model=32, n_layers=2, n_heads=4, d_mlp=64, width=64, dropout=p), ds, seed=0)
+        torch.manual_seed(1)
+        first, second = model.train()(x), model(x)
+        plain = model.eval()(x)
+        if p:
+            assert not torch.allclose(first, plain) and not torch.allclose(first, second)
+        else:
+            torch.testing.assert_close(first, plain)
+            torch.testing.assert_close(second, plain)
+
+
 def test_dropout_training_draws_masks_per_sample_not_per_shared_prefix() -> None:
     """Prefix rows shared by many samples would share their dropout masks: while training with dropout the fast
     path computes every sample's prefix itself (the same draws as with sharing turned off)."""

@@ -429,6 +429,12 @@ def check_modelwise(n: dict[str, Any], parts: dict[str, Part], figures: dict[str
     assert n["widths"] == widths
     assert list(n["final_test_loss"]) == list(n["final_test_acc"]) == [str(w) for w in widths]
     assert n["budget_steps"] == parts["width"].budget()
+    finals: dict[int, list[float]] = {}  # width -> each seed's planned final test loss
+    for run in parts["width"].runs:
+        finals.setdefault(run.config.model.width, []).append(metric_rows(run, parts["width"].plans[run.run_id])[-1]["test/loss"])
+    mean = {w: float(np.mean(v)) for w, v in finals.items()}
+    assert n["final_test_loss"] == pytest.approx({str(w): mean[w] for w in widths})
+    assert n["best_final_width"] == min(mean, key=mean.__getitem__)
 
 
 def check_arms(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figure]) -> None:

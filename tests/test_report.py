@@ -19,7 +19,6 @@ from groklab.config import Config, UserError, apply_overrides, flatten, to_dict
 from groklab.report import report, report_run, report_sweep
 from groklab.report.data import downsample_indices, kind_of
 from groklab.runio import RunDir, atomic_write_bytes, summarize, write_parquet
-from groklab.stats import mean_ci
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: synthetic runs written through the run-directory API (fast, with a known grokking point).
@@ -119,15 +118,6 @@ def test_downsample_keeps_log_spacing_and_the_whole_grokking_transition():
 def test_downsample_leaves_short_curves_alone():
     steps = np.arange(50)
     assert downsample_indices(steps, {}).tolist() == list(range(50))
-
-
-def test_mean_ci_matches_the_t_interval():
-    values = [100.0, 120.0, 140.0]
-    mean, lo, hi = mean_ci(values).bounds()
-    assert mean == pytest.approx(120.0)
-    assert hi - mean == pytest.approx(4.302652729911275 * 20.0 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) · s / √n
-    assert mean_ci([5.0]).bounds() == (5.0, 5.0, 5.0)
-    assert all(math.isnan(v) for v in mean_ci([]).bounds())
 
 
 # ---------------------------------------------------------------------------------------------

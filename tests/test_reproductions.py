@@ -123,8 +123,14 @@ def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:
     ours, verdict = judge(claim, old)
     assert verdict == "not yet run" and "lack" in ours["faithful"]
     unique = next(c for c in CLAIMS if c.check is liu_unique)
+    fig4a = (
+        "most of 500 random training sets per size fix the linear representation from fraction 0.4; of the trained runs "
+        "whose training split fixes it, 3 of 4 reached their split's ideal held-out accuracy and 1 held-out accuracy 0.9; "
+        "0 of the 2 others did"
+    )  # the counts of liu(): runs_fixed 4, runs_fixed_at_ideal 3, runs_fixed_generalized 1, runs 6, runs_free_generalized 0
+    trained = "critical fraction 0.4 (3 seeds per fraction, held-out accuracy ≥ 0.9 in most)"
     assert evaluate("liu-toy", liu(0.4)) == [
-        {"source": c.source, "paper": c.paper, "ours": judge(c, both)[0]["paper"], "verdict": "reproduced"} for c in (unique, claim)
+        {"source": c.source, "paper": c.paper, "ours": ours, "verdict": "reproduced"} for c, ours in ((unique, fig4a), (claim, trained))
     ]
 
 
@@ -163,12 +169,7 @@ def test_written_at_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
 
 def test_recipe_page_cells_respect_their_bounds() -> None:
     from groklab.report.recipe_page import arm_rows
-    from groklab.stats import median_interval
 
-    assert median_interval([1, 2]) is None
-    assert median_interval([1, 2, 3, 4, 5]) == (1.0, 5.0, 1 - 2 / 32)  # 5 seeds: (min, max) covers only 94%
-    lo, hi, coverage = median_interval(list(range(1, 11)))  # type: ignore[misc]
-    assert (lo, hi) == (2.0, 9.0) and coverage >= 0.95
     run = lambda seed, val, acc: {"seed": seed, "status": "finished", "optim.lr": 0.1, "steps_to_train_acc_99": 100,  # noqa: E731
                                   "steps_to_val_acc_99": val, "grok_delay": None if val is None else val - 100,
                                   "val/acc": acc, "test/acc": acc}  # fmt: skip

@@ -81,7 +81,10 @@ def test_tree_analysis_is_logged_for_a_sequence_task(name: str) -> None:
     data = build_task(config.task, 0)
     model = build_model(config.model, data, 0)
     out = training_metrics(model, data, config, make_loss("cross_entropy", "float32"))
-    assert set(out) == {"tree/score"} and out["tree/score"] == out["tree/score"]  # a number, not NaN
+    # The logged score is the tree measure over the first sentence (from after <s> to its end) of the first 32 val rows.
+    x = data.x[data.val[:32]]
+    ends = [next((i for i in range(1, len(row)) if data.vocab[int(row[i])] in (".", "</s>", "<pad>")), len(row)) for row in x]
+    assert set(out) == {"tree/score"} and out["tree/score"] == tree_structuredness(model, x, [(1, end) for end in ends])
 
 
 BAD = [

@@ -185,6 +185,8 @@ def test_mean_ci_matches_the_t_interval() -> None:
     one = mean_ci([4.0, None])  # type: ignore[list-item]
     assert one.n == 1 and one.mean == 4.0 and math.isnan(one.lo)
     assert mean_ci([]).n == 0
+    assert mean_ci([5.0]).bounds() == (5.0, 5.0, 5.0)  # one value: a point, not an interval, in tables
+    assert all(math.isnan(v) for v in mean_ci([]).bounds())
 
 
 def test_censored_runs_are_counted_not_averaged() -> None:
@@ -251,10 +253,13 @@ def test_metrics_view_has_every_run_with_run_id(tmp_path: Path, capsys: pytest.C
     assert main(["query", str(tmp_path / "nowhere"), "SELECT 1"]) == 2
 
 
-def test_all_finished_sweep_is_skipped_without_starting_workers(tmp_path: Path, small_config: Config) -> None:
+def test_all_finished_sweep_is_skipped_without_starting_workers(tmp_path: Path, small_config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rerunning a sweep whose runs are all finished only rewrites runs.parquet (no worker process starts)."""
-    from groklab.sweep import run_sweep
+    from groklab.sweep import run_sweep, runner
     from groklab.train import train
+
+    def no_pool(*args: object) -> None:
+        raise AssertionError("a worker pool started for a sweep with nothing to run")
 
     spec = write(
         tmp_path, 'seeds = 2\n[set]\nsteps = 6\neval_every = 3\nthreads = 1\ndevice = "cpu"\n"task.p" = 7\n"task.train_frac" = 0.5\n'
@@ -265,6 +270,7 @@ def test_all_finished_sweep_is_skipped_without_starting_workers(tmp_path: Path, 
 
     prepare_sweep_dir(out, parse_spec(spec.read_text(), "spec.toml"), spec.read_text())
     summaries = {r.run_id: train(r.config, out / r.run_dir, progress=False) for r in runs}
+    monkeypatch.setattr(runner, "run_local", no_pool)
     result = run_sweep(spec, out, workers=2, progress=False, backend="local")
     assert result.skipped == 2
     rows = pq.read_table(out / "runs.parquet").to_pylist()
