@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
+from typing import Literal
 
 import pytest
 
@@ -162,6 +164,14 @@ def test_schema_1_configs_keep_their_models() -> None:
         from_dict(old)  # a schema-2 file has no `power`
 
 
+def off_default(path: str, value: object) -> object:
+    """A value of the field at `path` other than `value`: another allowed name, the other truth value, or 2."""
+    kind = leaf_fields()[path][0]
+    if typing.get_origin(kind) is Literal:
+        return next(v for v in typing.get_args(kind) if v != value)
+    return not value if isinstance(value, bool) else 2
+
+
 def test_fields_added_since_schema_2_keep_older_run_ids_while_at_their_default() -> None:
     """A run id (and a checkpoint's config digest) is the hash of the config as earlier versions wrote it, without the
     fields added since, so their sweeps and runs resume; setting such a field gives a run of its own."""
@@ -171,5 +181,5 @@ def test_fields_added_since_schema_2_keep_older_run_ids_while_at_their_default()
         section, _, name = path.rpartition(".")
         del (older[section] if section else older)[name]
     assert run_id(config) == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:10]
-    changed = {path: True if isinstance(get_path(config, path), bool) else 2 for path in ADDED_FIELDS}  # off their defaults
+    changed = {path: off_default(path, get_path(config, path)) for path in ADDED_FIELDS}
     assert len({run_id(apply_overrides(config, {path: v})) for path, v in changed.items()} | {run_id(config)}) == 1 + len(ADDED_FIELDS)
