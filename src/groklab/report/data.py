@@ -16,7 +16,7 @@ import numpy as np
 
 from groklab.config import UserError, flatten, to_dict
 from groklab.runio import RunDir, contained, read_metrics
-from groklab.stats import GROK_ACC, RESULT_COLUMNS, SPLITS, first_step
+from groklab.stats import GROK_ACC, RESULT_COLUMNS, SEED_COLUMNS, SPLITS, first_step
 
 STANDARD_KEYS = {"step", "time_s", "lr"} | {f"{s}/{m}" for s in SPLITS for m in ("loss", "acc")}
 MAX_LOG_POINTS = 400
@@ -186,6 +186,11 @@ def varying_columns(rows: list[dict[str, Any]]) -> list[str]:
         if len(values) > 1:
             out.append(col)
     return out
+
+
+def group_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Varying config columns that define groups (seeds are replicates inside a group)."""
+    return [c for c in varying_columns(rows) if c not in SEED_COLUMNS]
 
 
 def is_numeric_column(rows: list[dict[str, Any]], col: str) -> bool:

@@ -22,10 +22,10 @@ from groklab.report.data import (
     RunData,
     as_float,
     downsample_indices,
+    group_columns,
     is_numeric_column,
-    varying_columns,
 )
-from groklab.stats import SEED_COLUMNS, mean_ci
+from groklab.stats import mean_ci
 
 SPLIT_COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
 """The same colour for a split on every figure of every report."""
@@ -462,11 +462,6 @@ def compare_figures(runs: list[RunData]) -> list[Figure]:
 
 def _label(row: dict[str, Any], cols: list[str]) -> str:
     return ", ".join(f"{c}={row.get(c)}" for c in cols) or "all runs"
-
-
-def group_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """Varying config columns that define groups (seeds are replicates inside a group)."""
-    return [c for c in varying_columns(rows) if c not in SEED_COLUMNS]
 
 
 def steps_to_grok_figure(rows: list[dict[str, Any]]) -> Figure | None:

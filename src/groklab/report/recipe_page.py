@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from groklab.report.data import varying_columns
+from groklab.report.data import group_columns
 from groklab.report.page import esc
-from groklab.stats import DONE, SEED_COLUMNS, censored_median, mean_ci, median_interval
+from groklab.stats import DONE, censored_median, mean_ci, median_interval
 
 COLUMNS = ("seeds", "grokked / censored", "steps to 99% train", "steps to 99% val", "delay (median)", "final val acc", "final test acc")
 
@@ -44,7 +44,7 @@ def _acc_cell(values: Sequence[float | None]) -> str:
 
 def arm_rows(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """(setting, cells) per group of runs that differ only in their seeds (model or data split), in first-seen order."""
-    axes = [c for c in varying_columns(rows) if c not in SEED_COLUMNS]
+    axes = group_columns(rows)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         label = ", ".join(f"{a.split('.')[-1]} {row.get(a)}" for a in axes) or "all runs"
