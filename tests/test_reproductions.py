@@ -16,7 +16,9 @@ from groklab.experiments.claims import (
     nanda_excluded,
     nanda_keys,
     nanda_phases,
+    nanda_restricted,
     parity,
+    stablemax,
     structural_depth,
     structural_rise,
     structural_tree,
@@ -83,6 +85,21 @@ def test_parity_and_key_frequency_rules() -> None:
     ]
     ordered = {"memorization_end": 100, "circuit_formation_end": 900, "cleanup_end": 2000}
     assert nanda_phases({"per_seed": [{"phases": ordered}, {"phases": None}]})[1] == "partly"  # one seed never generalized
+
+
+def test_step_intervals_stop_at_zero_and_leads_do_not() -> None:
+    """A t-interval over 3 seeds (300, 500, 900 steps) reaches below zero; a step count cannot, a lead can."""
+    steps = {"mean": 566.7, "lo": -192.2, "hi": 1325.6, "n": 3, "censored": 0}
+    arms = {
+        "arms": {
+            "StableMax CE": {"steps_to_val_acc_99": {**steps, "n": 0, "censored": 3}},
+            "StableMax + ⊥Grad": {"steps_to_val_acc_99": steps},
+        }
+    }
+    ours, verdict = stablemax(arms)
+    assert "567 [0, 1326], 3/3 seeds" in ours and verdict == "partly"
+    lead = {"restricted_before_val": {"level": 1.0, "seeds_restricted_first": 2, "seeds": 3, "lead_steps": steps}}
+    assert "lead 567 [-192, 1326]" in nanda_restricted(lead)[0]
 
 
 def structural(**tasks: dict[int, tuple[float, float, float]]) -> dict:

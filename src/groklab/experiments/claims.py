@@ -7,6 +7,7 @@ recipe's page shows the claims of that recipe at the scale it ran.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections.abc import Callable
@@ -27,13 +28,18 @@ class Claim:
     """findings.json -> (what we measured, verdict)."""
 
 
-def _steps(e: dict[str, Any]) -> str:
-    """A censored_stats dict in words: mean [95% CI] over the seeds that got there, and how many did not."""
+def _steps(e: dict[str, Any], least: float = 0.0) -> str:
+    """A censored_stats dict in words: mean [95% CI] over the seeds that got there, and how many did not. The interval
+    is cut at `least`, the smallest value the quantity can take (a step count: 0)."""
     got, censored = e.get("n", 0), e.get("censored", 0)
     if not got:
         return f"none of {censored} seeds"
     interval = (
-        f" [{e['lo']:.0f}, {e['hi']:.0f}]" if e.get("lo") is not None and got >= 3 else " (< 3 seeds: no interval)" if got < 3 else ""
+        f" [{max(e['lo'], least):.0f}, {e['hi']:.0f}]"
+        if e.get("lo") is not None and got >= 3
+        else " (< 3 seeds: no interval)"
+        if got < 3
+        else ""
     )
     return f"{e['mean']:.0f}{interval}, {got}/{got + censored} seeds"
 
@@ -202,7 +208,7 @@ def parity(f: dict[str, Any]) -> tuple[str, str]:
 
 def nanda_restricted(f: dict[str, Any]) -> tuple[str, str]:
     r = f["restricted_before_val"]
-    ours = f"restricted loss below {r['level']:g} before the val loss in {r['seeds_restricted_first']} of {r['seeds']} seeds (lead {_steps(r['lead_steps'])} steps)"
+    ours = f"restricted loss below {r['level']:g} before the val loss in {r['seeds_restricted_first']} of {r['seeds']} seeds (lead {_steps(r['lead_steps'], least=-math.inf)} steps)"
     return ours, _share(r["seeds_restricted_first"], r["seeds"])
 
 
