@@ -34,13 +34,10 @@ def _steps(e: dict[str, Any], least: float = 0.0) -> str:
     got, censored = e.get("n", 0), e.get("censored", 0)
     if not got:
         return f"none of {censored} seeds"
-    interval = (
-        f" [{max(e['lo'], least):.0f}, {e['hi']:.0f}]"
-        if e.get("lo") is not None and got >= 3
-        else " (< 3 seeds: no interval)"
-        if got < 3
-        else ""
-    )
+    if got < 3:
+        interval = " (< 3 seeds: no interval)"
+    else:
+        interval = f" [{max(e['lo'], least):.0f}, {e['hi']:.0f}]" if e.get("lo") is not None else ""
     return f"{e['mean']:.0f}{interval}, {got}/{got + censored} seeds"
 
 
