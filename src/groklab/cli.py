@@ -576,12 +576,13 @@ LS_STATUS_STYLES = {"finished": "green", "incomplete": "yellow", "interrupted": 
 
 def cmd_ls(args: argparse.Namespace) -> None:
     from groklab.report import SHOWN_RESULTS, ls_rows
-    from groklab.report.data import group_columns, varying_columns
+    from groklab.report.data import varying_columns
     from groklab.stats import SEED_COLUMNS
 
     rows = ls_rows(Path(args.dir))
-    groups = group_columns(rows)
-    seeds = [c for c in SEED_COLUMNS if c in varying_columns(rows)]
+    varying = varying_columns(rows)
+    seeds = [c for c in SEED_COLUMNS if c in varying]
+    groups = [c for c in varying if c not in seeds]
     columns = ["run_id", *groups, *seeds, "status", *SHOWN_RESULTS]
     if args.quiet:  # full values, tab-separated, every column: for scripts
         from groklab.report.page import fmt

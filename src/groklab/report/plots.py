@@ -525,7 +525,8 @@ def test_acc_figure(rows: list[dict[str, Any]], max_groups: int = 60) -> Figure:
 
 def phase_heatmap(rows: list[dict[str, Any]], phases: list[str | None], categories: tuple[str, ...]) -> Figure | None:
     """The majority phase per cell of the first two varying numeric axes (other axes pooled), Liu et al. style."""
-    numeric = [c for c in group_columns(rows) if is_numeric_column(rows, c)]
+    groups = group_columns(rows)
+    numeric = [c for c in groups if is_numeric_column(rows, c)]
     if len(numeric) < 2:
         return None
     xcol, ycol = numeric[0], numeric[1]
@@ -540,7 +541,7 @@ def phase_heatmap(rows: list[dict[str, Any]], phases: list[str | None], categori
                 counts = {name: cell.count(name) for name in categories if name in cell}
                 z[j][i] = categories.index(max(counts, key=lambda k: counts[k]))
                 text[j][i] = f"{xcol}={x:g}, {ycol}={y:g}<br>" + "<br>".join(f"{k}: {v}" for k, v in counts.items())
-    pooled = [c for c in numeric[2:]] + [c for c in group_columns(rows) if c not in numeric]
+    pooled = [c for c in numeric[2:]] + [c for c in groups if c not in numeric]
     caption = f"Majority phase per cell over seeds{' and ' + ', '.join(pooled) if pooled else ''}."
     heat = Heatmap(
         [f"{x:g}" for x in xs],
