@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import hash_tree
 
 from groklab.presets import PRESETS
+from groklab.cli import build_parser
 
 GROKLAB = shutil.which("groklab") or str(Path(sys.executable).with_name("groklab"))
 SMALL = ["--threads", "1", "--device", "cpu", "--task.p", "7", "--model.width", "16", "--model.d-model", "8", "--eval-every", "2"]
@@ -33,6 +34,8 @@ def test_help_and_usage() -> None:
     assert result.returncode == 0 and "--task.train-frac" in result.stdout and "groklab train --preset mlp" in result.stdout
     bare = groklab()
     assert bare.returncode == 2 and "usage" in bare.stdout
+    listed = {line.split()[0] for line in bare.stdout.splitlines() if line.startswith("  ")}
+    assert listed == set(build_parser()), "the usage lists every command, and no other"
 
 
 def test_train_then_rerun_then_resume(tmp_path: Path) -> None:

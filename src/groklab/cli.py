@@ -34,6 +34,7 @@ commands:
   sweep SPEC --out DIR run a TOML sweep of many runs, locally or on a Ray cluster
   query DIR "SQL"      DuckDB SQL over a sweep's `runs` and `metrics` tables
   recipe NAME --out D  reproduce a published figure (a bundled sweep, its figures, findings.json)
+  reproductions        rewrite docs/reproductions.md, the scoreboard of published claims, from docs/findings/
   analyze RUN          Fourier circuits, norms, RQI, sharpness and phase of a run
   export-tl RUN        the run's transformer as a TransformerLens model (extra: interp)
   report DIR           a self-contained HTML report (and PNGs) of a run or a sweep
