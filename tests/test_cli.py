@@ -10,8 +10,8 @@ from pathlib import Path
 
 from conftest import hash_tree
 
-from groklab.presets import PRESETS
 from groklab.cli import build_parser
+from groklab.presets import PRESETS
 
 GROKLAB = shutil.which("groklab") or str(Path(sys.executable).with_name("groklab"))
 SMALL = ["--threads", "1", "--device", "cpu", "--task.p", "7", "--model.width", "16", "--model.d-model", "8", "--eval-every", "2"]
