@@ -3,20 +3,21 @@ example, and the loss mask and the task scores are right on hand-worked examples
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from groklab.config import TaskConfig
+from groklab.config import ModelConfig, TaskConfig
 from groklab.data import Dataset, build_task
 from groklab.data import question_formation as qf
 from groklab.data import tense_inflection as ti
 from groklab.data.dyck import closing_distances, opener_distances, shapes
 from groklab.data.sequences import encode
+from groklab.losses import make_loss
+from groklab.models import build_model
 
 SIZES = {"train_size": 600, "eval_size": 100, "gen_size": 100}
 
@@ -33,6 +34,10 @@ def examples(d: Dataset, split: str) -> list[list[str]]:
 
 def one_hot(y: torch.Tensor, vocab: int) -> torch.Tensor:
     return F.one_hot(y, vocab).float()  # (n, seq, vocab): argmax == y everywhere
+
+
+def unused(x: torch.Tensor) -> torch.Tensor:
+    raise AssertionError("a score that reads the given logits only ran the model again")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,13 +109,13 @@ def test_question_formation_scores_the_first_word_of_the_answer() -> None:
     assert vocab[x[0, 0]] == "<s>" and [vocab[t] for t in y[0]] == [*words, "</s>"] and bool(mask.all())
     d = data("question_formation")
     logits = one_hot(y, len(vocab))
-    assert d.score(logits, y, mask).tolist() == [1.0]  # type: ignore[misc]
+    assert d.score(unused, x, logits, y, mask).tolist() == [1.0]  # type: ignore[misc]
     answer = words.index("quest") + 1  # y[answer] = "does", predicted from x[answer] = "quest"
     wrong = logits.clone()
     wrong[0, answer + 1] = 0  # a later word wrong: still right
-    assert d.score(wrong, y, mask).tolist() == [1.0]  # type: ignore[misc]
+    assert d.score(unused, x, wrong, y, mask).tolist() == [1.0]  # type: ignore[misc]
     wrong[0, answer, vocab.index("doesn't")] = 2.0  # the linear rule's auxiliary
-    assert d.score(wrong, y, mask).tolist() == [0.0]  # type: ignore[misc]
+    assert d.score(unused, x, wrong, y, mask).tolist() == [0.0]  # type: ignore[misc]
 
 
 def test_the_loss_mask_covers_every_real_token_and_no_padding() -> None:
@@ -163,19 +168,83 @@ def test_tense_sentences_parse_agree_and_the_split_rules_hold() -> None:
             assert (many != nearest) == (split == "gen")  # only gen separates the linear rule from the hierarchical
 
 
-def test_tense_scores_the_main_verb() -> None:
+def follows(vocab: tuple[str, ...], y: torch.Tensor, answer: list[str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A scripted model of one example: it continues `answer` (the words after the task marker, then </s>) while
+    the answer words it was fed so far are `answer`'s, and predicts the reference target y where they are not."""
+    want, marker = [vocab.index(w) for w in answer], {vocab.index(ti.PRESENT), vocab.index(ti.PAST)}
+
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        row = inp[0].tolist()
+        s = next(t for t, token in enumerate(row) if token in marker)  # the answer's first word is predicted here
+        out = torch.zeros(1, len(row), len(vocab))
+        for t in range(len(row)):
+            k = t - s  # the answer word predicted at t, after the answer words row[s + 1 : t + 1]
+            on_script = 0 <= k < len(want) and row[s + 1 : t + 1] == want[:k]
+            out[0, t, want[k] if on_script else int(y[0, t])] = 1.0
+        return out
+
+    return forward
+
+
+def test_tense_decodes_greedily_and_scores_the_main_verb_as_murty_et_al() -> None:
+    """Right only when the decoded answer has the target's parts of speech and length and the target's main verb;
+    teacher forcing (feeding the reference) would score the main verb after a prefix the model did not produce."""
     d = data("tense_inflection")
-    rng = random.Random(1)
-    sentences = [ti.sentence(rng) for _ in range(200)]
-    x, y, mask = encode([s.example(True) for s in sentences], d.vocab)
-    logits = one_hot(y, len(d.vocab))
-    assert d.score(logits, y, mask).tolist() == [1.0] * len(sentences)  # type: ignore[misc]
-    for row, s in enumerate(sentences):
-        start = len(s.words) + 2  # y[start] is the answer's first word
-        logits[row, start + s.main_verb] = 0
-        other = start + (s.main_verb + 1) % len(s.words)
-        logits[row, other] = 0  # a wrong word elsewhere does not count
-    assert d.score(logits, y, mask).tolist() == [0.0] * len(sentences)  # type: ignore[misc]
+    words = tuple("the yak near the zebras swam . present the yak near the zebras swims .".split())
+    x, y, mask = encode([words], d.vocab)
+    main_verb = words.index("swims")  # y[i] is words[i]
+    cases = {
+        "the yak near the zebras swims .": 1.0,  # the reference
+        "the yak near the zebra swims .": 1.0,  # another noun, same parts of speech, the right main verb
+        "the yak near the zebra swim .": 0.0,  # the main verb agreeing with what the model itself wrote
+        "the yak near the zebras swim .": 0.0,  # the linear rule
+        "the yak near the zebras swims": 0.0,  # ends early
+        "the yak near the zebras swims . .": 0.0,  # goes on
+        "the yak who the zebras swims .": 0.0,  # a relativizer where the preposition is
+    }
+    for answer, expected in cases.items():
+        forward = follows(d.vocab, y, [*answer.split(), "</s>"])
+        logits = forward(x)
+        assert d.score(forward, x, logits, y, mask).tolist() == [expected], answer  # type: ignore[misc]
+    teacher_forced = follows(d.vocab, y, [*"the yak near the zebra swim .".split(), "</s>"])(x).argmax(-1)
+    assert teacher_forced[0, main_verb] == y[0, main_verb]  # fed the reference, this model writes the right verb
+
+
+def greedy_by_hand(model: torch.nn.Module, d: Dataset, words: list[str]) -> float:
+    """Token-by-token greedy decoding of one example after its task marker, scored by Murty et al.'s rule."""
+    past = words[: words.index(".")]
+    main = ti_parse(past)[0]
+    target = [d.vocab.index(w) for w in words[len(past) + 2 :]] + [2]
+    tokens = [1, *(d.vocab.index(w) for w in words[: len(past) + 2])]
+    decoded: list[int] = []
+    while len(decoded) < len(target) and (not decoded or decoded[-1] != 2):  # as long as the target, or to its </s>
+        decoded.append(int(model(torch.tensor([tokens + decoded]))[0, -1].argmax()))
+    kind = {w: k for k, group in enumerate(ti.lexicon()) for w in group}
+    part = lambda ids: [kind.get(d.vocab[i], d.vocab[i]) for i in ids]  # noqa: E731
+    return float(part(decoded) == part(target) and decoded[main] == target[main])
+
+
+def test_tense_greedy_decoding_matches_decoding_token_by_token() -> None:
+    """A briefly trained LM (right on some answers, wrong on others, some of them only after its own earlier words):
+    the batched fixed-point decoding scores every val and gen example as decoding one token at a time does."""
+    torch.manual_seed(0)
+    d = data("tense_inflection")
+    model = build_model(ModelConfig(name="lm", d_model=32, n_layers=2, n_heads=2, d_mlp=64), d, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    loss = make_loss("cross_entropy", "float32")
+    for _ in range(250):
+        idx = d.train[torch.randint(len(d.train), (32,))]
+        optimizer.zero_grad()
+        loss(model(d.x[idx]), d.y[idx], d.mask[idx]).backward()  # type: ignore[index]
+        optimizer.step()
+    model.eval()
+    idx = torch.cat([d.val, d.extra_splits["gen"]])
+    x, y, mask = d.x[idx], d.y[idx], d.mask[idx]  # type: ignore[index]
+    with torch.inference_mode():
+        batched = d.score(model, x, model(x), y, mask)  # type: ignore[misc]
+        by_hand = torch.tensor([greedy_by_hand(model, d, words) for split in ("val", "gen") for words in examples(d, split)])
+    assert torch.equal(batched, by_hand)
+    assert 0.05 < float(batched.mean()) < 0.95  # some right, some wrong
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,15 +280,15 @@ def test_dyck_scores_closing_brackets_among_closing_brackets_only() -> None:
     assert closing_distances(y, 5, 2, 3).tolist() == [[0, 0, 1, 0, 1, 5, 0]]
     logits = one_hot(y, len(vocab))
     logits[0, :, vocab.index("(a")] = 5.0  # an opening bracket on top everywhere: not among the closing brackets
-    assert d.score(logits, y, mask).tolist() == [1.0]  # type: ignore[misc]
+    assert d.score(unused, x, logits, y, mask).tolist() == [1.0]  # type: ignore[misc]
     logits[0, 2, vocab.index("a)")] = 2.0  # wrong at distance 1 < min_distance: not scored
-    assert d.score(logits, y, mask).tolist() == [1.0]  # type: ignore[misc]
+    assert d.score(unused, x, logits, y, mask).tolist() == [1.0]  # type: ignore[misc]
     logits[0, 5, vocab.index("b)")] = 2.0  # wrong at distance 5
-    assert d.score(logits, y, mask).tolist() == [0.0]  # type: ignore[misc]
+    assert d.score(unused, x, logits, y, mask).tolist() == [0.0]  # type: ignore[misc]
     every = data("dyck", n_brackets=2, max_depth=3, max_len=20)
     logits = one_hot(y, len(vocab))
     logits[0, 2, vocab.index("a)")] = 2.0
-    assert every.score(logits, y, mask).tolist() == [0.0]  # type: ignore[misc]
+    assert every.score(unused, x, logits, y, mask).tolist() == [0.0]  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("name", ["dyck", "question_formation", "tense_inflection"])

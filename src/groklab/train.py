@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,11 +101,12 @@ def weight_norm(model: nn.Module) -> float:
     return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
 
 
-def correct(data: Dataset, logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+def correct(data: Dataset, forward: Callable[[Tensor], Tensor], x: Tensor, logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
     """Per-example correctness (n,), or for sequence tasks without their own score the correctness of every target
-    position pooled (its mean is token accuracy)."""
+    position pooled (its mean is token accuracy). logits = forward(x); a task's score may run forward again."""
     if data.score is not None:
-        return data.score(logits, y, mask)
+        assert mask is not None  # every task with a score is a sequence task
+        return data.score(forward, x, logits, y, mask)
     right = (logits.argmax(-1) == y).float()
     return right if mask is None else right[mask]
 
@@ -122,7 +123,7 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 6553
         x, y, mask = data.x[idx], data.y[idx], None if data.mask is None else data.mask[idx]
         logits = torch.cat([forward(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes) or (n, seq, n_classes)
         out[f"{split}/loss"] = float(loss_fn(logits, y, mask))
-        out[f"{split}/acc"] = float(correct(data, logits, y, mask).mean())
+        out[f"{split}/acc"] = float(correct(data, forward, x, logits, y, mask).mean())
     model.train()
     return out
 

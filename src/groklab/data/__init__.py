@@ -16,7 +16,7 @@ from groklab.data import addition, dyck, images, parity, question_formation, ten
 from groklab.data.modular import MODULAR_OPS, ModOp
 from groklab.data.permutations import ORDER as S5_ORDER
 from groklab.data.permutations import S5_OPS
-from groklab.data.sequences import SPLITS, SequenceTask, encode
+from groklab.data.sequences import SPLITS, Score, SequenceTask, encode
 from groklab.data.split import split_indices, split_sizes
 
 Tensor = torch.Tensor
@@ -42,9 +42,10 @@ class Dataset:
     """Sequence tasks: (N, seq) bool, the positions that have a target (the model then gives logits at every position)."""
     extra_splits: dict[str, Tensor] = field(default_factory=dict)
     """Task-defined splits beside train/val/test, evaluated and logged as `<name>/loss` and `<name>/acc` (e.g. `gen`)."""
-    score: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None
-    """Task-defined correctness: (logits, y, mask) of some examples -> (n,) per-example score in [0, 1], whose mean is
-    the split's `acc`. Default: argmax == y (sequence tasks: over every target position together)."""
+    score: Score | None = None
+    """Task-defined correctness: (forward, x, logits, y, mask) of some examples -> (n,) per-example score in [0, 1],
+    whose mean is the split's `acc` (see groklab.data.sequences.Score). Default: argmax == y (sequence tasks: over
+    every target position together)."""
     vocab: tuple[str, ...] = ()
     """Sequence tasks: the token strings by id (so runs and reports can print examples)."""
 

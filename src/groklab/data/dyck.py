@@ -21,7 +21,7 @@ import string
 import torch
 
 from groklab.config import TaskConfig
-from groklab.data.sequences import SPECIALS, SequenceTask, draw, make_vocab
+from groklab.data.sequences import SPECIALS, Forward, SequenceTask, draw, make_vocab
 
 Tensor = torch.Tensor
 
@@ -118,7 +118,7 @@ def build(task: TaskConfig, seed: int) -> SequenceTask:
     }
     first_close = len(SPECIALS) + task.n_brackets
 
-    def score(logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+    def score(forward: Forward, x: Tensor, logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         """(n, seq, vocab), (n, seq) -> (n,): every scored closing bracket is the argmax among the closing brackets."""
         closes = (y >= first_close) & (y < first_close + task.n_brackets)
         if task.min_distance > 1:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from groklab.config import TaskConfig
-from groklab.data.sequences import SequenceTask, answer_right, draw_splits, make_vocab, marker_position
+from groklab.data.sequences import Forward, SequenceTask, answer_right, draw_splits, make_vocab, marker_position
 
 Tensor = torch.Tensor
 
@@ -127,7 +127,7 @@ def build(task: TaskConfig, seed: int) -> SequenceTask:
     splits = draw_splits(seed, task, in_distribution, generalization)
     markers = torch.tensor([vocab.index(QUEST), vocab.index(DECL)])
 
-    def score(logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+    def score(forward: Forward, x: Tensor, logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         """The first word of the answer (the target right after the task marker), greedy: (n, seq, vocab) -> (n,)."""
         return answer_right(logits, y, marker_position(y, markers.to(y.device)) + 1)
 

@@ -18,8 +18,10 @@ from groklab.config import TaskConfig
 from groklab.errors import UserError
 
 Tensor = torch.Tensor
-Score = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-"""(logits (n, seq, vocab), y (n, seq), mask (n, seq)) -> (n,) per-example correctness in {0, 1}."""
+Forward = Callable[[Tensor], Tensor]
+Score = Callable[[Forward, Tensor, Tensor, Tensor, Tensor], Tensor]
+"""(forward, x (n, seq), logits (n, seq, vocab) = forward(x), y (n, seq), mask (n, seq)) -> (n,) per-example
+correctness in {0, 1}. `forward` (the model as evaluation runs it) lets a score decode greedily."""
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SPECIALS = (PAD, BOS, EOS)
@@ -94,11 +96,41 @@ def encode(sequences: list[tuple[str, ...]], vocab: tuple[str, ...]) -> tuple[Te
 
 
 def answer_right(logits: Tensor, y: Tensor, at: Tensor) -> Tensor:
-    """Greedy prediction right at one position per example: logits (n, seq, vocab), y (n, seq), at (n,) -> (n,) float.
-
-    The prefix before `at` is the reference, as greedy decoding produces it whenever it got the prefix right."""
+    """Whether the prediction at one position per example is its target: logits (n, seq, vocab), y (n, seq), at (n,)
+    -> (n,) float. Greedy decoding's first word of an answer whose prompt ends at `at`."""
     rows = torch.arange(len(y), device=y.device)
     return (logits[rows, at].argmax(-1) == y[rows, at]).float()
+
+
+def decoded_right(forward: Forward, x: Tensor, logits: Tensor, y: Tensor, mask: Tensor, start: Tensor, at: Tensor, pos: Tensor) -> Tensor:
+    """Greedy decoding of every answer, scored as Murty et al.'s code scores tense inflection: (n,) float, 1 where
+    the answer decoded from target position `start` (after the prompt) ends where the target ends, has the target's
+    part of speech (`pos`: a class per token id) at every position, and the target's word at `at`.
+
+    x, y, mask: (n, seq) as `encode` makes them; logits = forward(x). Decoded to a fixed point instead of token by
+    token: feed the reference answer; while a row's greedy prediction differs from the token fed after it, put the
+    first difference in its place and run that row again. Predictions before the first difference are then greedy's
+    own, so every pass settles one more position, and a row the model gets right takes none."""
+    n, seq = y.shape
+    positions = torch.arange(seq, device=y.device)
+    end = mask.sum(-1) - 1  # (n,) the target's </s>
+    answer = (positions >= start[:, None]) & (positions <= end[:, None])  # (n, seq)
+    out, pred, rows = y.clone(), logits.argmax(-1), torch.arange(n, device=y.device)
+    right = torch.zeros(n, device=y.device)
+    while len(rows):
+        differs = answer[rows] & (pred != out[rows])
+        first = differs.int().argmax(-1)  # (active,) the first difference (0 where there is none)
+        settled = ~differs.any(-1)
+        done = rows[settled]
+        right[done] = (out[done, at[done]] == y[done, at[done]]).float()
+        word = pred[torch.arange(len(rows), device=y.device), first]
+        same_pos = pos[word] == pos[y[rows, first]]  # else the decoded answer's structure is wrong: 0
+        fix = ~settled & same_pos
+        rows, first, word = rows[fix], first[fix], word[fix]
+        out[rows, first] = word
+        if len(rows):
+            pred = forward(torch.cat([x[rows, :1], out[rows, :-1]], 1)).argmax(-1)  # x is <s> then y shifted
+    return right
 
 
 def marker_position(y: Tensor, markers: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ Examples are one sequence `past . present present-sentence .` or `past . past pa
 (agree with the nearest noun before the verb) and the hierarchical one (agree with the subject) give the same main
 verb on every training example: training re-inflections have no noun of the other number between the head and the
 main verb (copies may). The generalization split `gen` holds re-inflections whose nearest noun before the main verb
-differs in number from the head. Score: the form of the main verb.
+differs in number from the head. Score: the form of the main verb in the greedily decoded answer, which must have the
+target's part of speech at every position (Murty et al.'s code, after McCoy et al.).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from groklab.config import TaskConfig
 from groklab.data.question_formation import DETERMINERS, NOUNS, PREPOSITIONS, plural
-from groklab.data.sequences import SequenceTask, answer_right, draw_splits, make_vocab, marker_position
+from groklab.data.sequences import Forward, SequenceTask, decoded_right, draw_splits, make_vocab, marker_position
 
 Tensor = torch.Tensor
 
@@ -121,21 +122,30 @@ def generalization(rng: random.Random) -> tuple[str, ...] | None:
     return s.example(True) if s.agreement_differs else None
 
 
-def lexicon() -> set[str]:
+def lexicon() -> tuple[set[str], ...]:
+    """The words by part of speech: determiners, nouns (either number), verbs (any form), prepositions, relativizers,
+    then the punctuation and task markers."""
     verbs = {w for table in (INTRANSITIVE, TRANSITIVE) for past, forms in table.items() for w in (past, *forms)}
     nouns = {w for n in NOUNS for w in (n, plural(n))}
-    return {*DETERMINERS, *nouns, *PREPOSITIONS, *verbs, "who", "that", ".", PRESENT, PAST}
+    return set(DETERMINERS), nouns, verbs, set(PREPOSITIONS), {"who", "that"}, {".", PRESENT, PAST}
+
+
+def parts_of_speech(vocab: tuple[str, ...], classes: tuple[set[str], ...]) -> Tensor:
+    """(vocab,) a class per token id: the index of its class among the first five of `classes`; every other token
+    (punctuation, markers, specials) a class of its own."""
+    return torch.tensor([next((k for k, c in enumerate(classes[:5]) if w in c), 5 + i) for i, w in enumerate(vocab)])
 
 
 def build(task: TaskConfig, seed: int) -> SequenceTask:
-    vocab = make_vocab(lexicon())
+    classes = lexicon()
+    vocab = make_vocab(set().union(*classes))
     splits = draw_splits(seed, task, in_distribution, generalization)
     ids = lambda words: torch.tensor([vocab.index(w) for w in words])  # noqa: E731
     markers, transitive = ids([PRESENT, PAST]), ids([w for past, forms in TRANSITIVE.items() for w in (past, *forms)])
-    who, that, prepositions = vocab.index("who"), vocab.index("that"), ids(PREPOSITIONS)
+    who, that, prepositions, pos = vocab.index("who"), vocab.index("that"), ids(PREPOSITIONS), parts_of_speech(vocab, classes)
 
-    def score(logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
-        """The main verb of the answer, greedy: (n, seq, vocab), (n, seq) -> (n,)."""
+    def score(forward: Forward, x: Tensor, logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        """The main verb of the greedily decoded answer: (n,) float."""
         start = marker_position(y, markers.to(y.device)) + 1  # (n,) the answer's first word
         rows = torch.arange(len(y), device=y.device)
         third, fourth = y[rows, (start + 2).clamp(max=y.shape[1] - 1)], y[rows, (start + 3).clamp(max=y.shape[1] - 1)]
@@ -144,6 +154,6 @@ def build(task: TaskConfig, seed: int) -> SequenceTask:
         at = torch.where(third == that, MAIN_VERB_AT["that"], at)
         is_tr = torch.isin(fourth, transitive.to(y.device))
         at = torch.where(third == who, torch.where(is_tr, MAIN_VERB_AT["who_transitive"], MAIN_VERB_AT["who_intransitive"]), at)
-        return answer_right(logits, y, start + at)
+        return decoded_right(forward, x, logits, y, mask, start, start + at, pos.to(y.device))
 
     return SequenceTask(vocab, splits, score)
