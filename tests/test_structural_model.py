@@ -93,6 +93,10 @@ BAD = [
     (["--task.bracket-types", "3"], "unknown config field 'task.bracket-types'"),
     (["--model.name", "transformer"], "model.name='transformer' is not valid for task.name='dyck' (a sequence task): expected lm"),
     (["--model.name", "mlp"], "model.name='mlp' is not valid for task.name='dyck' (a sequence task): expected lm"),
+    (  # more distinct strings than Dyck-(1, 1) up to 4 tokens has: found when the data is built, before any file
+        ["--task.n-brackets", "1", "--task.max-depth", "1", "--task.max-len", "4", "--task.train-size", "10"],
+        "task.train_size=10 is not valid: the generator found only 1 distinct such examples; ask for fewer",
+    ),
 ]
 
 

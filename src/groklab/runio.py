@@ -309,10 +309,10 @@ class RunDir:
         self.summary_path.unlink(missing_ok=True)
         (self.path / "metrics.parquet").unlink(missing_ok=True)
 
-    def prepare(self, config: Config) -> bool:
-        """Create the run dir for `config`; True if it already holds this very run (then resume it).
+    def holds(self, config: Config) -> bool:
+        """True if the run dir holds this very run already, False if it is new or empty; writes nothing.
 
-        Refuses, without touching anything, a directory that holds a different run or other files.
+        Refuses a directory that holds a different run or other files.
         """
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path} is a file, not a directory")
@@ -323,6 +323,13 @@ class RunDir:
             return True
         if self.path.exists() and any(self.path.iterdir()):
             raise UserError(f"--out {self.path} is not empty and holds no groklab run; choose an empty or new directory")
+        return False
+
+    def prepare(self, config: Config) -> bool:
+        """Create the run dir for `config`; True if it already holds this very run (then resume it). Refuses, without
+        touching anything, what `holds` refuses."""
+        if self.holds(config):
+            return True
         try:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.config_path, {"groklab_version": VERSION, "schema_version": SCHEMA_VERSION, "config": to_dict(config)})

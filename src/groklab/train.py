@@ -461,13 +461,13 @@ def train_pack(
 
 
 def run_members(configs: list[Config], outs: list[Path], ensemble: bool, progress: bool, hooks: Sequence[Hook]) -> list[dict[str, Any]]:
-    """configs[k] into outs[k]: check everything that can fail before a file is written, create or reopen the run
-    directories, build the data, the stepper and the hooks, and fit the members not yet finished."""
+    """configs[k] into outs[k]: check everything that can fail before a file is written (the data included), create or
+    reopen the run directories, build the stepper and the hooks, and fit the members not yet finished."""
     configs = [check(c) for c in configs]
     config = configs[0]
     loggers = [MetricLoggers(c, out) for c, out in zip(configs, outs, strict=True)]  # a missing --log extra fails here
     runs = [RunDir(out) for out in outs]
-    existing = [run.prepare(c) for run, c in zip(runs, configs, strict=True)]
+    existing = [run.holds(c) for run, c in zip(runs, configs, strict=True)]
     summaries = [run.read_summary() if old else None for run, old in zip(runs, existing, strict=True)]
     todo = [k for k, s in enumerate(summaries) if s is None or not finished(s, configs[k])]
     if not todo:
@@ -476,7 +476,9 @@ def run_members(configs: list[Config], outs: list[Path], ensemble: bool, progres
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     keep_freed_memory(device)
-    data = build_task(config.task, config.split_seed).to(device)
+    data = build_task(config.task, config.split_seed).to(device)  # a size the generator cannot supply fails here, first
+    for k in todo:
+        runs[k].prepare(configs[k])
     members = [configs[k] for k in todo]
     stepper = Ensemble(members, data, device) if ensemble else Single(members[0], data, device)
     all_hooks: list[Hook] = [*hooks, Mirror([loggers[k] for k in todo])]
