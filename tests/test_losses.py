@@ -65,3 +65,21 @@ def test_collapse_fraction_measures_float32_even_for_float64_logits() -> None:
     assert softmax_collapse_fraction(logits, y) == 1.0
     grad64 = torch.autograd.grad(F.cross_entropy(logits.requires_grad_(True), y), logits)[0]
     assert bool((grad64 != 0).any())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_masked_sequence_loss_is_the_mean_over_real_tokens_only(dtype: str) -> None:
+    """Sequence A has one real token (loss log 4/3), B three (log 2 each); every padded position would cost 200."""
+    pad = torch.tensor([100.0, -100.0])  # target 1 under these logits: cross-entropy 200
+    logits = torch.stack(
+        [
+            torch.stack([torch.tensor([0.0, -torch.log(torch.tensor(3.0))]), pad, pad]),  # target 0: log(1 + 1/3)
+            torch.zeros(3, 2),  # log 2 at every position
+        ]
+    )  # (2 sequences, 3 positions, 2 classes)
+    y = torch.tensor([[0, 1, 1], [0, 1, 0]])
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    expected = (torch.log(torch.tensor(4 / 3)) + 3 * torch.log(torch.tensor(2.0))) / 4
+    assert float(make_loss("cross_entropy", dtype)(logits, y, mask)) == pytest.approx(float(expected), rel=1e-6)
+    every = (torch.log(torch.tensor(4 / 3)) + 2 * 200 + 3 * torch.log(torch.tensor(2.0))) / 6  # padding counted
+    assert float(make_loss("cross_entropy", dtype)(logits, y, torch.ones_like(mask))) == pytest.approx(float(every), rel=1e-6)

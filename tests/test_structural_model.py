@@ -19,6 +19,8 @@ from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.models.transformer import LanguageModel
 from groklab.presets import get_preset
+from groklab.runio import load_run
+from groklab.train import Hook, train
 
 LM = ModelConfig(name="lm", d_model=16, n_layers=2, n_heads=2, d_mlp=32)
 
@@ -114,3 +116,22 @@ def test_an_lm_on_a_table_task_and_tied_embeddings_elsewhere_are_refused() -> No
     with pytest.raises(UserError, match=r"^model.tie_embeddings=true is not valid for model.name='transformer'"):
         validate(Config(model=ModelConfig(name="transformer", tie_embeddings=True)))
     assert validate(tiny(get_preset("dyck"))).task == get_preset("dyck").task
+
+
+class Claims(Hook):
+    """Overrides metric keys of every row before the loop reads it: what stopping would see if it looked there."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    def measure(self, member: int, evaluation: int, model: torch.nn.Module) -> dict[str, float]:
+        return dict.fromkeys(self.keys, 1.0)
+
+
+def test_stopping_reads_val_never_gen_or_test_and_the_summary_carries_gen(tmp_path: Path) -> None:
+    config = tiny(get_preset("tense-inflection"), {"task.train_size": 40, "task.eval_size": 8, "task.gen_size": 8, "steps": 12, "stop_patience": 3})
+    ran = train(config, tmp_path / "gen-test", progress=False, hooks=[Claims(("gen/acc", "test/acc"))])
+    assert ran["steps"] == 12 and not ran.get("stopped_early") and ran["steps_to_val_acc_99"] is None
+    assert ran["final"]["gen/acc"] == 1.0 and load_run(tmp_path / "gen-test").metrics[-1]["gen/loss"] == ran["final"]["gen/loss"]
+    stopped = train(config, tmp_path / "val", progress=False, hooks=[Claims(("val/acc",))])  # the control: val does stop it
+    assert stopped["stopped_early"] and stopped["steps"] == 3

@@ -169,7 +169,8 @@ def report(summary: dict, out: Path, quiet: bool) -> None:
         return
     final = summary["final"]
     print(f"status {summary['status']} after {summary['steps']} steps in {summary['wall_s']:.1f} s")
-    print(f"final acc  train {final['train/acc']:.3f}  val {final['val/acc']:.3f}  test {final['test/acc']:.3f}")
+    gen = f"  gen {final['gen/acc']:.3f}" if "gen/acc" in final else ""
+    print(f"final acc  train {final['train/acc']:.3f}  val {final['val/acc']:.3f}  test {final['test/acc']:.3f}{gen}")
     if summary["status"] == "diverged":
         print(f"diverged: non-finite loss or gradient at step {summary['diverged_at_step']}; the update was not applied")
     t99, v99 = summary["steps_to_train_acc_99"], summary["steps_to_val_acc_99"]

@@ -408,6 +408,7 @@ def summarize(rows: list[dict[str, Any]], status: str, steps: int, wall_s: float
     at = [r["step"] for r in rows]
     train99, val99 = (first_step(at, [r.get(key) for r in rows]) for key in ("train/acc", "val/acc"))
     final_keys = ("train/acc", "train/loss", "val/acc", "val/loss", "test/acc", "test/loss")
+    final_keys += tuple(k for k in ("gen/acc", "gen/loss") if k in last)  # sequence tasks' generalization split
     return {
         "status": status,
         "steps": steps,
