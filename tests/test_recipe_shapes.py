@@ -28,6 +28,7 @@ from groklab.experiments.claims import claims_of, evaluate
 from groklab.experiments.recipes import MODULES, Findings, get_recipe, recipe_runs, spec_text
 from groklab.report.plots import Figure
 from groklab.runio import RunDir, summarize
+from groklab.stats import share_interval
 from groklab.sweep import PlannedRun, parse_spec
 from groklab.sweep.runner import prepare_sweep_dir
 from groklab.sweep.table import RunsTable
@@ -500,7 +501,9 @@ def check_structural(n: dict[str, Any], parts: dict[str, Part], figures: dict[st
             cell = n["per_task"][task][str(depth)]
             assert cell["seeds"] == len(plans)
             assert cell["val_never_99"] == sum(p.gen is None for p in plans)
-            assert cell["share_passing_80"] == sum(p.gen is not None for p in plans) / len(plans)
+            passed = sum(p.gen is not None for p in plans)
+            assert cell["share_passing_80"] == passed / len(plans)
+            assert cell["share_passing_80_ci"] == list(share_interval(passed, len(plans)))
 
 
 EXPECT: dict[str, Callable[[dict[str, Any], dict[str, Part], dict[str, Figure]], None]] = {

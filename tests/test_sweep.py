@@ -14,7 +14,7 @@ import pytest
 from groklab.cli import main
 from groklab.config import Config, UserError, apply_overrides
 from groklab.presets import get_preset
-from groklab.stats import censored_median, group_stats, mean_ci
+from groklab.stats import censored_median, group_stats, mean_ci, share_interval
 from groklab.sweep import expand, parse_spec, query, run_id
 from groklab.sweep.table import RunsTable
 
@@ -187,6 +187,14 @@ def test_mean_ci_matches_the_t_interval() -> None:
     assert mean_ci([]).n == 0
     assert mean_ci([5.0]).bounds() == (5.0, 5.0, 5.0)  # one value: a point, not an interval, in tables
     assert all(math.isnan(v) for v in mean_ci([]).bounds())
+
+
+def test_share_interval_is_wilsons() -> None:
+    assert share_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # the textbook example
+    z2 = 1.959963984540054**2
+    assert share_interval(0, 3) == pytest.approx((0.0, (z2 / 3) / (1 + z2 / 3)))  # none of 3: still an interval
+    lo, hi = share_interval(3, 3)
+    assert hi == 1.0 and lo == pytest.approx(1 - share_interval(0, 3)[1])
 
 
 def test_censored_runs_are_counted_not_averaged() -> None:

@@ -75,6 +75,17 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
     return Estimate(mean, mean - half, mean + half, n)
 
 
+def share_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval for a share of k successes in n trials (e.g. seeds passing a threshold): within [0, 1],
+    and not empty at k = 0 or k = n as the normal approximation is."""
+    from scipy.special import ndtri  # the normal quantile
+
+    z, share = float(ndtri((1 + confidence) / 2)), k / n
+    center = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
 def censored_median(times: Sequence[float | None]) -> float | None:
     """Median with censored runs (None) as +inf; None when the median itself is censored."""
     if not times:

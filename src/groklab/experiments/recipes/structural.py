@@ -4,7 +4,7 @@ generalize hierarchically; how well is an inverted U in depth, and the best dept
 structural: one depth sweep (model.n_layers) per task (dyck, question-formation, tense-inflection), with
 `--analysis tree`. Findings per task and depth, over seeds: generalization accuracy when in-distribution val
 accuracy first reaches 99% (where early stopping on it would stop) and at the end, the share of seeds whose
-generalization accuracy ever passes 80%, and the final tree-structuredness.
+generalization accuracy ever passes 80% (with Wilson's 95% interval), and the final tree-structuredness.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from groklab.experiments.recipes import Findings, Recipe
 from groklab.experiments.recipes.common import PALETTE, SPLIT_COLORS, band, estimate, first_step, group, last_logged, rows, run_data
 from groklab.report.data import RunData
 from groklab.report.plots import Figure, Series
-from groklab.stats import GROK_ACC, mean_ci
+from groklab.stats import GROK_ACC, mean_ci, share_interval
 
 PASS = 0.8
 """Generalization accuracy a seed must pass at some evaluation to count (the paper's inverted-U criterion)."""
@@ -42,6 +42,7 @@ def per_depth(runs: list[RunData]) -> dict[str, Any]:
         "gen_acc_final": estimate(mean_ci([v for r in runs if (v := last_logged(r, "gen/acc")) is not None])),
         "gen_acc_best": estimate(mean_ci(best)),
         "share_passing_80": sum(b >= PASS for b in best) / len(runs),
+        "share_passing_80_ci": list(share_interval(sum(b >= PASS for b in best), len(runs))),  # Wilson's, 95%
         "tree_final": estimate(mean_ci([v for r in runs if (v := last_logged(r, "tree/score")) is not None])),
         "seeds": len(runs),
     }
