@@ -291,7 +291,7 @@ def copy_task(n: int = 512, seq: int = 8, vocab: int = 6) -> Dataset:
     perm = torch.randperm(n, generator=g)
     return Dataset(
         x=x, y=torch.roll(x, 1, dims=1), n_classes=vocab, vocab_size=vocab, train=perm[:256], val=perm[256:384], test=perm[384:],
-        mask=mask, extra_splits={"gen": perm[384:448]}, score=lambda logits, y, m: ((logits.argmax(-1) == y) | ~m).all(-1).float(),
+        mask=mask, extra_splits={"gen": perm[384:448]}, score=lambda forward, x, logits, y, m: ((logits.argmax(-1) == y) | ~m).all(-1).float(),
     )  # fmt: skip
 
 
