@@ -45,6 +45,9 @@ def test_train_then_rerun_then_resume(tmp_path: Path) -> None:
     assert "status finished after 4 steps" in result.stdout and str(out) in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4
+    fit = summary["steps_to_train_acc_99"]  # 4 steps: val never reaches 0.99; the line says what train did
+    said = f"train acc reached 0.99 at step {fit}" if fit is not None else "neither train nor val acc reached 0.99"
+    assert f"not grokked: {said}" in result.stdout and "None" not in result.stdout
     before = hash_tree(out)
     again = groklab("train", "--preset", "mlp", "--out", str(out), "--steps", "4", *SMALL, "--quiet")
     assert again.returncode == 0 and again.stdout.strip() == str(out)

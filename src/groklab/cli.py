@@ -176,8 +176,10 @@ def report(summary: dict, out: Path, quiet: bool) -> None:
     t99, v99 = summary["steps_to_train_acc_99"], summary["steps_to_val_acc_99"]
     if summary["grokked"]:
         print(f"grokked: train acc reached {GROK_ACC} at step {t99}, val acc at step {v99} (delay {summary['grok_delay']} steps)")
-    else:
+    elif t99 is not None:
         print(f"not grokked: train acc reached {GROK_ACC} at step {t99}; val acc never reached {GROK_ACC} within budget")
+    else:
+        print(f"not grokked: neither train nor val acc reached {GROK_ACC} within budget")
     print(f"run directory: {out}  (summary.json, metrics.jsonl, metrics.parquet, checkpoints/)")
 
 
