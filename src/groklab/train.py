@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from torch import nn
 from groklab.analysis import parse_analysis, training_metrics
 from groklab.config import Config, flatten, to_dict, validate
 from groklab.data import Dataset, build_task, check_task
+from groklab.data.sequences import Forward
 from groklab.errors import UserError
 from groklab.loggers import MetricLoggers, parse_log
 from groklab.losses import LossFn
@@ -101,7 +102,7 @@ def weight_norm(model: nn.Module) -> float:
     return math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in model.parameters()))
 
 
-def correct(data: Dataset, forward: Callable[[Tensor], Tensor], x: Tensor, logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+def correct(data: Dataset, forward: Forward, x: Tensor, logits: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
     """Per-example correctness (n,), or for sequence tasks without their own score the correctness of every target
     position pooled (its mean is token accuracy). logits = forward(x); a task's score may run forward again."""
     if data.score is not None:
@@ -478,7 +479,8 @@ def run_members(configs: list[Config], outs: list[Path], ensemble: bool, progres
     keep_freed_memory(device)
     data = build_task(config.task, config.split_seed).to(device)  # a size the generator cannot supply fails here, first
     for k in todo:
-        runs[k].prepare(configs[k])
+        if not existing[k]:
+            runs[k].prepare(configs[k])
     members = [configs[k] for k in todo]
     stepper = Ensemble(members, data, device) if ensemble else Single(members[0], data, device)
     all_hooks: list[Hook] = [*hooks, Mirror([loggers[k] for k in todo])]

@@ -123,22 +123,21 @@ def generalization(rng: random.Random) -> tuple[str, ...] | None:
 
 
 def lexicon() -> tuple[set[str], ...]:
-    """The words by part of speech: determiners, nouns (either number), verbs (any form), prepositions, relativizers,
-    then the punctuation and task markers."""
+    """The words by part of speech: determiners, nouns (either number), verbs (any form), prepositions, relativizers."""
     verbs = {w for table in (INTRANSITIVE, TRANSITIVE) for past, forms in table.items() for w in (past, *forms)}
     nouns = {w for n in NOUNS for w in (n, plural(n))}
-    return set(DETERMINERS), nouns, verbs, set(PREPOSITIONS), {"who", "that"}, {".", PRESENT, PAST}
+    return set(DETERMINERS), nouns, verbs, set(PREPOSITIONS), {"who", "that"}
 
 
 def parts_of_speech(vocab: tuple[str, ...], classes: tuple[set[str], ...]) -> Tensor:
-    """(vocab,) a class per token id: the index of its class among the first five of `classes`; every other token
-    (punctuation, markers, specials) a class of its own."""
-    return torch.tensor([next((k for k, c in enumerate(classes[:5]) if w in c), 5 + i) for i, w in enumerate(vocab)])
+    """(vocab,) a class per token id: the index of its part of speech in `classes`; every other token (punctuation,
+    markers, specials) a class of its own."""
+    return torch.tensor([next((k for k, c in enumerate(classes) if w in c), len(classes) + i) for i, w in enumerate(vocab)])
 
 
 def build(task: TaskConfig, seed: int) -> SequenceTask:
     classes = lexicon()
-    vocab = make_vocab(set().union(*classes))
+    vocab = make_vocab(set().union(*classes, {".", PRESENT, PAST}))
     splits = draw_splits(seed, task, in_distribution, generalization)
     ids = lambda words: torch.tensor([vocab.index(w) for w in words])  # noqa: E731
     markers, transitive = ids([PRESENT, PAST]), ids([w for past, forms in TRANSITIVE.items() for w in (past, *forms)])

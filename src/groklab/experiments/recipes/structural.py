@@ -36,13 +36,14 @@ def per_depth(runs: list[RunData]) -> dict[str, Any]:
     """One depth's numbers over its seeds."""
     at_saturation = [value_at(r, "gen/acc", first_step(r, "val/acc", GROK_ACC)) for r in runs]
     best = [float(np.nanmax(r.columns["gen/acc"])) for r in runs]
+    passed = sum(b >= PASS for b in best)
     return {
         "gen_acc_at_val_99": estimate(mean_ci([v for v in at_saturation if v is not None])),
         "val_never_99": at_saturation.count(None),
         "gen_acc_final": estimate(mean_ci([v for r in runs if (v := last_logged(r, "gen/acc")) is not None])),
         "gen_acc_best": estimate(mean_ci(best)),
-        "share_passing_80": sum(b >= PASS for b in best) / len(runs),
-        "share_passing_80_ci": list(share_interval(sum(b >= PASS for b in best), len(runs))),  # Wilson's, 95%
+        "share_passing_80": passed / len(runs),
+        "share_passing_80_ci": list(share_interval(passed, len(runs))),  # Wilson's, 95%
         "tree_final": estimate(mean_ci([v for r in runs if (v := last_logged(r, "tree/score")) is not None])),
         "seeds": len(runs),
     }
