@@ -87,7 +87,7 @@ def test_the_wheels_copy_is_what_runs(venv: dict) -> None:
     script = (
         "import json, groklab\n"
         "from groklab.experiments.recipes import MODULES, SCALES, get_recipe, spec_text\n"
-        "specs = {f'{n}/{p}-{s}': len(spec_text(get_recipe(n), p, s)) for n in MODULES for p in get_recipe(n).parts for s in SCALES}\n"
+        "specs = {f'{n}/{p}-{s}': len(spec_text(get_recipe(n), p, s)) for n in MODULES for s in SCALES for p in get_recipe(n).parts_at(s)}\n"
         "print(json.dumps({'file': groklab.__file__, 'version': groklab.__version__, 'specs': specs}))\n"
     )
     out = json.loads(run([venv["python"], "-c", script], cwd=venv["work"], env=venv["env"]))
@@ -96,7 +96,7 @@ def test_the_wheels_copy_is_what_runs(venv: dict) -> None:
     assert out["version"] == pyproject_version()
     # The `groklab` executable runs the venv's python, so it imports this same copy.
     assert str(venv["python"]) in "\n".join(venv["groklab"].read_text().splitlines()[:3])  # (a /bin/sh trampoline if the path is long)
-    assert len(out["specs"]) == len(SCALES) * sum(len(get_recipe(name).parts) for name in MODULES)
+    assert len(out["specs"]) == sum(len(get_recipe(name).parts_at(scale)) for name in MODULES for scale in SCALES)
     assert all(size > 0 for size in out["specs"].values())
 
 

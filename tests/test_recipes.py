@@ -34,7 +34,8 @@ def test_bundled_specs_expand_at_every_scale(name: str) -> None:
     recipe = get_recipe(name)
     assert recipe.parts and recipe.description
     for scale in SCALES:
-        for part in recipe.parts:
+        assert set(recipe.parts_at(scale)) <= set(recipe.parts)
+        for part in recipe.parts_at(scale):
             where = f"{name}/{part}-{scale}.toml"
             runs = expand(parse_spec(spec_text(recipe, part, scale), where), where)
             assert runs, where
@@ -69,6 +70,7 @@ def test_list_and_print_spec(capsys: pytest.CaptureFixture[str]) -> None:
         (["power-fig1", "--out", "{recipe}", "--scale", "paper"], "holds recipe 'power-fig1' at scale 'quick'"),
         (["power-fig1", "--out", "{out}", "--workers", "two"], "--workers 'two' is not valid"),
         (["power-fig1", "--print-spec", "nope"], "--print-spec 'nope' is not a part"),
+        (["structural", "--print-spec", "dyck", "--scale", "faithful"], "the faithful scale of structural runs tense-inflection only"),
         (["power-fig1"], "needs --out"),
         (["power-fig1", "power-fig2", "--out", "{out}"], "takes one NAME, got 2"),
         (["power-fig1", "--out", "{out}", "--bogus", "1"], "--bogus"),

@@ -17,7 +17,7 @@ from groklab.sweep import parse_spec
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_every_faithful_spec_states_its_cuts(name: str) -> None:
     recipe = get_recipe(name)
-    for part in recipe.parts:
+    for part in recipe.parts_at("faithful"):
         raw = parse_spec(spec_text(recipe, part, "faithful"), part).raw
         assert raw.get("cuts") and all(isinstance(c, str) and c for c in raw["cuts"]), f"{name}/{part}-faithful.toml"
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +83,12 @@ class Recipe:
     """Sweep parts, each a spec file ``specs/<name>/<part>-<scale>.toml`` run into ``DIR/<part>``."""
     analyze: Callable[[dict[str, Path], str], Findings]
     """(part -> sweep dir, scale) -> Findings; reads runs.parquet and run dirs, never trains."""
+    scale_parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Scales that run only some parts (scale -> those parts, e.g. where the others cost too much on a CPU); the
+    other scales run every part."""
+
+    def parts_at(self, scale: str) -> tuple[str, ...]:
+        return self.scale_parts.get(scale, self.parts)
 
 
 def get_recipe(name: str) -> Recipe:
@@ -105,6 +111,10 @@ def spec_text(recipe: Recipe, part: str, scale: str) -> str:
     check_scale(scale)
     if part not in recipe.parts:
         raise UserError(f"--print-spec {part!r} is not a part of {recipe.name}: expected one of {', '.join(recipe.parts)}")
+    if part not in recipe.parts_at(scale):
+        raise UserError(
+            f"--print-spec {part!r} has no {scale} spec: the {scale} scale of {recipe.name} runs {', '.join(recipe.parts_at(scale))} only"
+        )
     return (resources.files(__name__) / "specs" / recipe.name / f"{part}-{scale}.toml").read_text()
 
 
@@ -115,7 +125,7 @@ def recipe_runs(recipe: Recipe, scale: str) -> dict[str, list[PlannedRun]]:
     check_scale(scale)
     return {
         part: expand(parse_spec(spec_text(recipe, part, scale), f"{recipe.name}/{part}-{scale}.toml"), f"{recipe.name}/{part}-{scale}.toml")
-        for part in recipe.parts
+        for part in recipe.parts_at(scale)
     }
 
 
@@ -145,14 +155,14 @@ def run_recipe(
     check_scale(scale)
     check_pack(pack)
     marker = out / "recipe.json"
-    meta = {"recipe": name, "scale": scale, "parts": list(recipe.parts), "description": recipe.description, "groklab_version": VERSION}
+    meta = {"recipe": name, "scale": scale, "parts": list(recipe.parts_at(scale)), "description": recipe.description, "groklab_version": VERSION}
     if marker.is_file():
         old = json.loads(marker.read_text())
         if (old.get("recipe"), old.get("scale")) != (name, scale):
             raise UserError(f"{out} holds recipe {old.get('recipe')!r} at scale {old.get('scale')!r}: choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not a recipe directory: choose an empty or new --out")
-    texts = {part: spec_text(recipe, part, scale) for part in recipe.parts}
+    texts = {part: spec_text(recipe, part, scale) for part in recipe.parts_at(scale)}
     recipe_runs(recipe, scale)  # every spec is checked before anything runs
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, meta)

@@ -113,5 +113,6 @@ RECIPES = [
         "Murty et al. 2023 structural grokking: LM depth sweeps on Dyck, question formation and tense inflection; gen vs in-distribution accuracy, tree-structuredness",
         ("dyck", "question-formation", "tense-inflection"),
         analyze,
+        scale_parts={"faithful": ("tense-inflection",)},  # the other two at the paper's width: 54 CPU-hours more
     ),
 ]
