@@ -102,7 +102,7 @@ def test_step_intervals_stop_at_zero_and_leads_do_not() -> None:
     assert "lead 567 [-192, 1326]" in nanda_restricted(lead)[0]
 
 
-def structural(**tasks: dict[int, tuple[float, float, float]]) -> dict:
+def structural(**tasks: dict[int, tuple[float | None, float, float]]) -> dict:
     """Structural findings from (gen acc at val 99%, final gen acc, final tree score) per task and depth."""
     mean = lambda v: {"mean": v}  # noqa: E731
     return {
@@ -125,6 +125,9 @@ def test_structural_rules_on_hand_made_depth_sweeps() -> None:
     assert structural_rise(flat)[1] == "partly"  # tense rises 0.3 at 2 layers, question formation 0.02
     assert structural_depth(flat)[1] == "not reproduced"  # a maximum at an end, or only two depths, is no inverted U
     assert structural_tree(flat)[1] == "not reproduced"
+    # Val never reaching 99% (mean over no seeds: None) is no rise from 0, however high gen ends.
+    unsaturated = structural(tense={2: (None, 0.3, 1.0), 4: (None, 0.5, 2.0), 6: (0.1, 0.2, 0.5)})
+    assert structural_rise(unsaturated) == ("tense (4 layers): val never 99% (within the budget); gen 0.50 at the end", "not reproduced")
     shallow_hump = structural(qf={2: (0.3, 0.50, 0), 4: (0.3, 0.53, 0), 6: (0.3, 0.50, 0)})  # interior, but by less than 0.05
     assert structural_depth(shallow_hump)[1] == "not reproduced"
 

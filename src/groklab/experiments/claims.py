@@ -140,12 +140,14 @@ def _best_depth(values: dict[int, float]) -> int:
 
 
 def structural_rise(f: dict[str, Any]) -> tuple[str, str]:
-    final, at_99 = _by_depth(f, "gen_acc_final"), _by_depth(f, "gen_acc_at_val_99")
+    final = _by_depth(f, "gen_acc_final")
     parts, rises = [], 0
     for task, depths in final.items():
         d = _best_depth(depths)
-        rises += depths[d] - at_99[task][d] >= RISE
-        parts.append(f"{task} ({d} layers): gen {at_99[task][d]:.2f} at val 99% → {depths[d]:.2f} at the end")
+        at_99 = f["per_task"][task][str(d)]["gen_acc_at_val_99"]["mean"]  # None: val never reached 99%, nothing to rise from
+        rises += at_99 is not None and depths[d] - at_99 >= RISE
+        rise = f"gen {at_99:.2f} at val 99% →" if at_99 is not None else "val never 99% (within the budget); gen"
+        parts.append(f"{task} ({d} layers): {rise} {depths[d]:.2f} at the end")
     return "; ".join(parts), _share(rises, len(final))
 
 
