@@ -18,6 +18,8 @@ from groklab.experiments.claims import (
     nanda_phases,
     nanda_restricted,
     parity,
+    power_others_help,
+    power_wd_best,
     stablemax,
     structural_depth,
     structural_rise,
@@ -130,6 +132,49 @@ def test_structural_rules_on_hand_made_depth_sweeps() -> None:
     assert structural_rise(unsaturated) == ("tense (4 layers): val never 99% (within the budget); gen 0.50 at the end", "not reproduced")
     shallow_hump = structural(qf={2: (0.3, 0.50, 0), 4: (0.3, 0.53, 0), 6: (0.3, 0.50, 0)})  # interior, but by less than 0.05
     assert structural_depth(shallow_hump)[1] == "not reproduced"
+
+
+def interventions(best: str, **arms: tuple[int, float, dict]) -> dict:
+    """power-interventions findings from (seeds grokked of 3, mean final test acc, settings that differ) per arm; the
+    first arm is the baseline."""
+    plain = {"optim.weight_decay": 0.0, "optim.wd_target": "zero", "optim.name": "adamw", "model.dropout": 0.0, "optim.grad_noise": 0.0}
+    per_arm = {
+        name: {
+            "steps_to_val_acc_99": {"mean": 1000.0 if n else None, "lo": None, "hi": None, "n": n, "censored": 3 - n},
+            "final_test_acc": {"mean": acc},
+            "seeds": 3,
+            "settings": {**plain, **changed},
+        }
+        for name, (n, acc, changed) in arms.items()
+    }
+    return {"arms": list(arms), "best": best, "per_arm": per_arm}
+
+
+def test_power_intervention_rules_on_hand_made_arms() -> None:
+    wd, dropout = {"optim.weight_decay": 1.0}, {"model.dropout": 0.1}
+    adam = {"optim.name": "adam", **wd}
+    paper = interventions(
+        "wd 1",
+        **{
+            "no regularization": (0, 0.3, {}),
+            "wd 1": (3, 1.0, wd),
+            "wd 1, towards init": (0, 0.6, {**wd, "optim.wd_target": "init"}),
+            "dropout 0.1": (0, 0.32, dropout),  # +0.02: not enough to count as help
+            "wd 1, Adam (L2)": (1, 0.5, adam),
+        },
+    )
+    assert power_wd_best(paper) == ("best: wd 1 3/3 grokked, test acc 1.00; no regularization 0/3 grokked, test acc 0.30", "reproduced")
+    ours, verdict = power_others_help(paper)
+    assert verdict == "partly" and ours.endswith("1 of 2 help")
+    # Adam with L2 is not Power et al.'s (decoupled) weight decay: its winning leaves plain weight decay second, above the baseline.
+    adam_first = interventions("wd 1, Adam (L2)", **{"no regularization": (0, 0.3, {}), "wd 1": (1, 0.5, wd), "wd 1, Adam (L2)": (3, 1.0, adam)})
+    assert power_wd_best(adam_first)[1] == "partly"
+    nothing = interventions("dropout 0.1", **{"no regularization": (0, 0.3, {}), "wd 1": (0, 0.2, wd), "dropout 0.1": (2, 0.9, dropout)})
+    assert power_wd_best(nothing)[1] == "not reproduced"  # weight decay below no regularization
+    assert power_others_help(nothing) == (
+        "no regularization 0/3 grokked, test acc 0.30; dropout 0.1 2/3 grokked, test acc 0.90; 1 of 1 help",
+        "reproduced",
+    )
 
 
 def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:

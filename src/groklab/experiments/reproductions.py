@@ -24,7 +24,7 @@ JUDGED_SCALES = ("paper", "faithful")
 """Scales whose findings give a verdict, most faithful first."""
 
 RULES = f"""\
-Verdicts, by one rule per claim (the checks in `src/groklab/experiments/reproductions.py`), from the most faithful
+Verdicts, by one rule per claim (the checks in `src/groklab/experiments/claims.py`), from the most faithful
 scale that has run (paper, then faithful; every faithful spec lists how it departs from the paper, see its `cuts`):
 
 - **reproduced**: the paper's ordering holds in every seed or setting measured, or its number lies within the

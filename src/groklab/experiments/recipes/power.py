@@ -248,7 +248,12 @@ def interventions(dirs: dict[str, Path], scale: str) -> Findings:
     per_arm: dict[str, dict[str, Any]] = {}
     for label, seeds in zip(labels, arms.values(), strict=True):
         test = mean_ci([r["test/acc"] for r in seeds])
-        per_arm[label] = {"steps_to_val_acc_99": summary_steps(seeds), "final_test_acc": estimate(test), "seeds": len(seeds)}
+        per_arm[label] = {
+            "steps_to_val_acc_99": summary_steps(seeds),
+            "final_test_acc": estimate(test),
+            "seeds": len(seeds),
+            "settings": {k: seeds[0][k] for k in ARM_FIELDS},  # every arm field, varied or not: what the claims read
+        }
     half = lambda e: math.nan if e["hi"] is None else e["hi"] - e["mean"]  # noqa: E731
     steps = [per_arm[a]["steps_to_val_acc_99"] for a in labels]
     tests = [per_arm[a]["final_test_acc"] for a in labels]
