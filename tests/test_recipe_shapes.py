@@ -343,12 +343,22 @@ def check_fractions(n: dict[str, Any], parts: dict[str, Part], figures: dict[str
 
 def check_interventions(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figure]) -> None:
     sweep = parts["sweep"]
-    settings = sweep.settings()
-    assert len(n["arms"]) == len(set(n["arms"])) == len(n["per_arm"]) == len(settings)
+    fields = n["varied_fields"]
+    fracs = sorted({f for (f,) in sweep.groups("task.train_frac")})
+    arms, cells = sweep.groups(*fields), sweep.groups(*fields, "task.train_frac")
+    assert n["fractions"] == fracs and len(n["arms"]) == len(set(n["arms"])) == len(n["per_arm"]) == len(arms)
     assert n["budget_steps"] == sweep.budget()
-    for label, plans in zip(n["arms"], settings, strict=True):
-        assert n["per_arm"][label]["seeds"] == len(plans)
-        assert_censored(n["per_arm"][label]["steps_to_val_acc_99"], val_steps(plans))
+    for label, arm in zip(n["arms"], arms, strict=True):
+        a = n["per_arm"][label]
+        assert list(a["by_frac"]) == [f"{f:g}" for f in fracs]
+        for f in fracs:
+            plans = cells[(*arm, f)]
+            assert a["seeds"] == len(plans)
+            assert_censored(a["by_frac"][f"{f:g}"]["steps_to_val_acc_99"], val_steps(plans))
+        # The smallest fraction from which on every seed at every larger fraction generalized.
+        done = [all(p.gen_step is not None for p in cells[(*arm, f)]) for f in fracs]
+        assert a["min_frac"] == next((f for i, f in enumerate(fracs) if all(done[i:])), None)
+    assert ("interventions_data_efficiency" in figures) == (len(fracs) > 1)
 
 
 def check_omnigrok(n: dict[str, Any], parts: dict[str, Part], figures: dict[str, Figure]) -> None:

@@ -134,18 +134,21 @@ def test_structural_rules_on_hand_made_depth_sweeps() -> None:
     assert structural_depth(shallow_hump)[1] == "not reproduced"
 
 
-def interventions(best: str, **arms: tuple[int, float, dict]) -> dict:
-    """power-interventions findings from (seeds grokked of 3, mean final test acc, settings that differ) per arm; the
-    first arm is the baseline."""
+def interventions(best: str, fracs: tuple[str, ...] = ("0.3",), **arms: tuple[tuple[int, ...], tuple[float, ...], dict]) -> dict:
+    """power-interventions findings from (seeds grokked of 3, mean final test acc) per training fraction and the settings
+    that differ, per arm; the first arm is the baseline."""
     plain = {"optim.weight_decay": 0.0, "optim.wd_target": "zero", "optim.name": "adamw", "model.dropout": 0.0, "optim.grad_noise": 0.0}
+    steps = lambda n: {"mean": 1000.0 if n else None, "lo": None, "hi": None, "n": n, "censored": 3 - n}  # noqa: E731
     per_arm = {
         name: {
-            "steps_to_val_acc_99": {"mean": 1000.0 if n else None, "lo": None, "hi": None, "n": n, "censored": 3 - n},
-            "final_test_acc": {"mean": acc},
-            "seeds": 3,
             "settings": {**plain, **changed},
+            "seeds": 3,
+            "min_frac": next((float(fr) for i, fr in enumerate(fracs) if all(k == 3 for k in grokked[i:])), None),
+            "by_frac": {
+                fr: {"steps_to_val_acc_99": steps(n), "final_test_acc": {"mean": acc}} for fr, n, acc in zip(fracs, grokked, test, strict=True)
+            },
         }
-        for name, (n, acc, changed) in arms.items()
+        for name, (grokked, test, changed) in arms.items()
     }
     return {"arms": list(arms), "best": best, "per_arm": per_arm}
 
@@ -156,25 +159,42 @@ def test_power_intervention_rules_on_hand_made_arms() -> None:
     paper = interventions(
         "wd 1",
         **{
-            "no regularization": (0, 0.3, {}),
-            "wd 1": (3, 1.0, wd),
-            "wd 1, towards init": (0, 0.6, {**wd, "optim.wd_target": "init"}),
-            "dropout 0.1": (0, 0.32, dropout),  # +0.02: not enough to count as help
-            "wd 1, Adam (L2)": (1, 0.5, adam),
+            "no regularization": ((0,), (0.3,), {}),
+            "wd 1": ((3,), (1.0,), wd),
+            "wd 1, towards init": ((0,), (0.6,), {**wd, "optim.wd_target": "init"}),
+            "dropout 0.1": ((0,), (0.32,), dropout),  # +0.02: not enough to count as help
+            "wd 1, Adam (L2)": ((1,), (0.5,), adam),
         },
     )
     assert power_wd_best(paper) == ("best: wd 1 3/3 grokked, test acc 1.00; no regularization 0/3 grokked, test acc 0.30", "reproduced")
     ours, verdict = power_others_help(paper)
     assert verdict == "partly" and ours.endswith("1 of 2 help")
     # Adam with L2 is not Power et al.'s (decoupled) weight decay: its winning leaves plain weight decay second, above the baseline.
-    adam_first = interventions("wd 1, Adam (L2)", **{"no regularization": (0, 0.3, {}), "wd 1": (1, 0.5, wd), "wd 1, Adam (L2)": (3, 1.0, adam)})
+    adam_first = interventions(
+        "wd 1, Adam (L2)", **{"no regularization": ((0,), (0.3,), {}), "wd 1": ((1,), (0.5,), wd), "wd 1, Adam (L2)": ((3,), (1.0,), adam)}
+    )
     assert power_wd_best(adam_first)[1] == "partly"
-    nothing = interventions("dropout 0.1", **{"no regularization": (0, 0.3, {}), "wd 1": (0, 0.2, wd), "dropout 0.1": (2, 0.9, dropout)})
+    nothing = interventions(
+        "dropout 0.1", **{"no regularization": ((0,), (0.3,), {}), "wd 1": ((0,), (0.2,), wd), "dropout 0.1": ((2,), (0.9,), dropout)}
+    )
     assert power_wd_best(nothing)[1] == "not reproduced"  # weight decay below no regularization
     assert power_others_help(nothing) == (
         "no regularization 0/3 grokked, test acc 0.30; dropout 0.1 2/3 grokked, test acc 0.90; 1 of 1 help",
         "reproduced",
     )
+    # Nothing generalizes within the budget: the best arm by the ranking (chance-level accuracy) is no evidence.
+    chance = interventions("wd 1", **{"no regularization": ((0,), (0.002,), {}), "wd 1": ((0,), (0.004,), wd)})
+    assert power_wd_best(chance)[1] == "not reproduced"
+    # Over fractions, the paper's measure: weight decay generalizes from less data than the other arms.
+    fractions = interventions(
+        "wd 1",
+        ("0.3", "0.6", "0.9"),
+        **{"no regularization": ((0, 0, 3), (0.0, 0.1, 1.0), {}), "wd 1": ((0, 3, 3), (0.0, 1.0, 1.0), wd), "dropout 0.1": ((0, 0, 3), (0.0, 0.1, 1.0), dropout)},
+    )
+    ours, verdict = power_wd_best(fractions)
+    assert verdict == "reproduced"
+    assert ours.startswith("best: wd 1 0/3 grokked, test acc 0.00 at 30%, 3/3 grokked, test acc 1.00 at 60%, 3/3 grokked, test acc 1.00 at 90% (all seeds from 60%)")
+    assert power_others_help(fractions)[1] == "not reproduced"  # dropout generalizes only where no regularization does too
 
 
 def test_verdict_comes_from_the_most_faithful_scale_that_ran() -> None:

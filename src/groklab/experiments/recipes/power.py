@@ -6,7 +6,8 @@ over log steps, mean and 95% band over seeds, with the two 99% points marked.
 
 power-fig2: steps to 99% val vs training fraction per operation, and per op the fraction below which it
 does not generalize within the step budget. op-difficulty: the same kind of sweep, the ops ranked by that
-fraction. power-interventions: steps to grok and final test accuracy under each regularizer / optimizer arm.
+fraction. power-interventions: steps to grok and final test accuracy under each regularizer / optimizer arm, at one
+or more training fractions (Power et al. judge an intervention by the data it needs to generalize within a budget).
 Runs that never reach 99% val are censored: counted, never averaged in.
 """
 
@@ -78,20 +79,24 @@ def fig1(dirs: dict[str, Path], scale: str) -> Findings:
     return Findings(numbers, [figure])
 
 
-def op_fractions(members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per op: steps-to-99%-val statistics at every training fraction, and the generalization threshold.
+def generalizes_from(by_frac: dict[float, dict[str, Any]]) -> float | None:
+    """The smallest tested fraction from which on every seed at every larger tested fraction reached 99% val within the
+    budget (steps-to-99% statistics per fraction); None if even the largest fraction has a censored seed."""
+    min_frac = None
+    for frac in sorted(by_frac, reverse=True):
+        if by_frac[frac]["censored"]:
+            break
+        min_frac = frac
+    return min_frac
 
-    The threshold ("min_frac") is the smallest tested fraction from which on every seed at every larger
-    tested fraction reached 99% val within the budget; None if even the largest fraction has a censored seed.
-    """
+
+def op_fractions(members: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per op: steps-to-99%-val statistics at every training fraction, and the generalization threshold ("min_frac",
+    `generalizes_from`)."""
     out: dict[str, dict[str, Any]] = {}
     for (op,), at_op in group(members, "task.op").items():
         by_frac = {float(f): summary_steps(m) for (f,), m in sorted(group(at_op, "task.train_frac").items())}
-        min_frac = None
-        for frac in sorted(by_frac, reverse=True):
-            if by_frac[frac]["censored"]:
-                break
-            min_frac = frac
+        min_frac = generalizes_from(by_frac)
         tested = sorted(by_frac)
         out[op] = {
             "by_frac": {f"{f:g}": st for f, st in by_frac.items()},
@@ -239,29 +244,18 @@ def arm_labels(arms: list[tuple[Any, ...]], keys: list[str]) -> list[str]:
     return labels
 
 
-def interventions(dirs: dict[str, Path], scale: str) -> Findings:
-    members = rows(dirs["sweep"])
-    keys = [k for k in ARM_FIELDS if len({r.get(k) for r in members}) > 1]
-    arms = group(members, *keys)
-    labels = arm_labels(list(arms), keys)
-    budget = step_budget(dirs["sweep"], members)
-    per_arm: dict[str, dict[str, Any]] = {}
-    for label, seeds in zip(labels, arms.values(), strict=True):
-        test = mean_ci([r["test/acc"] for r in seeds])
-        per_arm[label] = {
-            "steps_to_val_acc_99": summary_steps(seeds),
-            "final_test_acc": estimate(test),
-            "seeds": len(seeds),
-            "settings": {k: seeds[0][k] for k in ARM_FIELDS},  # every arm field, varied or not: what the claims read
-        }
+def _arm_bars(per_arm: dict[str, dict[str, Any]], frac: str, budget: int, suffix: str) -> list[Figure]:
+    """Steps to 99% val and final test accuracy per arm at one training fraction, as bars."""
+    labels = list(per_arm)
+    at = [per_arm[a]["by_frac"][frac] for a in labels]
     half = lambda e: math.nan if e["hi"] is None else e["hi"] - e["mean"]  # noqa: E731
-    steps = [per_arm[a]["steps_to_val_acc_99"] for a in labels]
-    tests = [per_arm[a]["final_test_acc"] for a in labels]
+    steps = [x["steps_to_val_acc_99"] for x in at]
+    tests = [x["final_test_acc"] for x in at]
     grok_text = [f"{a}: {s['n']}/{s['n'] + s['censored']} grokked" for a, s in zip(labels, steps, strict=True)]
     counted = [f"{a} ({s['n']}/{s['n'] + s['censored']})" for a, s in zip(labels, steps, strict=True)]  # seeds grokked, in the tick
     steps_fig = Figure(
-        "interventions_steps",
-        "Steps to 99% val accuracy per intervention",
+        f"interventions_steps{suffix}",
+        f"Steps to 99% val accuracy per intervention, {float(frac):.0%} train",
         "intervention (seeds grokked / seeds)",
         "steps to grok (mean over seeds that grokked)",
         [
@@ -288,8 +282,8 @@ def interventions(dirs: dict[str, Path], scale: str) -> Findings:
         "seeds that never grokked (counted in the hover text, never averaged in).",
     )
     test_fig = Figure(
-        "interventions_test_acc",
-        "Final test accuracy per intervention (locked test split)",
+        f"interventions_test_acc{suffix}",
+        f"Final test accuracy per intervention (locked test split), {float(frac):.0%} train",
         "intervention",
         "test accuracy (fraction correct)",
         [
@@ -304,27 +298,84 @@ def interventions(dirs: dict[str, Path], scale: str) -> Findings:
             )
         ],  # fmt: skip
     )
-    # Best: most seeds grokked, then fewest steps, then highest test accuracy.
-    best = min(labels[1:] or labels, key=lambda a: (-per_arm[a]["steps_to_val_acc_99"]["n"],
-               per_arm[a]["steps_to_val_acc_99"]["mean"] or math.inf, -(per_arm[a]["final_test_acc"]["mean"] or 0)))  # fmt: skip
-    describe = lambda a: (  # noqa: E731
-        f"{per_arm[a]['steps_to_val_acc_99']['n']}/{per_arm[a]['seeds']} seeds grokked"
-        + (f" at {per_arm[a]['steps_to_val_acc_99']['mean']:.0f} steps" if per_arm[a]["steps_to_val_acc_99"]["mean"] is not None else "")
-        + f", test acc {per_arm[a]['final_test_acc']['mean']:.3f}"
+    return [steps_fig, test_fig]
+
+
+def _data_efficiency(per_arm: dict[str, dict[str, Any]], budget: int) -> Figure:
+    """Power et al.'s Fig 2 (left): accuracy reached within the budget vs training fraction, one line per arm."""
+    series = []
+    for i, (label, a) in enumerate(per_arm.items()):
+        fracs = list(a["by_frac"])
+        at = [a["by_frac"][f] for f in fracs]
+        text = [f"{label}, {float(f):.0%} train: {x['steps_to_val_acc_99']['n']}/{a['seeds']} grokked" for f, x in zip(fracs, at, strict=True)]
+        xs = [float(f) for f in fracs]
+        series.append(Series("line", xs, [x["final_test_acc"]["mean"] for x in at], name=label, color=PALETTE[i % len(PALETTE)], text=text))
+    return Figure(
+        "interventions_data_efficiency",
+        f"Final test accuracy within {budget} steps vs training fraction, per intervention",
+        "training fraction (share of all pairs)",
+        "test accuracy (mean over seeds)",
+        series,
+        caption="Power et al. measure an intervention by how little data it needs to generalize within a fixed budget.",
     )
+
+
+def interventions(dirs: dict[str, Path], scale: str) -> Findings:
+    members = rows(dirs["sweep"])
+    keys = [k for k in ARM_FIELDS if len({r.get(k) for r in members}) > 1]
+    arms = group(members, *keys)
+    labels = arm_labels(list(arms), keys)
+    fractions = sorted({float(r["task.train_frac"]) for r in members})
+    budget = step_budget(dirs["sweep"], members)
+    # Per arm and training fraction: steps to grok over the seeds (censored counted) and the final test accuracy.
+    per_arm: dict[str, dict[str, Any]] = {}
+    for label, at_arm in zip(labels, arms.values(), strict=True):
+        by_frac = {float(f): m for (f,), m in sorted(group(at_arm, "task.train_frac").items())}
+        steps = {f: summary_steps(m) for f, m in by_frac.items()}
+        per_arm[label] = {
+            "settings": {k: at_arm[0][k] for k in ARM_FIELDS},  # every arm field, varied or not: what the claims read
+            "seeds": len(by_frac[fractions[0]]),
+            "min_frac": generalizes_from(steps),
+            "by_frac": {
+                f"{f:g}": {"steps_to_val_acc_99": steps[f], "final_test_acc": estimate(mean_ci([r["test/acc"] for r in m]))}
+                for f, m in by_frac.items()
+            },
+        }
+    several = len(fractions) > 1
+    figures = [fig for f in fractions for fig in _arm_bars(per_arm, f"{f:g}", budget, f"_{f:g}" if several else "")]
+    if several:
+        figures.insert(0, _data_efficiency(per_arm, budget))
+
+    # Best: the least data to generalize, then most seeds grokked, then fewest steps and highest test accuracy at the largest fraction.
+    def rank(a: str) -> tuple[float, ...]:
+        top = per_arm[a]["by_frac"][f"{fractions[-1]:g}"]
+        grokked = sum(x["steps_to_val_acc_99"]["n"] for x in per_arm[a]["by_frac"].values())
+        return (per_arm[a]["min_frac"] or math.inf, -grokked, top["steps_to_val_acc_99"]["mean"] or math.inf, -(top["final_test_acc"]["mean"] or 0))
+
+    def describe(a: str) -> str:
+        parts = []
+        for f, x in per_arm[a]["by_frac"].items():
+            st = x["steps_to_val_acc_99"]
+            at = f" at {st['mean']:.0f} steps" if st["mean"] is not None else ""
+            parts.append(f"{f'{float(f):.0%}: ' if several else ''}{st['n']}/{per_arm[a]['seeds']} seeds grokked{at}, test acc {x['final_test_acc']['mean']:.3f}")
+        return "; ".join(parts)
+
+    best = min(labels[1:] or labels, key=rank)
     first = members[0]
-    setting = f"{first['model.name']} on {first['task.op']} at {first['task.train_frac']:.0%} train, {budget}-step budget"
+    train = ", ".join(f"{f:.0%}" for f in fractions)
+    setting = f"{first['model.name']} on {first['task.op']} at {train} train, {budget}-step budget"
     headline = f"best intervention: {best} ({describe(best)}) vs {labels[0]} ({describe(labels[0])}); {setting}"
     numbers = {
         "headline": headline,
         "setting": setting,
         "budget_steps": budget,
+        "fractions": fractions,
         "arms": labels,
         "varied_fields": keys,
         "best": best,
         "per_arm": per_arm,
     }
-    return Findings(numbers, [steps_fig, test_fig])
+    return Findings(numbers, figures)
 
 
 RECIPES = [
