@@ -74,7 +74,8 @@ def judge(claim: Claim, findings: dict[tuple[str, str], dict[str, Any]]) -> tupl
 
 
 def command(recipe: str) -> str:
-    return f"`groklab recipe {recipe} --scale faithful --out runs/{recipe}-faithful --workers 1`"
+    """A row's faithful command, with the 2 workers most faithful runs used on the 2-core CPU (docs/recipes.md has each run's own)."""
+    return f"`groklab recipe {recipe} --scale faithful --out runs/{recipe}-faithful --workers 2`"
 
 
 def render(findings: dict[tuple[str, str], dict[str, Any]]) -> str:
