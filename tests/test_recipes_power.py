@@ -101,7 +101,7 @@ def test_power_interventions_quick_weight_decay_groks_and_no_regularization_does
     numbers = findings(tmp_path, "power-interventions")
     arms = {name: a["by_frac"]["0.5"] for name, a in numbers["per_arm"].items()}  # the quick scale's one fraction
     baseline, wd = arms["no regularization"], arms["wd 1"]
-    assert baseline["steps_to_val_acc_99"]["n"] == 0 and baseline["steps_to_val_acc_99"]["censored"] == numbers["per_arm"]["wd 1"]["seeds"]
+    assert baseline["steps_to_val_acc_99"]["n"] == 0 and baseline["steps_to_val_acc_99"]["censored"] == numbers["per_arm"]["no regularization"]["seeds"]
     assert wd["steps_to_val_acc_99"]["censored"] == 0
     assert wd["final_test_acc"]["mean"] > baseline["final_test_acc"]["mean"] + 0.5
     assert numbers["best"] != "no regularization"

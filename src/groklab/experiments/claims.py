@@ -90,12 +90,12 @@ def _helps(f: dict[str, Any], name: str) -> bool:
 def _arm(f: dict[str, Any], name: str) -> str:
     """An arm in words: seeds grokked and test accuracy per training fraction, and the fraction it generalizes from."""
     a = f["per_arm"][name]
+    several = len(a["by_frac"]) > 1
     at = [
-        f"{x['steps_to_val_acc_99']['n']}/{a['seeds']} grokked, test acc {x['final_test_acc']['mean']:.2f}"
-        + (f" at {float(fr):.0%}" if len(a["by_frac"]) > 1 else "")
+        f"{x['steps_to_val_acc_99']['n']}/{a['seeds']} grokked, test acc {x['final_test_acc']['mean']:.2f}" + (f" at {float(fr):.0%}" if several else "")
         for fr, x in a["by_frac"].items()
     ]
-    since = f" (all seeds from {a['min_frac']:.0%})" if a["min_frac"] is not None and len(a["by_frac"]) > 1 else ""
+    since = f" (all seeds from {a['min_frac']:.0%})" if a["min_frac"] is not None and several else ""
     return f"{name} {', '.join(at)}{since}"
 
 
@@ -112,8 +112,11 @@ def power_wd_best(f: dict[str, Any]) -> tuple[str, str]:
 
 
 def power_others_help(f: dict[str, Any]) -> tuple[str, str]:
-    settings = {n: a["settings"] for n, a in f["per_arm"].items()}
-    chosen = [n for n, s in settings.items() if s["model.dropout"] > 0 or s["optim.grad_noise"] > 0 or s["optim.wd_target"] == "init"]
+    chosen = [
+        n
+        for n, a in f["per_arm"].items()
+        if a["settings"]["model.dropout"] > 0 or a["settings"]["optim.grad_noise"] > 0 or a["settings"]["optim.wd_target"] == "init"
+    ]
     helps = [n for n in chosen if _helps(f, n)]
     ours = "; ".join(_arm(f, n) for n in [f["arms"][0], *chosen]) + f"; {len(helps)} of {len(chosen)} help"
     return ours, _share(len(helps), len(chosen))
