@@ -173,11 +173,16 @@ def test_compiled_gather_is_f_embedding_with_its_own_backward() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["power", "mlp"])
 def test_compiled_training_matches_eager(model_name: str) -> None:
-    """--compile changes speed, not results: the first 20 losses agree with eager ones (token tables, gathers)."""
+    """--compile changes speed, not results: the first 20 losses agree with eager ones (token tables, gathers); and the
+    forward is one graph, compiled once although batches hold different numbers of distinct prefixes."""
+    from torch._dynamo.utils import counters
+
     config = small(model_name)
     data = build_task(config.task, config.split_seed)
     loss_fn = make_loss(config.loss, config.loss_dtype)
-    runs = []
+    torch._dynamo.reset()
+    counters.clear()
+    runs, prefix_counts = [], set()
     for compile in (False, True):
         model = build_model(config.model, data, config.seed)
         optimizer, schedule = build_optimizer(config.optim, model)
@@ -190,5 +195,11 @@ def test_compiled_training_matches_eager(model_name: str) -> None:
             idx = sampler.next()
             losses.append(float(loss_fn(forward(data.x[idx]), data.y[idx])))
             optimizer_step(model, forward, optimizer, schedule, loss_fn, data, idx)
+            prefixes = model.prefixes(data.x[idx]) if model_name == "power" else None
+            prefix_counts.add(0 if prefixes is None else len(prefixes[0]))
         runs.append(losses)
     assert max(abs(a - b) for a, b in zip(*runs, strict=True)) < 1e-4
+    if model_name == "power":
+        assert len(prefix_counts) > 1 and 0 not in prefix_counts  # the count the graph must not depend on varied
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"], (dict(counters["stats"]), dict(counters["recompiles"]))

@@ -118,7 +118,7 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
     The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
     """
     try:
-        compiled = torch.compile(model)
+        compiled = with_prefixes(model, torch.compile(model))
         with torch.random.fork_rng(devices=[]):
             batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
         model.zero_grad(set_to_none=True)
@@ -128,6 +128,23 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
         reason = (str(err).strip().splitlines() or [""])[0][:160]
         print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
         return model
+
+
+def with_prefixes(model: nn.Module, compiled: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:
+    """The compiled transformer called with its batch's distinct shared prefixes found eagerly (`FastTransformer.prefixes`):
+    their count depends on the data, so found inside they would split the graph in three, and each new count would
+    compile it again; passed in, with that count marked dynamic, the forward is one graph compiled once."""
+    prefixes_of = getattr(model, "prefixes", None)
+    if prefixes_of is None:
+        return compiled
+
+    def forward(x: Tensor) -> Tensor:
+        prefixes = prefixes_of(x)
+        if prefixes is not None:
+            torch._dynamo.maybe_mark_dynamic(prefixes[0], 0)
+        return compiled(x, prefixes)
+
+    return forward
 
 
 def in_bfloat16(forward: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
