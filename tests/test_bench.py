@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from groklab.bench import PEER_NAME, GrokCase, groklab_to_grok, lm_config, peer_dir, power_config, time_to_grok, train_flops
+from groklab.bench import COMPILED, PEER_NAME, GrokCase, groklab_to_grok, lm_config, peer_dir, power_config, time_to_grok, train_flops
 from groklab.cli import main
 from groklab.data import build_task
 from groklab.models import build_model
@@ -150,6 +150,21 @@ def test_time_to_grok_reports_each_seeds_run_and_their_spread(tmp_path: Path) ->
         assert r["groklab"]["seconds"] > grok["time_s"]  # plus the start-up
     steps = sorted(r["groklab"]["steps"] for r in entry["seeds"])
     assert entry["groklab"]["steps"] == {"median": sum(steps) / 2, "min": steps[0], "max": steps[1], "censored": 0}
+
+
+@pytest.mark.slow
+def test_time_to_grok_with_compile_adds_a_compiled_side_for_cases_that_compile() -> None:
+    """With compile on, a case that `compiles` also runs `groklab train --compile` at every seed (its first compile
+    timed before them); it trains the same model, so it groks where the eager run does, up to rounding; a case that
+    does not compile gets no such side."""
+    compiled_case = dataclasses.replace(TINY_GROK, compiles=True)
+    [entry, plain] = time_to_grok([compiled_case, TINY_GROK], 1, 1, None, say=lambda line: None, compile=True)
+    [run] = entry["seeds"]
+    assert entry["first_compile_s"] > 0 and entry["ratio_compiled_vs_peer"] is None  # no peer here
+    assert run[COMPILED]["steps"] is not None and run["groklab"]["steps"] is not None
+    assert abs(run[COMPILED]["steps"] - run["groklab"]["steps"]) <= 0.2 * run["groklab"]["steps"]
+    assert entry[COMPILED]["steps"]["median"] == run[COMPILED]["steps"]
+    assert COMPILED not in plain and "first_compile_s" not in plain and COMPILED not in plain["seeds"][0]
 
 
 def test_time_to_grok_stops_a_run_at_a_lower_target_than_its_own(tmp_path: Path) -> None:

@@ -231,7 +231,8 @@ def power_shapes(config: Config) -> list[tuple[int, int, int]]:
 @dataclass(frozen=True)
 class GrokCase:
     """One time-to-grok measurement: `groklab train` arguments, the peer's operation at the same hyperparameters
-    (None: groklab alone, against the preset's own target), the val accuracy that counts as grokked, the steps allowed."""
+    (None: groklab alone, against the preset's own target), the val accuracy that counts as grokked, the steps allowed,
+    and whether groklab also runs it with `--compile` when the bench times compiled variants."""
 
     key: str
     name: str
@@ -240,6 +241,7 @@ class GrokCase:
     target: float = GROK_ACC
     max_steps: int = 10_000
     seeds_factor: int = 1
+    compiles: bool = False
 
 
 POWER_ARGS = ("--preset", "power-fig1", "--eval-spacing", "linear", "--eval-every", "100", "--optim.last-batch", "keep")
@@ -247,22 +249,24 @@ POWER_ARGS = ("--preset", "power-fig1", "--eval-spacing", "linear", "--eval-ever
 steps, 50% train), evaluated every 100 steps and with each epoch's last, partial batch kept, as the peer loop below
 (its DataLoader) does."""
 GROK_CASES = (
-    GrokCase("power", "power x+y", (*POWER_ARGS, "--task.op", "x+y"), peer_op="x+y"),
-    GrokCase("power", "power x/y", (*POWER_ARGS, "--task.op", "x/y"), peer_op="x/y"),
+    GrokCase("power", "power x+y", (*POWER_ARGS, "--task.op", "x+y"), peer_op="x+y", compiles=True),
+    GrokCase("power", "power x/y", (*POWER_ARGS, "--task.op", "x/y"), peer_op="x/y", compiles=True),
     GrokCase("mlp", "mlp", ("--preset", "mlp"), max_steps=3000),
     GrokCase("fast-grok", "fast-grok", ("--preset", "fast-grok"), target=0.95, max_steps=2000, seeds_factor=2),
 )
 GROK_KEYS = tuple(dict.fromkeys(c.key for c in GROK_CASES))
 PEER_EVAL_EVERY = 100
+COMPILED = "groklab --compile"
+"""The side name of groklab's runs with `--compile` (a case with `compiles`, when the bench times compiled variants)."""
 
 
-def groklab_to_grok(case: GrokCase, seed: int, threads: int) -> dict[str, float | None]:
+def groklab_to_grok(case: GrokCase, seed: int, threads: int, extra: tuple[str, ...] = ()) -> dict[str, float | None]:
     """Launch `groklab train` for `case` at `seed` (its split seed too: each seed is a fresh split, as the peer's
-    is); steps to the first evaluation at val acc >= target, seconds from launch to it (start-up included), and the
-    steps the run took before it stopped."""
+    is), with `extra` arguments; steps to the first evaluation at val acc >= target, seconds from launch to it
+    (start-up included), and the steps the run took before it stopped."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--out", str(out), "--quiet", "--seed", str(seed),
+        cmd = [sys.executable, "-m", "groklab", "train", *case.args, *extra, "--out", str(out), "--quiet", "--seed", str(seed),
                "--split-seed", str(seed), "--steps", str(case.max_steps)]  # fmt: skip
         if case.target >= GROK_ACC:  # stop once grokked (one more evaluation: the rule needs val acc held a step)
             cmd += ["--stop-patience", "1"]
@@ -338,27 +342,55 @@ def spread(results: list[dict[str, float | None]], key: str) -> dict[str, Any]:
     return {"median": censored_median(values), "min": min(done, default=None), "max": max(done, default=None), "censored": len(values) - len(done)}
 
 
-def time_to_grok(cases: list[GrokCase], seeds: int, threads: int, folder: Path | None, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Every case at seeds 0 .. seeds*seeds_factor - 1, groklab and the peer alternating (which goes first flips each
-    seed, so drift of the machine's speed hits both); per case, every seed's numbers, medians and ranges."""
+def first_compile_seconds(case: GrokCase, threads: int) -> float:
+    """Seconds of a one-step `groklab train --compile` of `case`, launch to exit: the compile the timed runs would
+    otherwise pay at their first seed (cold when Inductor's on-disk cache is empty; later runs find it there)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--compile", "--steps", "1", "--quiet", "--out", str(Path(tmp) / "run")]
+        t0 = time.perf_counter()
+        subprocess.run(cmd + (["--threads", str(threads)] if threads else []), check=True, capture_output=True)
+        return round(time.perf_counter() - t0, 2)
+
+
+def time_to_grok(
+    cases: list[GrokCase], seeds: int, threads: int, folder: Path | None, say: Callable[[str], None], compile: bool = False
+) -> list[dict[str, Any]]:
+    """Every case at seeds 0 .. seeds*seeds_factor - 1: groklab, the peer and (`compile`, for a case that `compiles`)
+    groklab with --compile, taking turns at going first seed by seed, so drift of the machine's speed hits every side;
+    per case, every seed's numbers, medians and ranges. The compiled side's first compile happens before the seeds
+    (`first_compile_s`), as a user's later runs find it cached."""
     results = []
     for case in cases:
         runs = []
         sides = ["groklab", "peer"] if case.peer_op is not None and folder is not None else ["groklab"]
+        extra: dict[str, Any] = {}
+        if compile and case.compiles:
+            sides.append(COMPILED)
+            extra["first_compile_s"] = first_compile_seconds(case, threads)
         for seed in range(seeds * case.seeds_factor):
             run: dict[str, Any] = {"seed": seed}
-            for side in sides if seed % 2 == 0 else sides[::-1]:
-                run[side] = groklab_to_grok(case, seed, threads) if side == "groklab" else peer_to_grok(case, seed, threads, folder)  # type: ignore[arg-type]
+            turn = seed % len(sides)
+            for side in sides[turn:] + sides[:turn]:
+                if side == "peer":
+                    run[side] = peer_to_grok(case, seed, threads, folder)  # type: ignore[arg-type]
+                else:
+                    run[side] = groklab_to_grok(case, seed, threads, ("--compile",) if side == COMPILED else ())
             runs.append(run)
             say(f"{case.name} seed {seed}: " + ", ".join(f"{side} {fmt_grok(run[side])}" for side in sides))
-        entry: dict[str, Any] = {"name": case.name, "target_val_acc": case.target, "max_steps": case.max_steps, "seeds": runs}
-        for side in ("groklab", "peer"):
-            if all(side in r for r in runs):
-                entry[side] = {"steps": spread([r[side] for r in runs], "steps"), "seconds": spread([r[side] for r in runs], "seconds")}
-        mine, theirs = (entry.get(side, {}).get("seconds", {}).get("median") for side in ("groklab", "peer"))
-        entry["ratio_vs_peer"] = round(theirs / mine, 2) if mine and theirs else None
+        entry: dict[str, Any] = {"name": case.name, "target_val_acc": case.target, "max_steps": case.max_steps, "seeds": runs, **extra}
+        for side in sides:
+            entry[side] = {"steps": spread([r[side] for r in runs], "steps"), "seconds": spread([r[side] for r in runs], "seconds")}
+        entry["ratio_vs_peer"] = seconds_ratio(entry, "groklab")
+        if COMPILED in entry:
+            entry["ratio_compiled_vs_peer"] = seconds_ratio(entry, COMPILED)
         results.append(entry)
     return results
+
+
+def seconds_ratio(entry: dict[str, Any], side: str) -> float | None:
+    """The peer's median seconds to grok over `side`'s (None without both)."""
+    mine, theirs = (entry.get(s, {}).get("seconds", {}).get("median") for s in (side, "peer"))
+    return round(theirs / mine, 2) if mine and theirs else None
 
 
 def fmt_grok(result: dict[str, float | None]) -> str:

@@ -495,10 +495,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
             allowed = ", ".join(dict.fromkeys((*CONFIG_KEYS, *GROK_KEYS)))
             raise UserError(f"--only={args.only!r} is not valid: expected a comma-separated list of {allowed}")
     folder = peer_dir(args.peer)
-    result = run_bench(quick=args.quick, compile=not (args.quick or args.no_compile), threads=args.threads, folder=folder, only=only)
+    compile = not (args.quick or args.no_compile)
+    result = run_bench(quick=args.quick, compile=compile, threads=args.threads, folder=folder, only=only)
     if args.time_to_grok:
         cases = [c for c in GROK_CASES if only is None or c.key in only]
-        result["time_to_grok"] = time_to_grok(cases, args.seeds, args.threads, folder, say=lambda line: print(line, file=sys.stderr))
+        result["time_to_grok"] = time_to_grok(cases, args.seeds, args.threads, folder, say=lambda line: print(line, file=sys.stderr), compile=compile)
     if args.json:
         print(json.dumps(result))
     else:
@@ -508,6 +509,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def print_bench(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from groklab.bench import COMPILED
 
     table = Table(
         title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s",
@@ -542,9 +545,10 @@ def print_bench(result: dict[str, Any]) -> None:
     for column in ("run (seeds)", "side", "steps", "seconds", "× peer"):
         grok.add_column(column, justify="left" if column in ("run (seeds)", "side") else "right")
     for entry in result["time_to_grok"]:
-        sides = [side for side in ("groklab", "peer") if side in entry]
+        sides = [side for side in ("groklab", "peer", COMPILED) if side in entry]
         for side in sides:
-            ratio = "" if side == "peer" or entry["ratio_vs_peer"] is None else f"{entry['ratio_vs_peer']:.2f}"
+            ratio = entry.get("ratio_compiled_vs_peer" if side == COMPILED else "ratio_vs_peer")
+            ratio = "" if side == "peer" or ratio is None else f"{ratio:.2f}"
             name = f"{entry['name']} ({len(entry['seeds'])})" if side == sides[0] else ""
             grok.add_row(name, side, spread_cell(entry[side]["steps"]), spread_cell(entry[side]["seconds"]), ratio)
     console.print(grok)
@@ -960,7 +964,8 @@ def build_parser() -> dict[str, Parser]:
         "8 MLPs and of 8 Power transformers (64 and 256 on a GPU).\n"
         "--time-to-grok also launches fresh runs, seed by seed, alternating with the peer's at the same settings:\n"
         "the Power transformer on x+y and x/y mod 97 at 50% (both evaluated every 100 steps), and the mlp and\n"
-        "fast-grok presets against their own targets; medians and ranges over seeds, every seed in --json.",
+        "fast-grok presets against their own targets; medians and ranges over seeds, every seed in --json. Unless\n"
+        "--no-compile, the Power runs are also made with --compile (its first compile before the seeds).",
         ["groklab bench", "groklab bench --json --threads 2 --time-to-grok", "groklab bench --quick --only power,mlp",
          "groklab bench --time-to-grok --only power --seeds 7"],
     )
@@ -971,7 +976,8 @@ def build_parser() -> dict[str, Parser]:
     sub.add_argument(
         "--no-compile",
         action="store_true",
-        help="skip the torch.compile variants (by default each transformer/MLP config is also timed compiled)",
+        help="skip the torch.compile variants (by default each transformer/MLP config is also timed compiled, and the "
+        "Power time-to-grok runs also made with --compile)",
     )
     sub.add_argument(
         "--time-to-grok",
