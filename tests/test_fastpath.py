@@ -19,7 +19,7 @@ from groklab.config import Config
 from groklab.data import build_task
 from groklab.losses import make_loss
 from groklab.models import build_model
-from groklab.models.gather import gather_rows
+from groklab.models.gather import CompiledGather, gather_rows_backward
 from groklab.optim import build_optimizer
 from groklab.steppers import BatchSampler, compiled_forward, optimizer_step
 
@@ -156,18 +156,20 @@ def test_compile_failure_falls_back_to_eager_with_one_warning_line(
 
 
 def test_compiled_gather_is_f_embedding_with_its_own_backward() -> None:
-    """The custom op torch.compile sees: F.embedding's values and gradient, and registrations that agree (opcheck)."""
+    """The gather torch.compile sees: F.embedding's values and gradient, and a backward op whose registrations agree
+    (opcheck)."""
     table = torch.randn(7, 5, requires_grad=True)
     idx = torch.tensor([[0, 3, 3], [6, 0, 3]])
     weights = torch.randn(2, 3, 5)
-    (gather_rows(idx, table) * weights).sum().backward()
+    gathered = CompiledGather.apply(idx, table)
+    (gathered * weights).sum().backward()
     grad = table.grad.clone()
     table.grad = None
     (F.embedding(idx, table) * weights).sum().backward()
-    assert torch.equal(gather_rows(idx, table), F.embedding(idx, table))
+    assert torch.equal(gathered, F.embedding(idx, table))
     torch.testing.assert_close(grad, table.grad)
     assert grad[3].abs().sum() > 0 and grad[1].abs().sum() == 0  # rows 3 gathered three times, row 1 never
-    torch.library.opcheck(gather_rows, (idx, table))
+    torch.library.opcheck(gather_rows_backward, (weights, idx, 7))
 
 
 @pytest.mark.slow
