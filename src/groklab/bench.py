@@ -342,11 +342,18 @@ def spread(results: list[dict[str, float | None]], key: str) -> dict[str, Any]:
     return {"median": censored_median(values), "min": min(done, default=None), "max": max(done, default=None), "censored": len(values) - len(done)}
 
 
+FIRST_COMPILE_STEPS = 20
+"""Steps of the run that compiles before a compiled side's seeds: two epochs of the Power cases' training halves at
+batch 512, so it meets the epoch's last, partial batch too (its own graph) as the timed runs will."""
+
+
 def first_compile_seconds(case: GrokCase, threads: int) -> float:
-    """Seconds of a one-step `groklab train --compile` of `case`, launch to exit: the compile the timed runs would
-    otherwise pay at their first seed (cold when Inductor's on-disk cache is empty; later runs find it there)."""
+    """Seconds of a short `groklab train --compile` of `case` (FIRST_COMPILE_STEPS), launch to exit: the compiles the
+    timed runs would otherwise pay at their first seed (cold when Inductor's on-disk cache is empty; later runs find
+    them there)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--compile", "--steps", "1", "--quiet", "--out", str(Path(tmp) / "run")]
+        cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--compile", "--steps", str(FIRST_COMPILE_STEPS), "--quiet",
+               "--out", str(Path(tmp) / "run")]  # fmt: skip
         t0 = time.perf_counter()
         subprocess.run(cmd + (["--threads", str(threads)] if threads else []), check=True, capture_output=True)
         return round(time.perf_counter() - t0, 2)
