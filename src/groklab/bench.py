@@ -260,17 +260,20 @@ COMPILED = "groklab --compile"
 """The side name of groklab's runs with `--compile` (a case with `compiles`, when the bench times compiled variants)."""
 
 
+def train_command(case: GrokCase, out: Path, threads: int, *args: str) -> list[str]:
+    """`groklab train` of `case` into `out`, quiet, with `args` and (when set) `threads`, as a subprocess argv."""
+    return [sys.executable, "-m", "groklab", "train", *case.args, *args, "--out", str(out), "--quiet"] + (["--threads", str(threads)] if threads else [])
+
+
 def groklab_to_grok(case: GrokCase, seed: int, threads: int, extra: tuple[str, ...] = ()) -> dict[str, float | None]:
     """Launch `groklab train` for `case` at `seed` (its split seed too: each seed is a fresh split, as the peer's
     is), with `extra` arguments; steps to the first evaluation at val acc >= target, seconds from launch to it
     (start-up included), and the steps the run took before it stopped."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "groklab", "train", *case.args, *extra, "--out", str(out), "--quiet", "--seed", str(seed),
-               "--split-seed", str(seed), "--steps", str(case.max_steps)]  # fmt: skip
+        cmd = train_command(case, out, threads, *extra, "--seed", str(seed), "--split-seed", str(seed), "--steps", str(case.max_steps))
         if case.target >= GROK_ACC:  # stop once grokked (one more evaluation: the rule needs val acc held a step)
             cmd += ["--stop-patience", "1"]
-        cmd += ["--threads", str(threads)] if threads else []
         t0 = time.perf_counter()
         with open(Path(tmp) / "stderr", "w+") as err:  # a file, not a pipe: nothing blocks while this polls
             run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -352,10 +355,9 @@ def first_compile_seconds(case: GrokCase, threads: int) -> float:
     timed runs would otherwise pay at their first seed (cold when Inductor's on-disk cache is empty; later runs find
     them there)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "groklab", "train", *case.args, "--compile", "--steps", str(FIRST_COMPILE_STEPS), "--quiet",
-               "--out", str(Path(tmp) / "run")]  # fmt: skip
+        cmd = train_command(case, Path(tmp) / "run", threads, "--compile", "--steps", str(FIRST_COMPILE_STEPS))
         t0 = time.perf_counter()
-        subprocess.run(cmd + (["--threads", str(threads)] if threads else []), check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True)
         return round(time.perf_counter() - t0, 2)
 
 
