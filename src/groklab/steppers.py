@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch._functorch.config
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -118,7 +119,7 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
     The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
     """
     try:
-        compiled = with_prefixes(model, torch.compile(model))
+        compiled = cached_across_runs(with_prefixes(model, torch.compile(model)))
         with torch.random.fork_rng(devices=[]):
             batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
         model.zero_grad(set_to_none=True)
@@ -128,6 +129,14 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
         reason = (str(err).strip().splitlines() or [""])[0][:160]
         print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
         return model
+
+
+def cached_across_runs(compiled: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """`compiled` with its graphs kept in AOTAutograd's on-disk cache, where a later run finds them (a warm start then
+    loads them instead of tracing forward and backward again). AOTAutograd leaves out graphs holding a custom autograd
+    function unless told otherwise; ours (`models.gather.CompiledGather`) is traced whole into the graph, its backward
+    a registered custom op, so the cache key covers it."""
+    return torch._functorch.config.patch(autograd_cache_allow_custom_autograd_functions=True)(compiled)
 
 
 def with_prefixes(model: nn.Module, compiled: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:
