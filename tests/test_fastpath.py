@@ -176,7 +176,8 @@ def test_compiled_gather_is_f_embedding_with_its_own_backward() -> None:
 @pytest.mark.parametrize("model_name", ["power", "mlp"])
 def test_compiled_training_matches_eager(model_name: str) -> None:
     """--compile changes speed, not results: the first 20 losses agree with eager ones (token tables, gathers); the
-    forward is one graph, compiled once although batches hold different numbers of distinct prefixes; and AOTAutograd
+    forward is one graph, compiled once although batches hold different numbers of distinct prefixes and each epoch
+    ends in a smaller batch (run eagerly); and AOTAutograd
     may keep it in its on-disk cache (not bypassed for the custom autograd function), so a later run loads it."""
     from torch._dynamo.utils import counters
 
@@ -185,17 +186,18 @@ def test_compiled_training_matches_eager(model_name: str) -> None:
     loss_fn = make_loss(config.loss, config.loss_dtype)
     torch._dynamo.reset()
     counters.clear()
-    runs, prefix_counts = [], set()
+    runs, prefix_counts, sizes = [], set(), set()
     for compile in (False, True):
         model = build_model(config.model, data, config.seed)
         optimizer, schedule = build_optimizer(config.optim, model)
-        sampler = BatchSampler(data.train, config.optim.batch_size, config.seed)
+        sampler = BatchSampler(data.train, config.optim.batch_size, config.seed, keep_last=True)
         trial = data.train[: sampler.batch_size]
         forward = compiled_forward(model, loss_fn, data, trial) if compile else model
         assert (forward is not model) == compile
         losses = []
         for _ in range(20):
             idx = sampler.next()
+            sizes.add(len(idx))
             losses.append(float(loss_fn(forward(data.x[idx]), data.y[idx])))
             optimizer_step(model, forward, optimizer, schedule, loss_fn, data, idx)
             prefixes = model.prefixes(data.x[idx]) if model_name == "power" else None
@@ -204,6 +206,7 @@ def test_compiled_training_matches_eager(model_name: str) -> None:
     assert max(abs(a - b) for a, b in zip(*runs, strict=True)) < 1e-4
     if model_name == "power":
         assert len(prefix_counts) > 1 and 0 not in prefix_counts  # the count the graph must not depend on varied
+    assert len(sizes) == 2  # full batches and each epoch's last, smaller one
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"], (dict(counters["stats"]), dict(counters["recompiles"]))
     assert not counters["aot_autograd"]["autograd_cache_bypass"], dict(counters["aot_autograd"])

@@ -123,12 +123,23 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
         with torch.random.fork_rng(devices=[]):
             batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
         model.zero_grad(set_to_none=True)
-        return compiled
+        return one_batch_size(model, compiled, len(idx))
     except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
         model.zero_grad(set_to_none=True)
         reason = (str(err).strip().splitlines() or [""])[0][:160]
         print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
         return model
+
+
+def one_batch_size(model: nn.Module, compiled: Callable[[Tensor], Tensor], batch: int) -> Callable[[Tensor], Tensor]:
+    """`compiled` for batches of `batch` examples, the shape it was compiled for, and the eager model for any other: an
+    epoch's last, partial batch (`optim.last_batch = keep`) would otherwise be a second graph, traced and compiled (or
+    loaded) at its first step, which costs a short run more than that step in ten saves (docs/performance.md)."""
+
+    def forward(x: Tensor) -> Tensor:
+        return compiled(x) if len(x) == batch else model(x)
+
+    return forward
 
 
 def cached_across_runs(compiled: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -178,7 +189,7 @@ class Single:
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
         self.sampler = sampler(config, data)
         self.clip = config.optim.grad_clip
-        trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape (a kept partial batch adds one shape)
+        trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape
         forward = compiled_forward(self.model, self.loss_fn, data, trial) if config.compile else self.model
         self.forward = in_bfloat16(forward) if config.bf16 else forward
 
