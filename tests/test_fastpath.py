@@ -9,6 +9,11 @@ the operands' embeddings concatenated and multiplied layer by layer.
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -211,3 +216,26 @@ def test_compiled_training_matches_eager(model_name: str) -> None:
     assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"], (dict(counters["stats"]), dict(counters["recompiles"]))
     assert not counters["aot_autograd"]["autograd_cache_bypass"], dict(counters["aot_autograd"])
     assert counters["aot_autograd"]["autograd_cache_hit"] + counters["aot_autograd"]["autograd_cache_saved"] == 1, dict(counters["aot_autograd"])
+
+
+PROBES = """
+import subprocess, sys
+from groklab.steppers import remember_isa_probes
+remember_isa_probes()
+started, run = [], subprocess.run
+subprocess.run = lambda cmd, *args, **kwargs: (started.append(cmd), run(cmd, *args, **kwargs))[1]
+from torch._inductor.cpu_vec_isa import pick_vec_isa
+isa = pick_vec_isa()
+print(sum(cmd[0] == sys.executable for cmd in started), isa)  # probes: Python processes (not compilers)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="Inductor probes vector ISAs on x86 only")
+def test_vector_isa_probes_run_in_the_first_compiling_process_only(tmp_path: Path) -> None:
+    """Two processes sharing one Inductor cache: the first starts Inductor's load probes, the second starts none and
+    picks the same vector ISA."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    first, second = (subprocess.run([sys.executable, "-c", PROBES], env=env, capture_output=True, text=True, check=True).stdout.split(maxsplit=1) for _ in range(2))
+    assert int(first[0]) > 0 and int(second[0]) == 0, (first, second)
+    assert first[1] == second[1]

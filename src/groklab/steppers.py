@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,6 +120,7 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
     The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
     """
     try:
+        remember_isa_probes()
         compiled = cached_across_runs(with_prefixes(model, torch.compile(model)))
         with torch.random.fork_rng(devices=[]):
             batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
@@ -129,6 +131,32 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
         reason = (str(err).strip().splitlines() or [""])[0][:160]
         print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
         return model
+
+
+def remember_isa_probes() -> None:
+    """Skip Inductor's vector-ISA load probes after their first success.
+
+    Before it compiles for the CPU, Inductor builds a small library per vector ISA the CPU lists (AVX2, AVX-512, ...)
+    and loads each in a fresh Python process, about ten processes at every compiled run's start. The library lies
+    in Inductor's on-disk cache at a path that hashes its code, flags, compiler and torch version, so one that loaded
+    once loads again: its success is remembered in a file beside it and the process is not started again."""
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    probe = VecISA._probe_load
+    if getattr(probe, "remembers", False):
+        return
+
+    def remembered(self: VecISA, output_path: str) -> bool:
+        loaded = Path(f"{output_path}.loaded")
+        if loaded.exists():
+            return True
+        ok = probe(self, output_path)
+        if ok:
+            loaded.touch()
+        return ok
+
+    remembered.remembers = True  # type: ignore[attr-defined]
+    VecISA._probe_load = remembered  # type: ignore[method-assign]
 
 
 def one_batch_size(model: nn.Module, compiled: Callable[[Tensor], Tensor], batch: int) -> Callable[[Tensor], Tensor]:
