@@ -345,9 +345,9 @@ def spread(results: list[dict[str, float | None]], key: str) -> dict[str, Any]:
     return {"median": censored_median(values), "min": min(done, default=None), "max": max(done, default=None), "censored": len(values) - len(done)}
 
 
-FIRST_COMPILE_STEPS = 20
-"""Steps of the run that compiles before a compiled side's seeds: two epochs of the Power cases' training halves at
-batch 512, so it meets the epoch's last, partial batch too (its own graph) as the timed runs will."""
+FIRST_COMPILE_STEPS = 1
+"""Steps of the run that compiles before a compiled side's seeds: one step compiles the step's forward and backward,
+the only graphs a compiled run builds (an epoch's last, partial batch runs eagerly)."""
 
 
 def first_compile_seconds(case: GrokCase, threads: int) -> float:
