@@ -199,6 +199,30 @@ def test_metrics_parquet_keeps_keys_that_first_appear_in_a_later_row(tmp_path: P
     assert pq.read_table(tmp_path / "m.parquet").to_pylist() == [{"tree/score": None, **r} for r in rows]
 
 
+def test_metrics_parquet_types_a_column_over_all_rows_and_keeps_nan_and_infinity(tmp_path: Path) -> None:
+    # a loss that is an int for 3,000 rows, then a float, then diverges: one float64 column, NaN and inf kept
+    rows = [{"step": i, "train/loss": 1} for i in range(3000)] + [{"step": 3000, "train/loss": 0.5}, {"step": 3001, "train/loss": math.nan}]
+    rows.append({"step": 3002, "train/loss": math.inf, "status": "diverged"})
+    write_parquet(tmp_path / "m.parquet", rows)
+    table = pq.read_table(tmp_path / "m.parquet")
+    assert str(table.schema.field("train/loss").type) == "double" and table.column_names == ["step", "train/loss", "status"]
+    loss = table["train/loss"].to_pylist()
+    assert loss[:3001] == [1.0] * 3000 + [0.5] and math.isnan(loss[3001]) and loss[3002] == math.inf
+    write_parquet(tmp_path / "empty.parquet", [])
+    assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
+
+
+def test_a_runs_metrics_parquet_is_written_without_importing_pandas(tmp_path: Path) -> None:
+    # pandas' import costs a short run a good part of its finish: the writer must not pull it in
+    code = (
+        "import sys; from pathlib import Path; from groklab.runio import write_parquet; "
+        f"write_parquet(Path({str(tmp_path / 'm.parquet')!r}), [{{'step': 0, 'val/acc': 0.5}}]); print('pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    assert pq.read_table(tmp_path / "m.parquet").to_pylist() == [{"step": 0, "val/acc": 0.5}]
+
+
 def test_batch_sampler_epochs_and_full_batch() -> None:
     idx = torch.arange(100, 110)
     sampler = BatchSampler(idx, batch_size=4, seed=0)
