@@ -200,14 +200,16 @@ def test_metrics_parquet_keeps_keys_that_first_appear_in_a_later_row(tmp_path: P
 
 
 def test_metrics_parquet_types_a_column_over_all_rows_and_keeps_nan_and_infinity(tmp_path: Path) -> None:
-    # a loss that is an int for 3,000 rows, then a float, then diverges: one float64 column, NaN and inf kept
-    rows = [{"step": i, "train/loss": 1} for i in range(3000)] + [{"step": 3000, "train/loss": 0.5}, {"step": 3001, "train/loss": math.nan}]
-    rows.append({"step": 3002, "train/loss": math.inf, "status": "diverged"})
+    # a loss that is an int for 40,000 rows (past the JSON reader's first 1 MB block), then a float, then diverges:
+    # one float64 column, NaN and inf kept
+    n = 40_000
+    rows = [{"step": i, "train/loss": 1} for i in range(n)] + [{"step": n, "train/loss": 0.5}, {"step": n + 1, "train/loss": math.nan}]
+    rows.append({"step": n + 2, "train/loss": math.inf, "status": "diverged"})
     write_parquet(tmp_path / "m.parquet", rows)
     table = pq.read_table(tmp_path / "m.parquet")
     assert str(table.schema.field("train/loss").type) == "double" and table.column_names == ["step", "train/loss", "status"]
     loss = table["train/loss"].to_pylist()
-    assert loss[:3001] == [1.0] * 3000 + [0.5] and math.isnan(loss[3001]) and loss[3002] == math.inf
+    assert loss[: n + 1] == [1.0] * n + [0.5] and math.isnan(loss[n + 1]) and loss[n + 2] == math.inf
     write_parquet(tmp_path / "empty.parquet", [])
     assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
 

@@ -75,15 +75,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     """`rows` as a Parquet table: a column per key any row has (first seen first), null where a row lacks it.
 
-    Arrow's JSON reader builds the columns from the rows as JSON lines, in one block so each column's type is
-    inferred over all rows (ints and floats mixed: float64); built from Python lists instead, pyarrow would import
-    pandas, which costs a short run more than the rest of its finish (docs/performance.md)."""
+    Arrow's JSON reader builds the columns from the rows as JSON lines, each column typed over all rows (ints and
+    floats mixed: float64); built from Python lists instead, pyarrow would import pandas, which costs a short run
+    more than the rest of its finish (docs/performance.md)."""
     import pyarrow as pa
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
     lines = "".join(json.dumps(row) + "\n" for row in rows).encode()
-    table = pj.read_json(io.BytesIO(lines), read_options=pj.ReadOptions(block_size=len(lines) + 1)) if rows else pa.table({})
+    table = pj.read_json(io.BytesIO(lines)) if rows else pa.table({})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())
