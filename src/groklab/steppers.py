@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch._functorch.config
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -121,7 +120,7 @@ def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tens
     """
     try:
         remember_isa_probes()
-        compiled = cached_across_runs(with_prefixes(model, torch.compile(model)))
+        compiled = with_prefixes(model, torch.compile(model))
         with torch.random.fork_rng(devices=[]):
             batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
         model.zero_grad(set_to_none=True)
@@ -168,14 +167,6 @@ def one_batch_size(model: nn.Module, compiled: Callable[[Tensor], Tensor], batch
         return compiled(x) if len(x) == batch else model(x)
 
     return forward
-
-
-def cached_across_runs(compiled: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """`compiled` with its graphs kept in AOTAutograd's on-disk cache, where a later run finds them (a warm start then
-    loads them instead of tracing forward and backward again). AOTAutograd leaves out graphs holding a custom autograd
-    function unless told otherwise; ours (`models.gather.CompiledGather`) is traced whole into the graph, its backward
-    a registered custom op, so the cache key covers it."""
-    return torch._functorch.config.patch(autograd_cache_allow_custom_autograd_functions=True)(compiled)
 
 
 def with_prefixes(model: nn.Module, compiled: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from groklab.config import ModelConfig
-from groklab.models.gather import gather
 from groklab.models.mlp import MLP
 from groklab.models.transformer import Block, Transformer
 
@@ -148,6 +147,20 @@ def last(t: Tensor) -> Tensor:
     Contiguous: under vmap (ensembles), a linear layer on the strided slice expands its weight for every sample, which
     is far slower."""
     return t if t.shape[1] == 1 else t[:, -1:].contiguous()
+
+
+def gather(idx: Tensor, table: Tensor) -> Tensor:
+    """idx (...) integer, table (n, d) -> (..., d): table[idx], the token tables' lookup.
+
+    Eagerly `F.embedding`, whose backward is a dense index-add. Traced by torch.compile, `torch.gather` along the rows:
+    Inductor fuses its forward into the kernels that read it, and on more than one thread runs its backward as ATen's
+    scatter-add kernel (fast on a contiguous index), where F.embedding's it would lower to a scatter with atomic adds.
+    """
+    if not torch.compiler.is_compiling():
+        return F.embedding(idx, table)
+    d = table.shape[-1]
+    rows = idx.reshape(-1).contiguous()
+    return torch.gather(table, 0, rows[:, None].expand(-1, d)).view(*idx.shape, d)
 
 
 class FastMLP(MLP):
