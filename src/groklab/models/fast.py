@@ -152,14 +152,15 @@ def last(t: Tensor) -> Tensor:
 def gather(idx: Tensor, table: Tensor) -> Tensor:
     """idx (...) integer, table (n, d) -> (..., d): table[idx], the token tables' lookup.
 
-    Eagerly `F.embedding`, whose backward is a dense index-add. Traced by torch.compile, `torch.gather` along the rows:
-    Inductor fuses its forward into the kernels that read it, and on more than one thread runs its backward as ATen's
-    scatter-add kernel (fast on a contiguous index), where F.embedding's it would lower to a scatter with atomic adds.
+    Eagerly `F.embedding`, whose dense index-add backward is the faster one there. Traced by torch.compile,
+    `torch.gather` along the rows: Inductor fuses its forward into the kernels that read it, and on more than one
+    thread runs its backward as ATen's scatter-add kernel, where F.embedding's it would lower to a scatter with atomic
+    adds (see docs/performance.md).
     """
     if not torch.compiler.is_compiling():
         return F.embedding(idx, table)
     d = table.shape[-1]
-    rows = idx.reshape(-1).contiguous()
+    rows = idx.reshape(-1).contiguous()  # ATen's scatter-add is fast only for a contiguous (expanded) index
     return torch.gather(table, 0, rows[:, None].expand(-1, d)).view(*idx.shape, d)
 
 
