@@ -19,13 +19,13 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from groklab.compiled import compiled_step
 from groklab.config import Config, get_path
 from groklab.data import Dataset
 from groklab.errors import UserError
@@ -111,88 +111,61 @@ def clip_factor(norm: Tensor, clip: float) -> Tensor:
     return (clip / (norm + 1e-6)).clamp(max=1.0)
 
 
-def compiled_forward(model: nn.Module, loss_fn: LossFn, data: Dataset, idx: Tensor) -> Callable[[Tensor], Tensor]:
-    """`torch.compile(model)` for training, tried once on the batch idx; the plain model, with a one-line warning, if that fails.
+def compiled_forward(
+    model: nn.Module, eager: Callable[[Tensor], Tensor], loss_fn: LossFn, data: Dataset, idx: Tensor, bf16: bool = False
+) -> Callable[[Tensor], Tensor]:
+    """The training forward compiled for batches shaped as the batch idx and tried once on it; `eager` (the model, or
+    it under bfloat16), with a one-line warning, if that fails.
 
-    Compilation is lazy, so a missing compiler or an unsupported platform only shows at the first call: the trial
-    forward and backward surface it here, before the run has taken a step (RNG states and gradients are left as found).
-    The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation stays eager.
+    On the CPU the forward and backward are AOTInductor libraries from groklab's cache (compiled.py: built by a
+    model's first compiled run, loaded in milliseconds by later ones); elsewhere `torch.compile(model)`. A failure
+    (no C++ compiler, an unsupported platform) surfaces in the trial forward and backward here, before the run has
+    taken a step (RNG states and gradients are left as found). An epoch's last, smaller batch (`optim.last_batch =
+    keep`) runs `eager`: compiled, its shape would cost a short run more than that step in ten saves
+    (docs/performance.md). The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and
+    evaluation stays eager.
     """
+    batch = len(idx)
     try:
-        remember_isa_probes()
-        compiled = with_prefixes(model, torch.compile(model))
+        arguments = compiled_arguments(model, data, batch)
+        if idx.device.type == "cpu":
+            step = compiled_step(model, arguments(data.x[idx]), bf16)
+        else:
+            step = in_bfloat16(torch.compile(model)) if bf16 else torch.compile(model)
+
+        def compiled(x: Tensor) -> Tensor:
+            return step(*arguments(x))
+
         with torch.random.fork_rng(devices=[]):
             batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
         model.zero_grad(set_to_none=True)
-        return one_batch_size(model, compiled, len(idx))
     except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
         model.zero_grad(set_to_none=True)
         reason = (str(err).strip().splitlines() or [""])[0][:160]
         print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
-        return model
+        return eager
+    return lambda x: compiled(x) if len(x) == batch else eager(x)
 
 
-def remember_isa_probes() -> None:
-    """Skip Inductor's vector-ISA load probes after their first success.
-
-    Before it compiles for the CPU, Inductor builds a small library per vector ISA the CPU lists (AVX2, AVX-512, ...)
-    and loads each in a fresh Python process, about ten processes at every compiled run's start. The library lies
-    in Inductor's on-disk cache at a path that hashes its code, flags, compiler and torch version, so one that loaded
-    once loads again: its success is remembered in a file beside it and the process is not started again."""
-    from torch._inductor.cpu_vec_isa import VecISA
-
-    probe = VecISA._probe_load
-    if getattr(probe, "remembers", False):
-        return
-
-    def remembered(self: VecISA, output_path: str) -> bool:
-        loaded = Path(f"{output_path}.loaded")
-        if loaded.exists():
-            return True
-        ok = probe(self, output_path)
-        if ok:
-            loaded.touch()
-        return ok
-
-    remembered.remembers = True  # type: ignore[attr-defined]
-    VecISA._probe_load = remembered  # type: ignore[method-assign]
+def compiled_arguments(model: nn.Module, data: Dataset, batch: int) -> Callable[[Tensor], tuple[Any, ...]]:
+    """x -> the arguments of a compiled forward: (x,), or for a transformer that shares prefixes (x, its batch's
+    distinct prefixes found eagerly (`FastTransformer.prefixes`)). Their count depends on the data: found inside, it
+    would split the graph, and each new count would compile it again; so they are padded to the most that a batch of
+    `batch` training examples can hold, and every full batch has one shape."""
+    prefixes = getattr(model, "prefixes", None)
+    if prefixes is None or prefixes(data.x[data.train[:1]]) is None:
+        return lambda x: (x,)
+    rows = min(batch, len(prefixes(data.x[data.train])[0]))
+    return lambda x: (x, prefixes(x, rows))
 
 
-def one_batch_size(model: nn.Module, compiled: Callable[[Tensor], Tensor], batch: int) -> Callable[[Tensor], Tensor]:
-    """`compiled` for batches of `batch` examples, the shape it was compiled for, and the eager model for any other: an
-    epoch's last, partial batch (`optim.last_batch = keep`) would otherwise be a second graph, traced and compiled (or
-    loaded) at its first step, which costs a short run more than that step in ten saves (docs/performance.md)."""
-
-    def forward(x: Tensor) -> Tensor:
-        return compiled(x) if len(x) == batch else model(x)
-
-    return forward
-
-
-def with_prefixes(model: nn.Module, compiled: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:
-    """The compiled transformer called with its batch's distinct shared prefixes found eagerly (`FastTransformer.prefixes`):
-    their count depends on the data, so found inside they would split the graph in three, and each new count would
-    compile it again; passed in, with that count marked dynamic, the forward is one graph compiled once."""
-    prefixes_of = getattr(model, "prefixes", None)
-    if prefixes_of is None:
-        return compiled
-
-    def forward(x: Tensor) -> Tensor:
-        prefixes = prefixes_of(x)
-        if prefixes is not None:
-            torch._dynamo.maybe_mark_dynamic(prefixes[0], 0)
-        return compiled(x, prefixes)
-
-    return forward
-
-
-def in_bfloat16(forward: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+def in_bfloat16(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """`forward` under torch.autocast to bfloat16, its output back in float32 for the loss. Only the forward: with the
     optimizer step inside the autocast region too, training measured to barely move."""
 
-    def run(x: Tensor) -> Tensor:
+    def run(x: Tensor, *args: Any) -> Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            out = forward(x)
+            out = forward(x, *args)
         return out.float()
 
     return run
@@ -209,8 +182,8 @@ class Single:
         self.sampler = sampler(config, data)
         self.clip = config.optim.grad_clip
         trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape
-        forward = compiled_forward(self.model, self.loss_fn, data, trial) if config.compile else self.model
-        self.forward = in_bfloat16(forward) if config.bf16 else forward
+        eager = in_bfloat16(self.model) if config.bf16 else self.model
+        self.forward = compiled_forward(self.model, eager, self.loss_fn, data, trial, config.bf16) if config.compile else eager
 
     def step(self) -> list[bool]:
         """One optimizer step; [False] (and no update) if the loss or gradient was not finite."""

@@ -64,9 +64,12 @@ class FastTransformer(Transformer):
         dropout = self.training and self.blocks[0].drop.p > 0
         return self.shared_prefix if len(self.blocks) > 1 and not dropout else 0
 
-    def prefixes(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+    def prefixes(self, x: Tensor, rows: int = 0) -> tuple[Tensor, Tensor] | None:
         """x: (..., seq) tokens -> the distinct shared prefixes (u, c) and each sample's index among them (...), or
-        None when no prefix is shared. Outside any vmap: the number of distinct prefixes is data-dependent."""
+        None when no prefix is shared. Outside any vmap: the number of distinct prefixes is data-dependent.
+
+        rows: at least the number of distinct prefixes; they are padded to that many (copies of the first, which no
+        sample reads), so that a compiled forward sees one shape in every batch."""
         c = self.shares_prefix()
         if not c:
             return None
@@ -74,6 +77,8 @@ class FastTransformer(Transformer):
         place = vocab ** torch.arange(c, device=x.device)
         # distinct prefixes by one integer code each (a 1-d unique sorts; unique over rows compares rows one by one)
         distinct, inverse = torch.unique((x[..., :c] * place).sum(-1), return_inverse=True)  # (u,), (...)
+        if rows > len(distinct):
+            distinct = torch.cat([distinct, distinct[:1].expand(rows - len(distinct))])
         return distinct[:, None] // place % vocab, inverse
 
     def answer_state(self, x: Tensor, prefixes: tuple[Tensor, Tensor] | None = None) -> Tensor:

@@ -1,0 +1,196 @@
+"""Compiled training steps on the CPU: a model's forward and backward compiled ahead of time by AOTInductor into two
+shared libraries, kept on disk, and loaded by every later run in milliseconds, without importing the compiler.
+
+torch.compile traces the model and compiles it (or loads it from its caches) in every run: its compiler's import and
+Dynamo's trace cost a compiled run several seconds of start-up, more than a short run's faster steps win back. Here
+the first run of a model (its structure, sizes, source, batch shape, thread count and torch version: `step_key`)
+traces the forward and backward once with AOTAutograd and the partitioner torch.compile uses, compiles each graph
+with AOTInductor, and moves both libraries into the cache in one rename (`GROKLAB_CACHE_DIR`, else
+`$XDG_CACHE_HOME/groklab`, else `~/.cache/groklab`); a later run with the same key finds them there.
+
+The libraries take the parameters, buffers and inputs as arguments (nothing is frozen into them), so one pair serves
+every step of a run and every run of that model; the forward returns the output and the activations the backward
+reads, and an autograd function passes those from one library to the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+Tensor = torch.Tensor
+LIBRARIES = ("forward.so", "backward.so")
+
+
+def cache_root() -> Path:
+    """Where compiled steps are kept: $GROKLAB_CACHE_DIR, else groklab/ in $XDG_CACHE_HOME (default ~/.cache)."""
+    if os.environ.get("GROKLAB_CACHE_DIR"):
+        return Path(os.environ["GROKLAB_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "groklab"
+
+
+def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) -> Callable[..., Tensor]:
+    """`module(*args)` for arguments shaped as `args`, its forward and backward run by AOTInductor libraries (built and
+    cached on the first call with this `step_key`); `bf16`: the forward under autocast to bfloat16, its output float32.
+
+    The module's parameters and buffers are read at every call, so optimizer steps and loaded checkpoints apply."""
+    folder = cache_root() / "compiled" / step_key(module, args, bf16)
+    if not all((folder / name).exists() for name in LIBRARIES):
+        build(module, args, bf16, folder)
+    forward, backward = (torch._C._aoti.AOTIModelContainerRunnerCpu(str(folder / name), 1) for name in LIBRARIES)
+
+    class Step(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, *flat: Tensor) -> Tensor:  # flat: parameters, buffers, input leaves
+            out, *ctx.activations = forward.run(list(flat))
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+            grads = backward.run([*ctx.activations, grad.contiguous()])  # one gradient per flat argument
+            del ctx.activations
+            return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad, strict=True))
+
+    def run(*call_args: Any) -> Tensor:
+        leaves, _ = tree_flatten(call_args)
+        return Step.apply(*module.parameters(), *module.buffers(), *leaves)
+
+    return run
+
+
+def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
+    """A hash of everything the compiled libraries depend on: the module's structure and settings (every submodule's
+    scalar attributes: heads, ε, dropout, ...), its parameters' and buffers' shapes, the arguments' shapes, the
+    source of the packages that define it and of this file, the thread count the kernels were built for, the CPU's
+    instruction sets, torch's version and the bfloat16 switch."""
+    settings = [
+        (name, type(m).__qualname__, {k: describe(v) for k, v in sorted(vars(m).items()) if not k.startswith("_")})
+        for name, m in module.named_modules()
+    ]
+    leaves, _ = tree_flatten(args)
+    tensors = [*module.named_parameters(), *module.named_buffers(), *enumerate(leaves)]
+    shapes = [(str(name), list(t.shape), str(t.dtype), t.requires_grad) for name, t in tensors]
+    state = {
+        "settings": settings, "shapes": shapes, "training": module.training, "bf16": bf16,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_flags(),
+    }  # fmt: skip
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
+    for path in sources(module):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def describe(value: Any) -> Any:
+    """A module attribute as it enters the key: scalars as they are, functions by name, anything else by type."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [describe(v) for v in value]
+    return getattr(value, "__qualname__", type(value).__qualname__)
+
+
+def sources(module: nn.Module) -> list[Path]:
+    """The .py files of every package that defines one of the module's classes (their free functions included), and
+    this file."""
+    folders = {
+        Path(sys.modules[cls.__module__].__file__ or "").parent
+        for m in module.modules()
+        for cls in type(m).__mro__
+        if cls.__module__.split(".")[0] not in ("torch", "builtins")
+    }
+    return sorted({*(p for folder in folders for p in folder.glob("*.py")), Path(__file__)})
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags (the libraries use the widest vector instructions the building CPU has)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((line for line in info.splitlines() if line.startswith("flags")), "")
+
+
+def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) -> None:
+    """Trace the forward and backward of `module(*args)`, compile both with AOTInductor, and move them into `folder`."""
+    import torch._inductor
+    from functorch.compile import aot_function, make_boxed_func, min_cut_rematerialization_partition
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remember_isa_probes()
+    params, buffers = dict(module.named_parameters()), dict(module.named_buffers())
+    leaves, spec = tree_flatten(args)
+    n_p, n_b = len(params), len(buffers)
+
+    def forward(*flat: Tensor) -> Tensor:
+        state = (dict(zip(params, flat[:n_p], strict=True)), dict(zip(buffers, flat[n_p : n_p + n_b], strict=True)))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = torch.func.functional_call(module, state, tree_unflatten(list(flat[n_p + n_b :]), spec))
+        return out.float()
+
+    graphs: dict[str, tuple[torch.fx.GraphModule, list[Any]]] = {}
+
+    def keep(name: str) -> Callable[..., Any]:
+        def compiler(graph: torch.fx.GraphModule, example: list[Any]) -> Any:
+            graphs[name] = (graph, example)
+            return make_boxed_func(graph.forward)
+
+        return compiler
+
+    traced = aot_function(forward, keep("forward"), keep("backward"), partition_fn=min_cut_rematerialization_partition)
+    flat = [*params.values(), *buffers.values(), *leaves]
+    # traced as torch.compile traces (code that asks torch.compiler.is_compiling() takes its compiled branch)
+    with torch.compiler._compile_session_context(), torch.random.fork_rng(devices=[]):
+        out = traced(*flat)
+        torch.autograd.grad(out, [t for t in flat if t.requires_grad], torch.ones_like(out))
+    building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own deprecation notices from inside the compiler
+            for name, (graph, example) in graphs.items():
+                output = str(building / f"{name}.so")
+                torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": output})
+        os.rename(building, folder)  # all or nothing; a concurrent run that finished first keeps its own
+    except OSError:
+        if not all((folder / name).exists() for name in LIBRARIES):
+            raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def remember_isa_probes() -> None:
+    """Skip Inductor's vector-ISA load probes after their first success.
+
+    Before it compiles for the CPU, Inductor builds a small library per vector ISA the CPU lists (AVX2, AVX-512, ...)
+    and loads each in a fresh Python process, about ten processes at every compiled run's start. The library lies
+    in Inductor's on-disk cache at a path that hashes its code, flags, compiler and torch version, so one that loaded
+    once loads again: its success is remembered in a file beside it and the process is not started again."""
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    probe = VecISA._probe_load
+    if getattr(probe, "remembers", False):
+        return
+
+    def remembered(self: VecISA, output_path: str) -> bool:
+        loaded = Path(f"{output_path}.loaded")
+        if loaded.exists():
+            return True
+        ok = probe(self, output_path)
+        if ok:
+            loaded.touch()
+        return ok
+
+    remembered.remembers = True  # type: ignore[attr-defined]
+    VecISA._probe_load = remembered  # type: ignore[method-assign]
