@@ -94,12 +94,15 @@ def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
 
 
 def describe(value: Any) -> Any:
-    """A module attribute as it enters the key: scalars as they are, functions by name, anything else by type."""
+    """A module attribute as it enters the key: scalars as they are, tensors by a hash of their bytes (a library holds
+    them as constants), functions by their module and name, anything else by its type."""
     if isinstance(value, (bool, int, float, str, type(None))):
         return value
     if isinstance(value, (tuple, list)):
         return [describe(v) for v in value]
-    return getattr(value, "__qualname__", type(value).__qualname__)
+    if isinstance(value, Tensor):
+        return hashlib.sha256(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+    return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
 
 
 def sources(module: nn.Module) -> list[Path]:
