@@ -352,8 +352,8 @@ the only graphs a compiled run builds (an epoch's last, partial batch runs eager
 
 def first_compile_seconds(case: GrokCase, threads: int) -> float:
     """Seconds of a short `groklab train --compile` of `case` (FIRST_COMPILE_STEPS), launch to exit: the compiles the
-    timed runs would otherwise pay at their first seed (cold when Inductor's on-disk cache is empty; later runs find
-    them there)."""
+    timed runs would otherwise pay at their first seed (building the compiled libraries when groklab's cache has none of
+    that model yet; later runs load them)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = train_command(case, Path(tmp) / "run", threads, "--compile", "--steps", str(FIRST_COMPILE_STEPS))
         t0 = time.perf_counter()
