@@ -48,3 +48,24 @@ def test_the_cache_lives_where_the_environment_says(tmp_path: Path, monkeypatch:
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_root() == tmp_path / "home" / ".cache" / "groklab"
+
+
+def test_the_mlp_traces_with_fake_tensors_on_its_plain_path() -> None:
+    """--compile traces the model with fake tensors (AOTAutograd) and compiles the graph with AOTInductor: the MLP's
+    plain path, which a batch no larger than its vocabulary takes, must put no tensor constant in the graph (indexing
+    by a list of positions did, and AOTInductor's compile then failed)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    config = apply_overrides(tiny(Config(), SMALL), {"model.name": "mlp"})
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, config.seed)
+    x = data.x[data.train[:8]]
+    assert model.embed.num_embeddings >= len(x)  # the plain path
+    params = dict(model.named_parameters())
+
+    def forward(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, p, (x,))
+
+    graph = make_fx(forward, tracing_mode="fake")(params, x)
+    assert [n.target for n in graph.graph.nodes if n.op == "get_attr"] == []  # no tensor constant for AOTInductor to trip on
+    torch.testing.assert_close(graph(params, x), model(x))

@@ -34,7 +34,8 @@ class MLP(nn.Module):
         """x -> the last hidden layer's activations (batch, width): the neurons that feed the logits."""
         if self.embed is not None:
             # only the operands carry information (not the op or `=` tokens); concatenated, so their order matters
-            x = self.embed(x[:, self.positions]).flatten(1)  # (batch, n_operands · d_model)
+            # (by integer index: a list index would make a tensor that tracing for --compile cannot follow)
+            x = self.embed(torch.stack([x[:, pos] for pos in self.positions], 1)).flatten(1)  # (batch, n_operands · d_model)
         return self.activations(self.hidden[0](x))
 
     def activations(self, h: Tensor) -> Tensor:
