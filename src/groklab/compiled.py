@@ -48,7 +48,7 @@ def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) 
 
     The module's parameters and buffers are read at every call, so optimizer steps and loaded checkpoints apply."""
     folder = cache_root() / "compiled" / step_key(module, args, bf16)
-    if not all((folder / name).exists() for name in LIBRARIES):
+    if not built(folder):
         build(module, args, bf16, folder)
     forward, backward = (torch._C._aoti.AOTIModelContainerRunnerCpu(str(folder / name), 1) for name in LIBRARIES)
 
@@ -71,6 +71,11 @@ def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) 
     return run
 
 
+def built(folder: Path) -> bool:
+    """Whether `folder` holds both libraries (a build moves them in together)."""
+    return all((folder / name).exists() for name in LIBRARIES)
+
+
 def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
     """A hash of everything the compiled libraries depend on: the module's structure and settings (every submodule's
     scalar attributes: heads, ε, dropout, ...), its parameters' and buffers' shapes, the arguments' shapes, the
@@ -84,7 +89,7 @@ def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
     tensors = [*module.named_parameters(), *module.named_buffers(), *enumerate(leaves)]
     shapes = [(str(name), list(t.shape), str(t.dtype), t.requires_grad) for name, t in tensors]
     state = {
-        "settings": settings, "shapes": shapes, "training": module.training, "bf16": bf16,
+        "settings": settings, "shapes": shapes, "bf16": bf16,  # settings: every module's `training` too
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_flags(),
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
@@ -167,7 +172,7 @@ def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) ->
                 torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": output})
         os.rename(building, folder)  # all or nothing; a concurrent run that finished first keeps its own
     except OSError:
-        if not all((folder / name).exists() for name in LIBRARIES):
+        if not built(folder):
             raise
     finally:
         shutil.rmtree(building, ignore_errors=True)

@@ -121,8 +121,7 @@ def compiled_forward(
     model's first compiled run, loaded in milliseconds by later ones); elsewhere `torch.compile(model)`. A failure
     (no C++ compiler, an unsupported platform) surfaces in the trial forward and backward here, before the run has
     taken a step (RNG states and gradients are left as found). An epoch's last, smaller batch (`optim.last_batch =
-    keep`) runs `eager`: compiled, its shape would cost a short run more than that step in ten saves
-    (docs/performance.md). The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and
+    keep`) runs `eager`: compiled, its shape would be a second pair of libraries to build. The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and
     evaluation stays eager.
     """
     batch = len(idx)
@@ -153,9 +152,10 @@ def compiled_arguments(model: nn.Module, data: Dataset, batch: int) -> Callable[
     would split the graph, and each new count would compile it again; so they are padded to the most that a batch of
     `batch` training examples can hold, and every full batch has one shape."""
     prefixes = getattr(model, "prefixes", None)
-    if prefixes is None or prefixes(data.x[data.train[:1]]) is None:
+    every = None if prefixes is None else prefixes(data.x[data.train])  # the training set's distinct prefixes
+    if every is None:
         return lambda x: (x,)
-    rows = min(batch, len(prefixes(data.x[data.train])[0]))
+    rows = min(batch, len(every[0]))
     return lambda x: (x, prefixes(x, rows))
 
 
