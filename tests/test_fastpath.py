@@ -154,7 +154,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning_line(
     config = small("mlp")
     data = build_task(config.task, config.split_seed)
     model = build_model(config.model, data, 0)
-    forward = compiled_forward(model, model, make_loss("cross_entropy", "float32"), data, data.train[:8])
+    forward = compiled_forward(model, model, make_loss("cross_entropy", "float32"), data, [data.train[:8]])
     assert forward is model
     assert all(p.grad is None for p in model.parameters())
     assert blocked.read_text().startswith("a file")
@@ -184,8 +184,8 @@ def test_gather_as_torch_compile_traces_it_is_f_embedding() -> None:
 @pytest.mark.parametrize("model_name", ["power", "mlp"])
 def test_compiled_training_matches_eager(model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--compile changes speed, not results: the first 20 losses agree with eager ones (token tables, gathers), while
-    batches hold different numbers of distinct prefixes and each epoch ends in a smaller batch (run eagerly); the
-    compiled libraries are built once and a second model of the same config loads them."""
+    batches hold different numbers of distinct prefixes and each epoch ends in a smaller batch (a second compiled
+    shape); the compiled libraries are built once and a second model of the same config loads them."""
     monkeypatch.setenv("GROKLAB_CACHE_DIR", str(tmp_path))
     config = small(model_name)
     data = build_task(config.task, config.split_seed)
@@ -195,10 +195,10 @@ def test_compiled_training_matches_eager(model_name: str, tmp_path: Path, monkey
         model = build_model(config.model, data, config.seed)
         optimizer, schedule = build_optimizer(config.optim, model)
         sampler = BatchSampler(data.train, config.optim.batch_size, config.seed, keep_last=True)
-        trial = data.train[: sampler.batch_size]
-        forward = compiled_forward(model, model, loss_fn, data, trial) if compile else model
+        trials = [data.train[:size] for size in sampler.sizes()]
+        forward = compiled_forward(model, model, loss_fn, data, trials) if compile else model
         assert (forward is not model) == compile
-        built.append(sorted(p.name for p in (tmp_path / "compiled").glob("*/*.so")) if compile else [])
+        built.append(sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "compiled").glob("*/*.so")) if compile else [])
         losses = []
         for _ in range(20):
             idx = sampler.next()
@@ -210,7 +210,7 @@ def test_compiled_training_matches_eager(model_name: str, tmp_path: Path, monkey
         runs.append(losses)
     assert max(abs(a - b) for a, b in zip(runs[0], runs[1], strict=True)) < 1e-4
     assert runs[2] == runs[1]  # the loaded libraries are the built ones
-    assert built[1] == built[2] == ["backward.so", "forward.so"]  # one pair, built once
+    assert built[1] == built[2] and [Path(p).name for p in built[1]] == ["backward.so", "forward.so"] * 2  # a pair per size, built once
     if model_name == "power":
         assert len(prefix_counts) > 1 and 0 not in prefix_counts  # the count the compiled shape must not depend on varied
     assert len(sizes) == 2  # full batches and each epoch's last, smaller one

@@ -249,6 +249,14 @@ def test_batch_sampler_keeps_the_partial_batch_when_asked() -> None:
     assert len(dropped[2]) == 4 and torch.equal(keep.next(), dropped[2])  # both start the next epoch's permutation
 
 
+@pytest.mark.parametrize(("n", "batch_size", "keep_last"), [(10, 4, True), (10, 4, False), (12, 4, True), (10, 0, True), (10, 50, False)])
+def test_batch_sampler_sizes_are_the_sizes_an_epoch_draws(n: int, batch_size: int, keep_last: bool) -> None:
+    """The sizes `--compile` builds a step for are the ones training meets, over two epochs."""
+    sampler = BatchSampler(torch.arange(n), batch_size=batch_size, seed=0, keep_last=keep_last)
+    drawn = {len(sampler.next()) for _ in range(2 * n)}
+    assert sorted(drawn) == sorted(sampler.sizes())
+
+
 def test_summarize_grok_delay() -> None:
     rows = [
         {"step": 0, "train/acc": 0.1, "val/acc": 0.0},

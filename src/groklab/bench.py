@@ -346,8 +346,8 @@ def spread(results: list[dict[str, float | None]], key: str) -> dict[str, Any]:
 
 
 FIRST_COMPILE_STEPS = 1
-"""Steps of the run that compiles before a compiled side's seeds: one step compiles the step's forward and backward,
-the only graphs a compiled run builds (an epoch's last, partial batch runs eagerly)."""
+"""Steps of the run that compiles before a compiled side's seeds: one is enough, as a compiled run builds (or loads)
+the forward and backward of every batch size it will meet before its first step."""
 
 
 def first_compile_seconds(case: GrokCase, threads: int) -> float:

@@ -58,6 +58,11 @@ class BatchSampler:
         self.pos += len(batch)
         return self.idx[batch.to(self.idx.device)]
 
+    def sizes(self) -> list[int]:
+        """The sizes of an epoch's batches: the batch size, and the last batch's if it is smaller."""
+        last = self.end % self.batch_size
+        return [self.batch_size, last] if last else [self.batch_size]
+
     def state_dict(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos}
 
@@ -112,38 +117,42 @@ def clip_factor(norm: Tensor, clip: float) -> Tensor:
 
 
 def compiled_forward(
-    model: nn.Module, eager: Callable[[Tensor], Tensor], loss_fn: LossFn, data: Dataset, idx: Tensor, bf16: bool = False
+    model: nn.Module, eager: Callable[[Tensor], Tensor], loss_fn: LossFn, data: Dataset, batches: list[Tensor], bf16: bool = False
 ) -> Callable[[Tensor], Tensor]:
-    """The training forward compiled for batches shaped as the batch idx and tried once on it; `eager` (the model, or
-    it under bfloat16), with a one-line warning, if that fails.
+    """The training forward compiled for each batch size in `batches` (example batches of indices, each tried once);
+    `eager` (the model, or it under bfloat16), with a one-line warning, if that fails.
 
-    On the CPU the forward and backward are AOTInductor libraries from groklab's cache (compiled.py: built by a
-    model's first compiled run, loaded in milliseconds by later ones); elsewhere `torch.compile(model)`. A failure
-    (no C++ compiler, an unsupported platform) surfaces in the trial forward and backward here, before the run has
-    taken a step (RNG states and gradients are left as found). An epoch's last, smaller batch (`optim.last_batch =
-    keep`) runs `eager`: compiled, its shape would be a second pair of libraries to build. The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and
-    evaluation stays eager.
+    On the CPU each size's forward and backward are AOTInductor libraries from groklab's cache (compiled.py: built by a
+    model's first compiled run, loaded in milliseconds by later ones); elsewhere `torch.compile(model)` with static
+    shapes. A failure (no C++ compiler, an unsupported platform) surfaces in the trial forwards and backwards here,
+    before the run has taken a step (RNG states and gradients are left as found). A batch of any other size runs
+    `eager`. The model itself stays uncompiled, so checkpoints keep their ordinary parameter names and evaluation
+    stays eager.
     """
-    batch = len(idx)
+    steps: dict[int, Callable[[Tensor], Tensor]] = {}
     try:
-        arguments = compiled_arguments(model, data, batch)
-        if idx.device.type == "cpu":
-            step = compiled_step(model, arguments(data.x[idx]), bf16)
-        else:
-            step = in_bfloat16(torch.compile(model)) if bf16 else torch.compile(model)
-
-        def compiled(x: Tensor) -> Tensor:
-            return step(*arguments(x))
-
-        with torch.random.fork_rng(devices=[]):
-            batch_loss(loss_fn, compiled(data.x[idx]), data, idx).backward()
-        model.zero_grad(set_to_none=True)
+        for idx in batches:
+            steps[len(idx)] = compiled_for(model, data, idx, bf16)
+            with torch.random.fork_rng(devices=[]):
+                batch_loss(loss_fn, steps[len(idx)](data.x[idx]), data, idx).backward()
+            model.zero_grad(set_to_none=True)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
         model.zero_grad(set_to_none=True)
         reason = (str(err).strip().splitlines() or [""])[0][:160]
         print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
         return eager
-    return lambda x: compiled(x) if len(x) == batch else eager(x)
+    return lambda x: steps[len(x)](x) if len(x) in steps else eager(x)
+
+
+def compiled_for(model: nn.Module, data: Dataset, idx: Tensor, bf16: bool) -> Callable[[Tensor], Tensor]:
+    """The model's training forward compiled for batches of len(idx) examples shaped as data.x[idx]."""
+    arguments = compiled_arguments(model, data, len(idx))
+    if idx.device.type == "cpu":
+        step = compiled_step(model, arguments(data.x[idx]), bf16)
+    else:
+        graph = torch.compile(model, dynamic=False)
+        step = in_bfloat16(graph) if bf16 else graph
+    return lambda x: step(*arguments(x))
 
 
 def compiled_arguments(model: nn.Module, data: Dataset, batch: int) -> Callable[[Tensor], tuple[Any, ...]]:
@@ -181,9 +190,12 @@ class Single:
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
         self.sampler = sampler(config, data)
         self.clip = config.optim.grad_clip
-        trial = data.train[: self.sampler.batch_size]  # compile for the training batch shape
         eager = in_bfloat16(self.model) if config.bf16 else self.model
-        self.forward = compiled_forward(self.model, eager, self.loss_fn, data, trial, config.bf16) if config.compile else eager
+        if config.compile:  # one compiled step per batch size: full batches and an epoch's kept remainder
+            trials = [data.train[:size] for size in self.sampler.sizes()]
+            self.forward = compiled_forward(self.model, eager, self.loss_fn, data, trials, config.bf16)
+        else:
+            self.forward = eager
 
     def step(self) -> list[bool]:
         """One optimizer step; [False] (and no update) if the loss or gradient was not finite."""
