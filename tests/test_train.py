@@ -22,7 +22,7 @@ from groklab.optim import build_optimizer
 from groklab.presets import PRESETS, get_preset
 from groklab.runio import load_run, summarize, write_parquet
 from groklab.steppers import BatchSampler
-from groklab.train import evaluate, evaluated, train
+from groklab.train import EVAL_TOKENS, eval_rows, evaluate, evaluated, train
 
 SUMMARY_KEYS = {
     "status",
@@ -166,6 +166,27 @@ def test_evaluate_counts_correct_predictions(small_config: Config) -> None:
         x, _ = data.split(split)
         assert out[f"{split}/acc"] == pytest.approx(float((x[:, 0] % 2 == 0).float().mean()))
         assert out[f"{split}/loss"] > 0
+
+
+def test_evaluate_runs_token_splits_in_chunks_with_the_same_metrics() -> None:
+    """Splits of token sequences longer than EVAL_TOKENS tokens run in chunks of eval_rows; loss and accuracy are
+    those of one forward over the whole split."""
+    config = tiny(get_preset("power-fig1"), {"task.op": "x+y", "task.train_frac": 0.5})
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, 0)
+    seen: list[int] = []
+    model.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    loss = make_loss("cross_entropy", "float32")
+    out = evaluate(model, data, loss)
+    rows = eval_rows(data.x)
+    assert rows == EVAL_TOKENS // data.x.shape[1] and max(seen) == rows and len(seen) > len(data.split_names)
+    with torch.inference_mode():
+        for split in data.split_names:
+            x, y = data.split(split)
+            logits = model.eval()(x)
+            assert out[f"{split}/loss"] == pytest.approx(float(loss(logits, y, None)), rel=1e-5)
+            assert out[f"{split}/acc"] == float((logits.argmax(-1) == y).float().mean())
+    assert eval_rows(torch.zeros(100_000, 64)) == 65536  # features and images: one forward up to 65,536 rows
 
 
 def test_eval_train_size_measures_train_on_one_fixed_sample(tmp_path: Path, small_config: Config) -> None:

@@ -112,21 +112,38 @@ def correct(data: Dataset, forward: Forward, x: Tensor, logits: Tensor, y: Tenso
     return right if mask is None else right[mask]
 
 
+EVAL_TOKENS = 8192
+"""Tokens in one forward of an evaluation: a chunk of that many keeps its activations in the CPU's caches, where a
+whole split's would stream through memory at every op (docs/performance.md)."""
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, chunk: int = 65536, bf16: bool = False) -> dict[str, float]:
-    """Loss and accuracy on every split (chunks only bound memory for big image sets); `bf16`: the forward as training
-    runs it under `Config.bf16`."""
+def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, bf16: bool = False) -> dict[str, float]:
+    """Loss and accuracy on every split, run in chunks (`eval_rows`); `bf16`: the forward as training runs it under
+    `Config.bf16`."""
     model.eval()
     forward = in_bfloat16(model) if bf16 else model
     out: dict[str, float] = {}
     for split in data.split_names:
         idx = data.indices(split)
         x, y, mask = data.x[idx], data.y[idx], None if data.mask is None else data.mask[idx]
-        logits = torch.cat([forward(x[i : i + chunk]) for i in range(0, len(x), chunk)])  # (n, n_classes) or (n, seq, n_classes)
+        run = in_chunks(forward, eval_rows(x))
+        logits = run(x)  # (n, n_classes) or (n, seq, n_classes)
         out[f"{split}/loss"] = float(loss_fn(logits, y, mask))
-        out[f"{split}/acc"] = float(correct(data, forward, x, logits, y, mask).mean())
+        out[f"{split}/acc"] = float(correct(data, run, x, logits, y, mask).mean())
     model.train()
     return out
+
+
+def eval_rows(x: Tensor) -> int:
+    """Rows per forward of an evaluation on inputs x: EVAL_TOKENS tokens' worth of token sequences; features and
+    images 65,536 rows, which only bounds the memory of big image sets."""
+    return 65536 if x.is_floating_point() else max(1, EVAL_TOKENS // x[0].numel())
+
+
+def in_chunks(forward: Forward, rows: int) -> Forward:
+    """`forward` run on `rows` rows of its input at a time, the outputs concatenated."""
+    return lambda x: torch.cat([forward(x[i : i + rows]) for i in range(0, len(x), rows)])
 
 
 def evaluated(data: Dataset, config: Config) -> Dataset:
