@@ -1,16 +1,21 @@
-"""The cache of compiled training steps (groklab.compiled): what its key tells apart, and where it lives. Building and
-loading the libraries is tested, slow, in test_fastpath.py (test_compiled_training_matches_eager)."""
+"""The cache of compiled training steps (groklab.compiled): what its key tells apart, where it lives, and (slow) runs
+that need one build at once. Training on the libraries is tested, slow, in test_fastpath.py
+(test_compiled_training_matches_eager)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny
 
-from groklab.compiled import cache_root, step_key
-from groklab.config import Config, apply_overrides
+from groklab.compiled import build, build_lock, cache_root, compiled_step, step_key
+from groklab.config import Config, apply_overrides, to_dict
 from groklab.data import build_task
 from groklab.models import build_model
 
@@ -69,3 +74,45 @@ def test_the_mlp_traces_with_fake_tensors_on_its_plain_path() -> None:
     graph = make_fx(forward, tracing_mode="fake")(params, x)
     assert [n.target for n in graph.graph.nodes if n.op == "get_attr"] == []  # no tensor constant for AOTInductor to trip on
     torch.testing.assert_close(graph(params, x), model(x))
+
+
+@pytest.mark.slow
+def test_a_run_that_needs_libraries_being_built_waits_for_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs that need the same libraries at once (a sweep's workers): the second waits for the first one's build and
+    loads it, never compiling; a build killed half-way leaves nothing behind, and the cache keeps only the libraries."""
+    monkeypatch.setenv("GROKLAB_CACHE_DIR", str(tmp_path))
+    config = apply_overrides(tiny(Config(), SMALL), {"model.name": "mlp"})
+    data = build_task(config.task, config.split_seed)
+    model = build_model(config.model, data, config.seed)
+    args = (data.x[data.train[:16]],)
+    folder = tmp_path / "compiled" / step_key(model, args, False)
+    killed = folder.parent / f".building-{folder.name}"
+    killed.mkdir(parents=True)
+    (killed / "forward.so").write_text("half a library")
+    script = (
+        "import json, sys, torch\n"
+        "from groklab.compiled import compiled_step\n"
+        "from groklab.config import from_dict\n"
+        "from groklab.data import build_task\n"
+        "from groklab.models import build_model\n"
+        "config, threads = from_dict(json.loads(sys.argv[1])), int(sys.argv[2])\n"
+        "torch.set_num_threads(threads)\n"
+        "data = build_task(config.task, config.split_seed)\n"
+        "model = build_model(config.model, data, config.seed)\n"
+        "x = data.x[data.train[:16]]\n"
+        "print('ready', flush=True)\n"
+        "out = compiled_step(model, (x,))(x)\n"
+        "print(json.dumps({'compiler': 'torch._inductor' in sys.modules, 'out': out.tolist()}))\n"
+    )
+    command = [sys.executable, "-c", script, json.dumps(to_dict(config)), str(torch.get_num_threads())]
+    with build_lock(folder):
+        waiter = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ)
+        assert waiter.stdout is not None and waiter.stdout.readline() == "ready\n"  # it asks for the libraries now
+        build(model, args, False, folder)
+    stdout, _ = waiter.communicate(timeout=600)
+    assert waiter.returncode == 0
+    seen = json.loads(stdout)
+    assert seen["compiler"] is False  # it waited and loaded this build
+    torch.testing.assert_close(torch.tensor(seen["out"]), compiled_step(model, args)(*args).detach())
+    assert sorted(p.name for p in folder.iterdir()) == ["backward.so", "forward.so"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [f".{folder.name}.lock", folder.name]  # the killed build's folder went

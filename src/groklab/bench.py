@@ -251,8 +251,8 @@ steps, 50% train), evaluated every 100 steps and with each epoch's last, partial
 GROK_CASES = (
     GrokCase("power", "power x+y", (*POWER_ARGS, "--task.op", "x+y"), peer_op="x+y", compiles=True),
     GrokCase("power", "power x/y", (*POWER_ARGS, "--task.op", "x/y"), peer_op="x/y", compiles=True),
-    GrokCase("mlp", "mlp", ("--preset", "mlp"), max_steps=3000),
-    GrokCase("fast-grok", "fast-grok", ("--preset", "fast-grok"), target=0.95, max_steps=2000, seeds_factor=2),
+    GrokCase("mlp", "mlp", ("--preset", "mlp"), max_steps=3000, compiles=True),
+    GrokCase("fast-grok", "fast-grok", ("--preset", "fast-grok"), target=0.95, max_steps=2000, seeds_factor=2, compiles=True),
 )
 GROK_KEYS = tuple(dict.fromkeys(c.key for c in GROK_CASES))
 PEER_EVAL_EVERY = 100

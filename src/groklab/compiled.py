@@ -6,7 +6,8 @@ Dynamo's trace cost a compiled run several seconds of start-up, more than a shor
 the first run of a model (its structure, sizes, source, batch shape, thread count and torch version: `step_key`)
 traces the forward and backward once with AOTAutograd and the partitioner torch.compile uses, compiles each graph
 with AOTInductor, and moves both libraries into the cache in one rename (`GROKLAB_CACHE_DIR`, else
-`$XDG_CACHE_HOME/groklab`, else `~/.cache/groklab`); a later run with the same key finds them there.
+`$XDG_CACHE_HOME/groklab`, else `~/.cache/groklab`); a later run with the same key finds them there, and one that
+needs them while they are being built waits for them.
 
 The libraries take the parameters, buffers and inputs as arguments (nothing is frozen into them), so one pair serves
 every step of a run and every run of that model; the forward returns the output and the activations the backward
@@ -15,15 +16,16 @@ reads, and an autograd function passes those from one library to the other.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,9 @@ def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) 
     The module's parameters and buffers are read at every call, so optimizer steps and loaded checkpoints apply."""
     folder = cache_root() / "compiled" / step_key(module, args, bf16)
     if not built(folder):
-        build(module, args, bf16, folder)
+        with build_lock(folder):
+            if not built(folder):  # not built by another run while this one waited
+                build(module, args, bf16, folder)
     forward, backward = (torch._C._aoti.AOTIModelContainerRunnerCpu(str(folder / name), 1) for name in LIBRARIES)
 
     class Step(torch.autograd.Function):
@@ -74,6 +78,16 @@ def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) 
 def built(folder: Path) -> bool:
     """Whether `folder` holds both libraries (a build moves them in together)."""
     return all((folder / name).exists() for name in LIBRARIES)
+
+
+@contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Held while `folder` is built: runs that need the same libraries at once (a sweep's workers) wait for the first
+    one's build instead of each building them. A lock file per key beside it; the lock goes with its holder's process."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
@@ -136,7 +150,6 @@ def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) ->
     import torch._inductor
     from functorch.compile import aot_function, make_boxed_func, min_cut_rematerialization_partition
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
     remember_isa_probes()
     params, buffers = dict(module.named_parameters()), dict(module.named_buffers())
     leaves, spec = tree_flatten(args)
@@ -163,19 +176,20 @@ def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) ->
     with torch.compiler._compile_session_context(), torch.random.fork_rng(devices=[]):
         out = traced(*flat)
         torch.autograd.grad(out, [t for t in flat if t.requires_grad], torch.ones_like(out))
-    building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    building = folder.parent / f".building-{folder.name}"
+    shutil.rmtree(building, ignore_errors=True)  # what a build killed half-way left (the lock is this run's now)
+    building.mkdir()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own deprecation notices from inside the compiler
             for name, (graph, example) in graphs.items():
-                output = str(building / f"{name}.so")
-                torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": output})
-        os.rename(building, folder)  # all or nothing; a concurrent run that finished first keeps its own
-    except OSError:
-        if not built(folder):
-            raise
+                torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": str(building / f"{name}.so")})
+        for path in building.iterdir():  # the generated C++ sources and objects: only the libraries are kept
+            if path.name not in LIBRARIES:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.rename(building, folder)  # all or nothing: a folder named by its key holds both libraries
     finally:
-        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(building, ignore_errors=True)  # a failed build's files (gone after the rename)
 
 
 def remember_isa_probes() -> None:
