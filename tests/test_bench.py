@@ -8,10 +8,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from groklab.bench import COMPILED, PEER_NAME, GrokCase, groklab_to_grok, lm_config, peer_dir, power_config, time_to_grok, train_flops
+from groklab.bench import (
+    COMPILED,
+    PEER_NAME,
+    GrokCase,
+    groklab_to_grok,
+    lm_config,
+    paired_ratio,
+    peer_dir,
+    power_config,
+    time_to_grok,
+    train_flops,
+)
 from groklab.cli import main
 from groklab.data import build_task
 from groklab.models import build_model
@@ -137,6 +149,7 @@ def test_time_to_grok_reports_each_seeds_run_and_their_spread(tmp_path: Path) ->
     seed; seconds include the process start; the median and range are over the seeds."""
     [entry] = time_to_grok([TINY_GROK], 2, 1, None, say=lambda line: None)
     assert [r["seed"] for r in entry["seeds"]] == [0, 1] and "peer" not in entry and entry["ratio_vs_peer"] is None
+    assert entry["paired_ratio_vs_peer"] is None
     for r in entry["seeds"]:
         out = tmp_path / f"seed-{r['seed']}"
         subprocess.run(
@@ -165,6 +178,18 @@ def test_time_to_grok_with_compile_adds_a_compiled_side_for_cases_that_compile()
     assert abs(run[COMPILED]["steps"] - run["groklab"]["steps"]) <= 0.2 * run["groklab"]["steps"]
     assert entry[COMPILED]["steps"]["median"] == run[COMPILED]["steps"]
     assert COMPILED not in plain and "first_compile_s" not in plain and COMPILED not in plain["seeds"][0]
+
+
+def test_the_paired_ratio_divides_seed_by_seed() -> None:
+    """Paired: the median of the peer's seconds over groklab's at each seed; a seed where either side never grokked
+    is left out. The ratio of the medians pairs different seeds, so drift can move it where the paired one holds."""
+    def run(seed: int, peer: float | None, mine: float | None) -> dict[str, Any]:
+        return {"seed": seed, "peer": {"steps": 1, "seconds": peer}, "groklab": {"steps": 1, "seconds": mine}}
+
+    seeds = [run(0, 10.0, 5.0), run(1, 60.0, 20.0), run(2, 20.0, 20.0), run(3, None, 4.0), run(4, 9.0, None)]
+    assert paired_ratio({"seeds": seeds}, "groklab") == 2.0  # ratios 2, 3, 1
+    assert paired_ratio({"seeds": [run(0, None, 1.0)]}, "groklab") is None
+    assert paired_ratio({"seeds": [{"seed": 0, "groklab": {"steps": 1, "seconds": 3.0}}]}, "groklab") is None  # no peer
 
 
 def test_time_to_grok_stops_a_run_at_a_lower_target_than_its_own(tmp_path: Path) -> None:

@@ -390,8 +390,10 @@ def time_to_grok(
         for side in sides:
             entry[side] = {"steps": spread([r[side] for r in runs], "steps"), "seconds": spread([r[side] for r in runs], "seconds")}
         entry["ratio_vs_peer"] = seconds_ratio(entry, "groklab")
+        entry["paired_ratio_vs_peer"] = paired_ratio(entry, "groklab")
         if COMPILED in entry:
             entry["ratio_compiled_vs_peer"] = seconds_ratio(entry, COMPILED)
+            entry["paired_ratio_compiled_vs_peer"] = paired_ratio(entry, COMPILED)
         results.append(entry)
     return results
 
@@ -400,6 +402,18 @@ def seconds_ratio(entry: dict[str, Any], side: str) -> float | None:
     """The peer's median seconds to grok over `side`'s (None without both)."""
     mine, theirs = (entry.get(s, {}).get("seconds", {}).get("median") for s in (side, "peer"))
     return round(theirs / mine, 2) if mine and theirs else None
+
+
+def paired_ratio(entry: dict[str, Any], side: str) -> float | None:
+    """The median over seeds of the peer's seconds to grok over `side`'s at the same seed (seeds where either never
+    grokked left out; None without any): the two runs of a seed ran one right after the other, so the machine's drift
+    over the whole measurement mostly cancels, which the ratio of the medians (`seconds_ratio`) does not do."""
+    ratios = [
+        r["peer"]["seconds"] / r[side]["seconds"]
+        for r in entry["seeds"]
+        if "peer" in r and r["peer"]["seconds"] is not None and r[side]["seconds"] is not None
+    ]
+    return round(statistics.median(ratios), 2) if ratios else None
 
 
 def fmt_grok(result: dict[str, float | None]) -> str:

@@ -540,17 +540,19 @@ def print_bench(result: dict[str, Any]) -> None:
     grok = Table(
         title="time to grok: median \\[min-max] over seeds, process start included",
         caption="steps: the first evaluation at the target val acc (0.99; fast-grok 0.95), every 100 steps for Power; "
-        "never: not within the run's max steps",
+        "never: not within the run's max steps; × peer: the peer's median seconds over this side's; paired: the median "
+        "over seeds of the peer's seconds over this side's at the same seed",
     )
-    for column in ("run (seeds)", "side", "steps", "seconds", "× peer"):
+    for column in ("run (seeds)", "side", "steps", "seconds", "× peer", "× peer, paired"):
         grok.add_column(column, justify="left" if column in ("run (seeds)", "side") else "right")
     for entry in result["time_to_grok"]:
         sides = [side for side in ("groklab", "peer", COMPILED) if side in entry]
         for side in sides:
-            ratio = entry.get("ratio_compiled_vs_peer" if side == COMPILED else "ratio_vs_peer")
-            ratio = "" if side == "peer" or ratio is None else f"{ratio:.2f}"
+            suffix = "compiled_vs_peer" if side == COMPILED else "vs_peer"
+            ratios = [entry.get(f"{kind}ratio_{suffix}") for kind in ("", "paired_")]
+            cells = ["" if side == "peer" or ratio is None else f"{ratio:.2f}" for ratio in ratios]
             name = f"{entry['name']} ({len(entry['seeds'])})" if side == sides[0] else ""
-            grok.add_row(name, side, spread_cell(entry[side]["steps"]), spread_cell(entry[side]["seconds"]), ratio)
+            grok.add_row(name, side, spread_cell(entry[side]["steps"]), spread_cell(entry[side]["seconds"]), *cells)
     console.print(grok)
 
 
