@@ -21,10 +21,12 @@ from groklab.bench import (
     paired_ratio,
     peer_dir,
     power_config,
+    seconds_ratio,
+    spread,
     time_to_grok,
     train_flops,
 )
-from groklab.cli import main
+from groklab.cli import main, print_bench
 from groklab.data import build_task
 from groklab.models import build_model
 from groklab.presets import get_preset
@@ -190,6 +192,25 @@ def test_the_paired_ratio_divides_seed_by_seed() -> None:
     assert paired_ratio({"seeds": seeds}, "groklab") == 2.0  # ratios 2, 3, 1
     assert paired_ratio({"seeds": [run(0, None, 1.0)]}, "groklab") is None
     assert paired_ratio({"seeds": [{"seed": 0, "groklab": {"steps": 1, "seconds": 3.0}}]}, "groklab") is None  # no peer
+
+
+def test_the_time_to_grok_table_shows_both_ratios(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    seeds = [
+        {"seed": k, "groklab": {"steps": 100, "seconds": mine}, "peer": {"steps": 100, "seconds": peer}, COMPILED: {"steps": 100, "seconds": c}}
+        for k, (mine, peer, c) in enumerate([(2.0, 9.0, 1.0), (4.0, 10.0, 2.0), (8.0, 30.0, 5.0)])
+    ]
+    entry: dict[str, Any] = {"name": "power x+y", "seeds": seeds}
+    for side in ("groklab", "peer", COMPILED):
+        entry[side] = {key: spread([r[side] for r in seeds], key) for key in ("steps", "seconds")}
+    entry |= {"ratio_vs_peer": seconds_ratio(entry, "groklab"), "paired_ratio_vs_peer": paired_ratio(entry, "groklab")}
+    entry |= {"ratio_compiled_vs_peer": seconds_ratio(entry, COMPILED), "paired_ratio_compiled_vs_peer": paired_ratio(entry, COMPILED)}
+    print_bench({"device": "cpu", "threads": 1, "peak_gflops": 1.0, "configs": [], "time_to_grok": [entry]})
+    rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines() if line.count("│") >= 6}
+    cells = {side: [cell.strip() for cell in rows[side].split("│")[5:7]] for side in ("groklab", "peer", COMPILED)}
+    assert cells["groklab"] == ["2.50", "3.75"]  # medians 10 / 4; paired: 4.5, 2.5, 3.75
+    assert cells[COMPILED] == ["5.00", "6.00"]  # 10 / 2; paired: 9, 5, 6
+    assert cells["peer"] == ["", ""]
 
 
 def test_time_to_grok_stops_a_run_at_a_lower_target_than_its_own(tmp_path: Path) -> None:
