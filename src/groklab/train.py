@@ -113,8 +113,8 @@ def correct(data: Dataset, forward: Forward, x: Tensor, logits: Tensor, y: Tenso
 
 
 EVAL_TOKENS = 8192
-"""Tokens in one forward of an evaluation: a chunk of that many keeps its activations in the CPU's caches, where a
-whole split's would stream through memory at every op (docs/performance.md)."""
+"""Tokens in one forward of an evaluation on the CPU: a chunk of that many keeps its activations in the CPU's caches,
+where a whole split's would stream through memory at every op (docs/performance.md)."""
 
 
 @torch.inference_mode()
@@ -136,9 +136,10 @@ def evaluate(model: nn.Module, data: Dataset, loss_fn: LossFn, bf16: bool = Fals
 
 
 def eval_rows(x: Tensor) -> int:
-    """Rows per forward of an evaluation on inputs x: EVAL_TOKENS tokens' worth of token sequences; features and
-    images 65,536 rows, which only bounds the memory of big image sets."""
-    return 65536 if x.is_floating_point() else max(1, EVAL_TOKENS // x[0].numel())
+    """Rows per forward of an evaluation on inputs x: on the CPU, EVAL_TOKENS tokens' worth of token sequences;
+    features, images, and anything on a GPU (not measured there) 65,536 rows, which only bounds the memory of big
+    image sets."""
+    return 65536 if x.is_floating_point() or x.device.type != "cpu" else max(1, EVAL_TOKENS // x[0].numel())
 
 
 def in_chunks(forward: Forward, rows: int) -> Forward:
