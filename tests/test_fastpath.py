@@ -154,7 +154,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning_line(
     config = small("mlp")
     data = build_task(config.task, config.split_seed)
     model = build_model(config.model, data, 0)
-    forward = compiled_forward(model, model, make_loss("cross_entropy", "float32"), data, [data.train[:8]])
+    forward = compiled_forward(model, model, make_loss("cross_entropy", "float32"), data, [8])
     assert forward is model
     assert all(p.grad is None for p in model.parameters())
     assert blocked.read_text().startswith("a file")
@@ -195,8 +195,7 @@ def test_compiled_training_matches_eager(model_name: str, tmp_path: Path, monkey
         model = build_model(config.model, data, config.seed)
         optimizer, schedule = build_optimizer(config.optim, model)
         sampler = BatchSampler(data.train, config.optim.batch_size, config.seed, keep_last=True)
-        trials = [data.train[:size] for size in sampler.sizes()]
-        forward = compiled_forward(model, model, loss_fn, data, trials) if compile else model
+        forward = compiled_forward(model, model, loss_fn, data, sampler.sizes()) if compile else model
         assert (forward is not model) == compile
         built.append(sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "compiled").glob("*/*.so")) if compile else [])
         losses = []

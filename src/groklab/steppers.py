@@ -117,9 +117,9 @@ def clip_factor(norm: Tensor, clip: float) -> Tensor:
 
 
 def compiled_forward(
-    model: nn.Module, eager: Callable[[Tensor], Tensor], loss_fn: LossFn, data: Dataset, batches: list[Tensor], bf16: bool = False
+    model: nn.Module, eager: Callable[[Tensor], Tensor], loss_fn: LossFn, data: Dataset, sizes: list[int], bf16: bool = False
 ) -> Callable[[Tensor], Tensor]:
-    """The training forward compiled for each batch size in `batches` (example batches of indices, each tried once);
+    """The training forward compiled for each batch size in `sizes` (each tried once on that many training examples);
     `eager` (the model, or it under bfloat16), with a one-line warning, if that fails.
 
     On the CPU each size's forward and backward are AOTInductor libraries from groklab's cache (compiled.py: built by a
@@ -131,10 +131,11 @@ def compiled_forward(
     """
     steps: dict[int, Callable[[Tensor], Tensor]] = {}
     try:
-        for idx in batches:
-            steps[len(idx)] = compiled_for(model, data, idx, bf16)
+        for size in sizes:
+            idx = data.train[:size]
+            steps[size] = compiled_for(model, data, idx, bf16)
             with torch.random.fork_rng(devices=[]):
-                batch_loss(loss_fn, steps[len(idx)](data.x[idx]), data, idx).backward()
+                batch_loss(loss_fn, steps[size](data.x[idx]), data, idx).backward()
             model.zero_grad(set_to_none=True)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
         model.zero_grad(set_to_none=True)
@@ -192,8 +193,7 @@ class Single:
         self.clip = config.optim.grad_clip
         eager = in_bfloat16(self.model) if config.bf16 else self.model
         if config.compile:  # one compiled step per batch size: full batches and an epoch's kept remainder
-            trials = [data.train[:size] for size in self.sampler.sizes()]
-            self.forward = compiled_forward(self.model, eager, self.loss_fn, data, trials, config.bf16)
+            self.forward = compiled_forward(self.model, eager, self.loss_fn, data, self.sampler.sizes(), config.bf16)
         else:
             self.forward = eager
 
