@@ -132,8 +132,8 @@ def test_first_100_training_steps_match_the_reference(model_name: str, device: s
         fast = loss_fn(model(data.x[idx]), data.y[idx])
         ref = F.cross_entropy(reference_answer_logits(model, data.x[idx], data.operand_positions, config.model.norm), data.y[idx])
         fast_grads, ref_grads = torch.autograd.grad(fast, params), torch.autograd.grad(ref, params)
-        losses.append(float(ref))
-        loss_gaps.append(abs(float(fast) - float(ref)))
+        losses.append(ref.item())
+        loss_gaps.append(abs(fast.item() - ref.item()))
         grad_gaps.append(
             max(float((f - r).abs().max() / r.abs().max().clamp_min(1e-12)) for f, r in zip(fast_grads, ref_grads, strict=True))
         )
