@@ -18,6 +18,7 @@ from groklab.bench import (
     GrokCase,
     groklab_to_grok,
     lm_config,
+    paired_interval,
     paired_ratio,
     peer_dir,
     power_config,
@@ -194,6 +195,19 @@ def test_the_paired_ratio_divides_seed_by_seed() -> None:
     assert paired_ratio({"seeds": [{"seed": 0, "groklab": {"steps": 1, "seconds": 3.0}}]}, "groklab") is None  # no peer
 
 
+def test_the_paired_ratio_comes_with_the_interval_of_its_median() -> None:
+    """Between two order statistics of the paired ratios: the 2nd and 8th of 9 (coverage 1 - 2·10/512 ≈ 96%), the
+    min and max of 5 (94%); none with fewer than 3 seeds that both sides grokked."""
+    def entry(pairs: list[tuple[float | None, float]]) -> dict[str, Any]:
+        return {"seeds": [{"seed": k, "peer": {"seconds": p}, "groklab": {"seconds": m}} for k, (p, m) in enumerate(pairs)]}
+
+    nine = entry([(r * 10.0, 10.0) for r in (3.0, 1.0, 2.5, 9.0, 2.0, 2.2, 2.8, 2.6, 2.4)])  # sorted: 1 2 2.2 2.4 2.5 2.6 2.8 3 9
+    assert paired_ratio(nine, "groklab") == 2.5
+    assert paired_interval(nine, "groklab") == [2.0, 3.0, 0.96]
+    assert paired_interval(entry([(2.0, 1.0), (3.0, 1.0), (5.0, 1.0), (1.0, 1.0), (4.0, 1.0)]), "groklab") == [1.0, 5.0, 0.94]
+    assert paired_interval(entry([(2.0, 1.0), (3.0, 1.0), (None, 1.0)]), "groklab") is None  # two paired seeds left
+
+
 def test_the_time_to_grok_table_shows_both_ratios(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     seeds = [
@@ -203,13 +217,14 @@ def test_the_time_to_grok_table_shows_both_ratios(capsys: pytest.CaptureFixture[
     entry: dict[str, Any] = {"name": "power x+y", "seeds": seeds}
     for side in ("groklab", "peer", COMPILED):
         entry[side] = {key: spread([r[side] for r in seeds], key) for key in ("steps", "seconds")}
-    entry |= {"ratio_vs_peer": seconds_ratio(entry, "groklab"), "paired_ratio_vs_peer": paired_ratio(entry, "groklab")}
-    entry |= {"ratio_compiled_vs_peer": seconds_ratio(entry, COMPILED), "paired_ratio_compiled_vs_peer": paired_ratio(entry, COMPILED)}
+    for side, suffix in (("groklab", "vs_peer"), (COMPILED, "compiled_vs_peer")):
+        entry[f"ratio_{suffix}"], entry[f"paired_ratio_{suffix}"] = seconds_ratio(entry, side), paired_ratio(entry, side)
+        entry[f"paired_ratio_{suffix}_interval"] = paired_interval(entry, side)
     print_bench({"device": "cpu", "threads": 1, "peak_gflops": 1.0, "configs": [], "time_to_grok": [entry]})
     rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines() if line.count("│") >= 6}
     cells = {side: [cell.strip() for cell in rows[side].split("│")[5:7]] for side in ("groklab", "peer", COMPILED)}
-    assert cells["groklab"] == ["2.50", "3.75"]  # medians 10 / 4; paired: 4.5, 2.5, 3.75
-    assert cells[COMPILED] == ["5.00", "6.00"]  # 10 / 2; paired: 9, 5, 6
+    assert cells["groklab"] == ["2.50", "3.75 [2.50-4.50]"]  # medians 10 / 4; paired: 4.5, 2.5, 3.75 (3 seeds: min-max)
+    assert cells[COMPILED] == ["5.00", "6.00 [5.00-9.00]"]  # 10 / 2; paired: 9, 5, 6
     assert cells["peer"] == ["", ""]
 
 

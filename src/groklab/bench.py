@@ -31,7 +31,7 @@ import torch
 
 from groklab.config import Config, UserError, apply_overrides
 from groklab.presets import get_preset
-from groklab.stats import GROK_ACC, censored_median
+from groklab.stats import GROK_ACC, censored_median, median_interval
 
 PEER_NAME = "danielmamay-grokking"
 CONFIG_KEYS = ("power", "bf16", "nanda", "mlp", "lm", "ensemble")
@@ -389,11 +389,11 @@ def time_to_grok(
         entry: dict[str, Any] = {"name": case.name, "target_val_acc": case.target, "max_steps": case.max_steps, "seeds": runs, **extra}
         for side in sides:
             entry[side] = {"steps": spread([r[side] for r in runs], "steps"), "seconds": spread([r[side] for r in runs], "seconds")}
-        entry["ratio_vs_peer"] = seconds_ratio(entry, "groklab")
-        entry["paired_ratio_vs_peer"] = paired_ratio(entry, "groklab")
-        if COMPILED in entry:
-            entry["ratio_compiled_vs_peer"] = seconds_ratio(entry, COMPILED)
-            entry["paired_ratio_compiled_vs_peer"] = paired_ratio(entry, COMPILED)
+        for side, suffix in (("groklab", "vs_peer"), (COMPILED, "compiled_vs_peer")):
+            if side in entry:
+                entry[f"ratio_{suffix}"] = seconds_ratio(entry, side)
+                entry[f"paired_ratio_{suffix}"] = paired_ratio(entry, side)
+                entry[f"paired_ratio_{suffix}_interval"] = paired_interval(entry, side)
         results.append(entry)
     return results
 
@@ -404,16 +404,29 @@ def seconds_ratio(entry: dict[str, Any], side: str) -> float | None:
     return round(theirs / mine, 2) if mine and theirs else None
 
 
-def paired_ratio(entry: dict[str, Any], side: str) -> float | None:
-    """The median over seeds of the peer's seconds to grok over `side`'s at the same seed (seeds where either never
-    grokked left out; None without any): the two runs of a seed ran one right after the other, so the machine's drift
-    over the whole measurement mostly cancels, which the ratio of the medians (`seconds_ratio`) does not do."""
-    ratios = [
+def paired_ratios(entry: dict[str, Any], side: str) -> list[float]:
+    """The peer's seconds to grok over `side`'s, seed by seed (seeds where either never grokked left out)."""
+    return [
         r["peer"]["seconds"] / r[side]["seconds"]
         for r in entry["seeds"]
         if "peer" in r and r["peer"]["seconds"] is not None and r[side]["seconds"] is not None
     ]
+
+
+def paired_ratio(entry: dict[str, Any], side: str) -> float | None:
+    """The median over seeds of `paired_ratios` (None without any): the two runs of a seed ran one right after the
+    other, so the machine's drift over the whole measurement mostly cancels, which the ratio of the medians
+    (`seconds_ratio`) does not do."""
+    ratios = paired_ratios(entry, side)
     return round(statistics.median(ratios), 2) if ratios else None
+
+
+def paired_interval(entry: dict[str, Any], side: str) -> list[float] | None:
+    """[lo, hi, coverage]: the distribution-free interval of the median paired ratio between two order statistics
+    (`stats.median_interval`: coverage at least 95% from 6 paired seeds on; with 5, their min and max, 94%), or None
+    with fewer than 3 paired seeds."""
+    interval = median_interval(paired_ratios(entry, side))
+    return None if interval is None else [round(x, 2) for x in interval]
 
 
 def fmt_grok(result: dict[str, float | None]) -> str:
