@@ -21,8 +21,8 @@ from groklab.bench import (
     paired_interval,
     paired_ratio,
     peer_dir,
+    peer_ratios,
     power_config,
-    seconds_ratio,
     spread,
     time_to_grok,
     train_flops,
@@ -217,9 +217,7 @@ def test_the_time_to_grok_table_shows_both_ratios(capsys: pytest.CaptureFixture[
     entry: dict[str, Any] = {"name": "power x+y", "seeds": seeds}
     for side in ("groklab", "peer", COMPILED):
         entry[side] = {key: spread([r[side] for r in seeds], key) for key in ("steps", "seconds")}
-    for side, suffix in (("groklab", "vs_peer"), (COMPILED, "compiled_vs_peer")):
-        entry[f"ratio_{suffix}"], entry[f"paired_ratio_{suffix}"] = seconds_ratio(entry, side), paired_ratio(entry, side)
-        entry[f"paired_ratio_{suffix}_interval"] = paired_interval(entry, side)
+    entry |= peer_ratios(entry)
     print_bench({"device": "cpu", "threads": 1, "peak_gflops": 1.0, "configs": [], "time_to_grok": [entry]})
     rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines() if line.count("│") >= 6}
     cells = {side: [cell.strip() for cell in rows[side].split("│")[5:7]] for side in ("groklab", "peer", COMPILED)}

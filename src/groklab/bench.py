@@ -258,6 +258,8 @@ GROK_KEYS = tuple(dict.fromkeys(c.key for c in GROK_CASES))
 PEER_EVAL_EVERY = 100
 COMPILED = "groklab --compile"
 """The side name of groklab's runs with `--compile` (a case with `compiles`, when the bench times compiled variants)."""
+RATIO_SUFFIX = {"groklab": "vs_peer", COMPILED: "compiled_vs_peer"}
+"""Each groklab side's suffix in the names of its ratios to the peer (`ratio_vs_peer`, `paired_ratio_compiled_vs_peer`, ...)."""
 
 
 def train_command(case: GrokCase, out: Path, threads: int, *args: str) -> list[str]:
@@ -389,13 +391,20 @@ def time_to_grok(
         entry: dict[str, Any] = {"name": case.name, "target_val_acc": case.target, "max_steps": case.max_steps, "seeds": runs, **extra}
         for side in sides:
             entry[side] = {"steps": spread([r[side] for r in runs], "steps"), "seconds": spread([r[side] for r in runs], "seconds")}
-        for side, suffix in (("groklab", "vs_peer"), (COMPILED, "compiled_vs_peer")):
-            if side in entry:
-                entry[f"ratio_{suffix}"] = seconds_ratio(entry, side)
-                entry[f"paired_ratio_{suffix}"] = paired_ratio(entry, side)
-                entry[f"paired_ratio_{suffix}_interval"] = paired_interval(entry, side)
-        results.append(entry)
+        results.append(entry | peer_ratios(entry))
     return results
+
+
+def peer_ratios(entry: dict[str, Any]) -> dict[str, Any]:
+    """Each groklab side's ratios to the peer in a time-to-grok entry: `ratio_<suffix>`, `paired_ratio_<suffix>` and
+    `paired_ratio_<suffix>_interval`, with the suffix of RATIO_SUFFIX (None where the peer did not run)."""
+    ratios: dict[str, Any] = {}
+    for side, suffix in RATIO_SUFFIX.items():
+        if side in entry:
+            ratios[f"ratio_{suffix}"] = seconds_ratio(entry, side)
+            ratios[f"paired_ratio_{suffix}"] = paired_ratio(entry, side)
+            ratios[f"paired_ratio_{suffix}_interval"] = paired_interval(entry, side)
+    return ratios
 
 
 def seconds_ratio(entry: dict[str, Any], side: str) -> float | None:

@@ -510,7 +510,7 @@ def print_bench(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from groklab.bench import COMPILED
+    from groklab.bench import COMPILED, RATIO_SUFFIX
 
     table = Table(
         title=f"groklab bench: {result['device']}, {result['threads']} threads, peak {result['peak_gflops']} GFLOP/s",
@@ -549,9 +549,9 @@ def print_bench(result: dict[str, Any]) -> None:
     for entry in result["time_to_grok"]:
         sides = [side for side in ("groklab", "peer", COMPILED) if side in entry]
         for side in sides:
-            suffix = "compiled_vs_peer" if side == COMPILED else "vs_peer"
+            suffix = RATIO_SUFFIX.get(side)
             ratios = [entry.get(f"{kind}ratio_{suffix}") for kind in ("", "paired_")]
-            cells = ["" if side == "peer" or ratio is None else f"{ratio:.2f}" for ratio in ratios]
+            cells = ["" if suffix is None or ratio is None else f"{ratio:.2f}" for ratio in ratios]
             if cells[1] and (interval := entry.get(f"paired_ratio_{suffix}_interval")):
                 cells[1] += f" \\[{interval[0]:.2f}-{interval[1]:.2f}]"
             name = f"{entry['name']} ({len(entry['seeds'])})" if side == sides[0] else ""
