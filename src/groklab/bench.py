@@ -4,7 +4,8 @@ Every timed step is the one `train()` takes (its stepper, groklab.steppers), and
 peer is the unmodified danielmamay/grokking code in ../shared/peers. Timing windows of the configs alternate
 (groklab, peer, groklab, peer, ...) and each figure is the median over windows, so a neighbour's burst of load
 hits both sides instead of one. FLOPs are counted op by op on a real batch (matmuls only),
-times 3 for forward plus backward; the machine's peak is measured with sgemm at the model's shapes and at 512³.
+times 3 for forward plus backward; the machine's peak is the best float32 matmul it runs (torch.mm, and on the CPU
+oneDNN's, which compiled steps call) at the model's shapes and at 512³.
 GFLOP/s and the fraction of peak are reported on the FLOPs a step stands for (the plain computation: a
 transformer's at the last position, an MLP's from concatenated embeddings); the FLOPs the fast path executes,
 fewer, are reported beside them.
@@ -205,13 +206,17 @@ def time_interleaved(cases: list[Case], repeats: int, seconds: float, device: to
                 c.peer_times.append(window(c.peer, peer_sizes[id(c)], device))
 
 
-def sgemm_case(name: str, shapes: list[tuple[int, int, int]], device: torch.device) -> Case:
-    """(m, k, n) float32 matmuls, timed together: the best this machine's BLAS does on these shapes."""
+def sgemm_case(name: str, shapes: list[tuple[int, int, int]], device: torch.device, onednn: bool = False) -> Case:
+    """(m, k, n) float32 matmuls, timed together: the best this machine's BLAS does on these shapes (`torch.mm`), or
+    with `onednn` oneDNN's (the kernels compiled steps call on the CPU, compiled.py)."""
     mats = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device)) for m, k, n in shapes]
 
     def step() -> None:
         for a, b in mats:
-            torch.mm(a, b)
+            if onednn:
+                torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+            else:
+                torch.mm(a, b)
 
     flops = float(sum(2 * m * k * n for m, k, n in shapes))
     return Case(name, step, flops, flops)
@@ -474,9 +479,12 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
         for name, config in (("mlp", mlp), ("power", power)):
             builders.append(("ensemble", lambda n=n, name=name, config=config: ensemble_case(f"ensemble {name} N={n} (per model)", config, device, n)))
-    cases = [sgemm_case("sgemm 512x512x512", [(512, 512, 512)], device), sgemm_case("sgemm Power shapes", power_shapes(power), device)]
+    sgemm = {"sgemm 512x512x512": [(512, 512, 512)], "sgemm Power shapes": power_shapes(power)}
+    cases = [sgemm_case(name, shapes, device) for name, shapes in sgemm.items()]
     if device.type == "cuda":  # 512³ is too small to keep a GPU busy: its peak needs a large product
         cases.append(sgemm_case("sgemm 4096x4096x4096", [(4096, 4096, 4096)], device))
+    elif torch.backends.mkldnn.is_available():  # the compiled steps' matmuls: on some CPUs twice torch.mm's speed
+        cases += [sgemm_case(f"{name} oneDNN", shapes, device, onednn=True) for name, shapes in sgemm.items()]
     cases += [build() for key, build in builders if only is None or key in only]
     time_interleaved(cases, repeats, seconds, device)
 

@@ -12,6 +12,10 @@ needs them while they are being built waits for them.
 The libraries take the parameters, buffers and inputs as arguments (nothing is frozen into them), so one pair serves
 every step of a run and every run of that model; the forward returns the output and the activations the backward
 reads, and an autograd function passes those from one library to the other.
+
+Their float32 matmuls run on oneDNN (bundled with torch) where torch has it, not on the BLAS that ATen's `mm` calls:
+on CPUs where that BLAS keeps to narrower vector instructions than the CPU has (MKL on AMD's AVX-512 CPUs), oneDNN's
+kernels are about twice as fast at these shapes, and elsewhere they are its match (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -183,13 +187,81 @@ def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own deprecation notices from inside the compiler
             for name, (graph, example) in graphs.items():
-                torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": str(building / f"{name}.so")})
+                with onednn_lowerings() if onednn_matmuls(graph) else nullcontext():
+                    torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": str(building / f"{name}.so")})
         for path in building.iterdir():  # the generated C++ sources and objects: only the libraries are kept
             if path.name not in LIBRARIES:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.rename(building, folder)  # all or nothing: a folder named by its key holds both libraries
     finally:
         shutil.rmtree(building, ignore_errors=True)  # a failed build's files (gone after the rename)
+
+
+def onednn_matmuls(graph: torch.fx.GraphModule) -> bool:
+    """Rewrite `graph`'s float32 matmuls as oneDNN's linear layer (`mkldnn._linear_pointwise`): mm(a, b) as a·(bᵀ)ᵀ,
+    addmm(bias, a, b) with a bias row as the same plus bias. Returns whether any was rewritten (none without oneDNN)."""
+    aten, linear = torch.ops.aten, torch.ops.mkldnn._linear_pointwise.default
+    if not torch.backends.mkldnn.is_available():
+        return False
+    rewritten = False
+    for node in list(graph.graph.nodes):
+        if node.target is aten.mm.default and not node.kwargs:
+            bias, a, b = None, *node.args
+        elif node.target is aten.addmm.default and not node.kwargs and node.args[0].meta["val"].dim() == 1:
+            bias, a, b = node.args
+        else:
+            continue
+        if node.meta["val"].dtype != torch.float32:
+            continue
+        with graph.graph.inserting_before(node):
+            weight = graph.graph.call_function(aten.permute.default, (b, [1, 0]))  # (n, k): linear's weight layout
+            onednn = graph.graph.call_function(linear, (a, weight, bias, "none", [], ""))
+        onednn.meta = dict(node.meta)
+        node.replace_all_uses_with(onednn)
+        graph.graph.erase_node(node)
+        rewritten = True
+    graph.recompile()
+    return rewritten
+
+
+@contextmanager
+def onednn_lowerings() -> Iterator[None]:
+    """While held, Inductor lowers oneDNN's linear layer (and its fusion with an add that Inductor's own passes make of
+    it, `.binary`) on any operands, read with the strides they have (a transposed view in place): Inductor's lowerings
+    take only a constant weight, packed ahead, which these libraries do not have (the weights are arguments)."""
+    from torch._inductor import lowering
+    from torch._inductor.ir import ExternKernel, FixedLayout, TensorBox
+    from torch._inductor.mkldnn_ir import LinearBinary, LinearUnary, _create_output_node
+
+    def lower(kind: type, operands: list[Any], bias: Any, args: list[Any]) -> TensorBox:
+        operands = [ExternKernel.realize_input(t) for t in operands]
+        for t in operands:
+            if hasattr(t, "freeze_layout"):
+                t.freeze_layout()
+        if bias is None:
+            args = [None, *args]
+        else:
+            operands.append(ExternKernel.require_contiguous(ExternKernel.realize_input(bias)))
+        x, w = operands[0], operands[-2 if bias is not None else -1]
+        layout = FixedLayout(x.get_device(), x.get_dtype(), [*x.get_size()[:-1], w.get_size()[0]])
+        return TensorBox.create(_create_output_node(kind(layout=layout, inputs=operands, constant_args=args)))
+
+    ops = {
+        torch.ops.mkldnn._linear_pointwise.default: lambda x, w, b, attr, scalars, algorithm: lower(
+            LinearUnary, [x, w], b, [attr, scalars or [-1], algorithm]
+        ),
+        torch.ops.mkldnn._linear_pointwise.binary: lambda x, y, w, b, attr: lower(LinearBinary, [x, y, w], b, [attr]),
+    }
+    saved = {op: lowering.lowerings.get(op) for op in ops}
+    lowering.lowerings.update(ops)
+    try:
+        yield
+    finally:
+        for op, before in saved.items():
+            if before is None:
+                lowering.lowerings.pop(op, None)
+            else:
+                lowering.lowerings[op] = before
 
 
 def remember_isa_probes() -> None:
