@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from groklab.models.linear import dense
+
 Tensor = torch.Tensor
 LIBRARIES = ("forward.so", "backward.so")
 
@@ -228,7 +230,8 @@ def onednn_matmuls(graph: torch.fx.GraphModule) -> bool:
 def onednn_lowerings() -> Iterator[None]:
     """While held, Inductor lowers oneDNN's linear layer (and its fusion with an add that Inductor's own passes make of
     it, `.binary`) on any operands, read with the strides they have (a transposed view in place): Inductor's lowerings
-    take only a constant weight, packed ahead, which these libraries do not have (the weights are arguments)."""
+    take only a constant weight, packed ahead, which these libraries do not have (the weights are arguments). An
+    operand in another layout (a slice of wider rows) is copied first: oneDNN reads those far slower (models/linear.py)."""
     from torch._inductor import lowering
     from torch._inductor.ir import ExternKernel, FixedLayout, TensorBox
     from torch._inductor.mkldnn_ir import LinearBinary, LinearUnary, _create_output_node
@@ -238,6 +241,7 @@ def onednn_lowerings() -> Iterator[None]:
         for t in operands:
             if hasattr(t, "freeze_layout"):
                 t.freeze_layout()
+        operands = [t if dense(t.get_size(), t.get_stride()) else ExternKernel.require_contiguous(t) for t in operands]
         if bias is None:
             args = [None, *args]
         else:

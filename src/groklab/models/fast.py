@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from groklab.config import ModelConfig
+from groklab.models.linear import linear
 from groklab.models.mlp import MLP
 from groklab.models.transformer import Block, Transformer
 
@@ -113,7 +114,7 @@ def project(block: Block, x: Tensor, last_only: bool = False) -> tuple[Tensor, T
     """x: (rows, s, d_model) -> queries (rows, s, d_model), or (rows, 1, d_model) when last_only; keys, values (rows, s, d_model)."""
     w_q, w_k, w_v = block.qkv.weight.chunk(3)
     x = block.attention_input(x)
-    return F.linear(last(x) if last_only else x, w_q), F.linear(x, w_k), F.linear(x, w_v)
+    return linear(last(x) if last_only else x, w_q), linear(x, w_k), linear(x, w_v)
 
 
 def run_block(block: Block, x: Tensor, qkv: tuple[Tensor, Tensor, Tensor], last_only: bool = False) -> Tensor:
@@ -176,7 +177,7 @@ class FastMLP(MLP):
             return self.plain(x)  # no fewer multiplications to gain
         first = self.hidden[0]
         # operand j's slice of the first weight, (width, d_model) each, applied to every token's embedding: (vocab, width)
-        tables = [F.linear(self.embed.weight, w) for w in first.weight.view(first.out_features, len(self.positions), -1).unbind(1)]
+        tables = [linear(self.embed.weight, w) for w in first.weight.view(first.out_features, len(self.positions), -1).unbind(1)]
         h = sum((gather(x[:, pos], table) for pos, table in zip(self.positions, tables, strict=True)), first.bias)  # (batch, width)
         return self.out(self.drop(self.activations(h)))
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.models.activations import ACTIVATIONS
+from groklab.models.linear import Linear
 
 Tensor = torch.Tensor
 
@@ -21,8 +22,8 @@ class MLP(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model) if vocab_size else None
         self.positions = list(operand_positions)
         width_in = len(self.positions) * cfg.d_model if vocab_size else n_inputs
-        self.hidden = nn.ModuleList(nn.Linear(cfg.width if i else width_in, cfg.width) for i in range(cfg.depth))
-        self.out = nn.Linear(cfg.width, n_out)
+        self.hidden = nn.ModuleList(Linear(cfg.width if i else width_in, cfg.width) for i in range(cfg.depth))
+        self.out = Linear(cfg.width, n_out)
         self.act = ACTIVATIONS[cfg.activation]
         self.drop = nn.Dropout(cfg.dropout)
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.models.activations import ACTIVATIONS
+from groklab.models.linear import Linear
 
 Tensor = torch.Tensor
 
@@ -28,8 +29,8 @@ class Toy(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_model)  # `embed`: optim.embed_lr is the representation lr
         self.positions = list(operand_positions)
         widths = [cfg.d_model] + [cfg.width] * cfg.depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.out = nn.Linear(cfg.width, cfg.target_dim)
+        self.hidden = nn.ModuleList(Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.out = Linear(cfg.width, cfg.target_dim)
         self.act = ACTIVATIONS[cfg.activation]
         targets = torch.randn(n_classes, cfg.target_dim, generator=torch.Generator().manual_seed(TARGET_SEED))
         self.register_buffer("targets", targets)  # (n_classes, target_dim), saved with the weights, never trained

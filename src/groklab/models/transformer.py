@@ -22,6 +22,7 @@ from torch import nn
 
 from groklab.config import ModelConfig
 from groklab.models.activations import ACTIVATIONS
+from groklab.models.linear import Linear
 
 Tensor = torch.Tensor
 
@@ -34,10 +35,10 @@ class Block(nn.Module):
         d = cfg.d_model
         self.n_heads = cfg.n_heads
         self.pre_norm = cfg.norm == "pre"
-        self.qkv = nn.Linear(d, 3 * d, bias=False)
-        self.proj = nn.Linear(d, d, bias=False)
-        self.fc_in = nn.Linear(d, cfg.d_mlp, bias=cfg.mlp_bias)
-        self.fc_out = nn.Linear(cfg.d_mlp, d, bias=cfg.mlp_bias)
+        self.qkv = Linear(d, 3 * d, bias=False)
+        self.proj = Linear(d, d, bias=False)
+        self.fc_in = Linear(d, cfg.d_mlp, bias=cfg.mlp_bias)
+        self.fc_out = Linear(cfg.d_mlp, d, bias=cfg.mlp_bias)
         self.act = ACTIVATIONS[cfg.activation]
         self.drop = nn.Dropout(cfg.dropout)
         self.ln_attn = nn.Identity() if cfg.norm == "none" else nn.LayerNorm(d)
@@ -97,7 +98,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         # pre-LN leaves the residual stream unnormalized after the last block: normalize it once before reading it out
         self.ln_final = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
-        self.unembed = nn.Linear(cfg.d_model, n_out, bias=False)
+        self.unembed = Linear(cfg.d_model, n_out, bias=False)
         if cfg.init == "normal":
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -1,0 +1,77 @@
+"""Linear layers whose float32 matmuls on the CPU run on oneDNN (bundled with torch) rather than on the BLAS that
+ATen's `mm` calls: on CPUs where that BLAS keeps to narrower vector instructions than the CPU has (MKL on AMD's
+AVX-512 CPUs), oneDNN's kernels are about twice as fast at these models' shapes, and elsewhere they are its match
+(docs/performance.md). Compiled steps get the same kernels from compiled.py, which rewrites their traced matmuls.
+
+`Linear` is `nn.Linear` with the same parameters and state dict; `linear` is `F.linear`. Both take the ordinary path
+wherever oneDNN's would not serve: another device or dtype, autocast, a torch.compile trace, vmap and the other
+torch.func transforms, and any dispatch mode (a FLOP counter, fake tensors) that must see ATen's own ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+Tensor = torch.Tensor
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (..., in) · weight (out, in)ᵀ + bias (out,): F.linear, on oneDNN where it serves (see the module)."""
+    if on_onednn(x, weight):
+        return OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def on_onednn(x: Tensor, weight: Tensor) -> bool:
+    return (
+        x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
+        and dense(x.shape, x.stride()) and dense(weight.shape, weight.stride())
+        and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
+        and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active() and _get_current_dispatch_mode() is None
+    )  # fmt: skip
+
+
+def dense(shape: Sequence[Any], stride: Sequence[Any]) -> bool:
+    """Whether a tensor of this shape and stride is contiguous, or a matrix's transpose of a contiguous one: the
+    layouts oneDNN's kernels read at speed (a slice of wider rows took ~40 ms where a contiguous copy took 0.05)."""
+    contiguous = [1] * len(shape)
+    for i in range(len(shape) - 2, -1, -1):
+        contiguous[i] = contiguous[i + 1] * shape[i + 1]
+    size_one = [n == 1 for n in shape]  # a dimension of size 1 may have any stride
+    if all(one or s == c for one, s, c in zip(size_one, stride, contiguous, strict=True)):
+        return True
+    return len(shape) == 2 and tuple(stride) == (1, shape[0])
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """oneDNN's linear forward; a backward of linears again (dx = g·W, dW = gᵀ·x), so it is differentiable in turn
+    (Hessian-vector products, analysis/sharpness.py)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        rows, x_rows = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        dx = linear(grad, weight.t()) if ctx.needs_input_grad[0] else None
+        dw = linear(rows.t(), x_rows.t()) if ctx.needs_input_grad[1] else None  # transposed views, read in place
+        db = rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dw, db
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, initialisation and state dict) whose forward is `linear`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
