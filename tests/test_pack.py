@@ -31,9 +31,11 @@ from groklab.sweep.packs import GPU_PACK, plan_packs
 from groklab.sweep.worker import KILL_HOOK_ENV, Member, run_attempt
 from groklab.train import train_pack
 
-TOL = {"rel": 1e-4, "abs": 1e-5}
+TOL = {"rel": 1e-3, "abs": 1e-5}
 """How close a packed run's logged metrics are to its unpacked run's (vmapped vs plain float32 kernels, 60 steps of
-SPEC: 2 ops x 4 seeds of a small MLP)."""
+SPEC: 2 ops x 4 seeds of a small MLP). Not the same kernels: an unpacked run's linears run on oneDNN, a pack's under
+vmap on ATen's matmul (models/linear.py), whose roundings differ; the largest difference measured, 4e-4 relative
+(train/loss at step 60), is under a tenth of a percent (with one library on both sides it was under 1e-4)."""
 
 
 def spec_file(tmp_path: Path, text: str = SPEC) -> Path:
