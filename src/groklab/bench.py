@@ -483,7 +483,7 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
     cases = [sgemm_case(name, shapes, device) for name, shapes in sgemm.items()]
     if device.type == "cuda":  # 512³ is too small to keep a GPU busy: its peak needs a large product
         cases.append(sgemm_case("sgemm 4096x4096x4096", [(4096, 4096, 4096)], device))
-    elif torch.backends.mkldnn.is_available():  # the compiled steps' matmuls: on some CPUs twice torch.mm's speed
+    elif torch.backends.mkldnn.is_available():  # the matmuls training runs: on some CPUs far faster than torch.mm
         cases += [sgemm_case(f"{name} oneDNN", shapes, device, onednn=True) for name, shapes in sgemm.items()]
     cases += [build() for key, build in builders if only is None or key in only]
     time_interleaved(cases, repeats, seconds, device)

@@ -15,7 +15,7 @@ reads, and an autograd function passes those from one library to the other.
 
 Their float32 matmuls run on oneDNN (bundled with torch) where torch has it, not on the BLAS that ATen's `mm` calls:
 on CPUs where that BLAS keeps to narrower vector instructions than the CPU has (MKL on AMD's AVX-512 CPUs), oneDNN's
-kernels are about twice as fast at these shapes, and elsewhere they are its match (docs/performance.md).
+kernels are far faster at these shapes, and elsewhere they should be its match (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Linear layers whose float32 matmuls on the CPU run on oneDNN (bundled with torch) rather than on the BLAS that
 ATen's `mm` calls: on CPUs where that BLAS keeps to narrower vector instructions than the CPU has (MKL on AMD's
-AVX-512 CPUs), oneDNN's kernels are about twice as fast at these models' shapes, and elsewhere they are its match
+AVX-512 CPUs), oneDNN's kernels are far faster at these models' shapes, and elsewhere they should be its match
 (docs/performance.md). Compiled steps get the same kernels from compiled.py, which rewrites their traced matmuls.
 
 `Linear` is `nn.Linear` with the same parameters and state dict; `linear` is `F.linear`. Both take the ordinary path
@@ -40,7 +40,8 @@ def on_onednn(x: Tensor, weight: Tensor) -> bool:
 
 def dense(shape: Sequence[Any], stride: Sequence[Any]) -> bool:
     """Whether a tensor of this shape and stride is contiguous, or a matrix's transpose of a contiguous one: the
-    layouts oneDNN's kernels read at speed (a slice of wider rows took ~40 ms where a contiguous copy took 0.05)."""
+    layouts oneDNN's kernels read at speed (it reads a slice of wider rows far slower than a contiguous copy:
+    docs/performance.md)."""
     contiguous = [1] * len(shape)
     for i in range(len(shape) - 2, -1, -1):
         contiguous[i] = contiguous[i + 1] * shape[i + 1]
