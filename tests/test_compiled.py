@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten
 
-from groklab.compiled import build, build_lock, cache_root, compiled_step, onednn_matmuls, step_key
+from groklab.compiled import build, build_lock, cache_root, compiled_step, onednn_matmuls, step_key, trace
 from groklab.config import Config, apply_overrides, to_dict
 from groklab.data import build_task
 from groklab.models import build_model
@@ -83,43 +83,28 @@ def test_matmuls_run_on_onednn_with_the_same_values() -> None:
     """The forward and backward graphs of a transformer as build() traces them: every matmul becomes oneDNN's linear
     (none is left to ATen's mm), and the rewritten graphs give the same output and gradients, those of the weights
     included (their operands are transposed views)."""
-    from functorch.compile import aot_function, make_boxed_func
-
     config = tiny(Config(), SMALL)
     data = build_task(config.task, config.split_seed)
     model = build_model(config.model, data, config.seed)
-    params = list(model.parameters())
-    graphs: list[torch.fx.GraphModule] = []
-
-    def keep(graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> object:
-        graphs.append(graph)
-        return make_boxed_func(graph.forward)
-
-    x = data.x[data.train[:16]]
-    leaves, spec = tree_flatten(compiled_arguments(model, data, 16)(x))  # the tokens and their distinct shared prefixes
-    names = list(dict(model.named_parameters()))
-
-    def forward(*flat: torch.Tensor) -> torch.Tensor:
-        weights = dict(zip(names, flat[: len(names)], strict=True))
-        return torch.func.functional_call(model, weights, tree_unflatten(list(flat[len(names) :]), spec))
-
-    out = aot_function(forward, keep, keep)(*params, *leaves)
-    out.sum().backward()
+    args = compiled_arguments(model, data, 16)(data.x[data.train[:16]])  # the tokens and their distinct shared prefixes
+    graphs = [graph for graph, _ in trace(model, args, False).values()]
     forward_graph, backward_graph = graphs
-    grad = torch.randn_like(out)
+    flat = [*(p.detach() for p in model.parameters()), *model.buffers(), *tree_flatten(args)[0]]
+    grad = torch.randn_like(model(*args))
 
     def run() -> list[torch.Tensor]:
-        out, *saved = forward_graph(*[p.detach() for p in params], *leaves)
+        out, *saved = forward_graph(*flat)
         return [out, *(g for g in backward_graph(*saved, grad) if g is not None)]
 
     def matmuls() -> list[str]:
-        return [str(n.target) for g in graphs for n in g.graph.nodes if "mm" in str(n.target) or "linear" in str(n.target)]
+        calls = (str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function")
+        return [c for c in calls if "mm" in c or "linear" in c]
 
     before, ops = run(), matmuls()
     assert onednn_matmuls(forward_graph) and onednn_matmuls(backward_graph)
     assert len(matmuls()) == len(ops) > 10 and set(matmuls()) == {"mkldnn._linear_pointwise.default"}, (ops, matmuls())
     after = run()
-    assert len(after) == len(params) + 1
+    assert len(after) == len(list(model.parameters())) + 1
     for a, b in zip(after, before, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 

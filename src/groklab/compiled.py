@@ -154,9 +154,32 @@ def cpu_flags() -> str:
 def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) -> None:
     """Trace the forward and backward of `module(*args)`, compile both with AOTInductor, and move them into `folder`."""
     import torch._inductor
-    from functorch.compile import aot_function, make_boxed_func, min_cut_rematerialization_partition
 
     remember_isa_probes()
+    graphs = trace(module, args, bf16)
+    building = folder.parent / f".building-{folder.name}"
+    shutil.rmtree(building, ignore_errors=True)  # what a build killed half-way left (the lock is this run's now)
+    building.mkdir()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own deprecation notices from inside the compiler
+            for name, (graph, example) in graphs.items():
+                with onednn_lowerings() if onednn_matmuls(graph) else nullcontext():
+                    torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": str(building / f"{name}.so")})
+        for path in building.iterdir():  # the generated C++ sources and objects: only the libraries are kept
+            if path.name not in LIBRARIES:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.rename(building, folder)  # all or nothing: a folder named by its key holds both libraries
+    finally:
+        shutil.rmtree(building, ignore_errors=True)  # a failed build's files (gone after the rename)
+
+
+def trace(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> dict[str, tuple[torch.fx.GraphModule, list[Any]]]:
+    """The forward and backward graphs of `module(*args)` ("forward", "backward": each with its example inputs), as
+    AOTAutograd partitions them for torch.compile. The forward takes the parameters, buffers and the leaves of `args`,
+    in that order, and returns the output and the activations the backward takes before the output's gradient."""
+    from functorch.compile import aot_function, make_boxed_func, min_cut_rematerialization_partition
+
     params, buffers = dict(module.named_parameters()), dict(module.named_buffers())
     leaves, spec = tree_flatten(args)
     n_p, n_b = len(params), len(buffers)
@@ -182,21 +205,7 @@ def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) ->
     with torch.compiler._compile_session_context(), torch.random.fork_rng(devices=[]):
         out = traced(*flat)
         torch.autograd.grad(out, [t for t in flat if t.requires_grad], torch.ones_like(out))
-    building = folder.parent / f".building-{folder.name}"
-    shutil.rmtree(building, ignore_errors=True)  # what a build killed half-way left (the lock is this run's now)
-    building.mkdir()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's own deprecation notices from inside the compiler
-            for name, (graph, example) in graphs.items():
-                with onednn_lowerings() if onednn_matmuls(graph) else nullcontext():
-                    torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": str(building / f"{name}.so")})
-        for path in building.iterdir():  # the generated C++ sources and objects: only the libraries are kept
-            if path.name not in LIBRARIES:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.rename(building, folder)  # all or nothing: a folder named by its key holds both libraries
-    finally:
-        shutil.rmtree(building, ignore_errors=True)  # a failed build's files (gone after the rename)
+    return graphs
 
 
 def onednn_matmuls(graph: torch.fx.GraphModule) -> bool:
@@ -242,12 +251,12 @@ def onednn_lowerings() -> Iterator[None]:
             if hasattr(t, "freeze_layout"):
                 t.freeze_layout()
         operands = [t if dense(t.get_size(), t.get_stride()) else ExternKernel.require_contiguous(t) for t in operands]
+        x, w = operands[0], operands[-1]  # (..., k) and (n, k)
+        layout = FixedLayout(x.get_device(), x.get_dtype(), [*x.get_size()[:-1], w.get_size()[0]])
         if bias is None:
             args = [None, *args]
         else:
             operands.append(ExternKernel.require_contiguous(ExternKernel.realize_input(bias)))
-        x, w = operands[0], operands[-2 if bias is not None else -1]
-        layout = FixedLayout(x.get_device(), x.get_dtype(), [*x.get_size()[:-1], w.get_size()[0]])
         return TensorBox.create(_create_output_node(kind(layout=layout, inputs=operands, constant_args=args)))
 
     ops = {
