@@ -238,9 +238,11 @@ def onednn_matmuls(graph: torch.fx.GraphModule) -> bool:
 @contextmanager
 def onednn_lowerings() -> Iterator[None]:
     """While held, Inductor lowers oneDNN's linear layer (and its fusion with an add that Inductor's own passes make of
-    it, `.binary`) on any operands, read with the strides they have (a transposed view in place): Inductor's lowerings
-    take only a constant weight, packed ahead, which these libraries do not have (the weights are arguments). An
-    operand in another layout (a slice of wider rows) is copied first: oneDNN reads those far slower (models/linear.py)."""
+    it, `.binary`) on any operands: Inductor's lowerings take only a constant weight, packed ahead, which these
+    libraries do not have (the weights are arguments). The weight is read with the strides it has (a transposed view in
+    place) unless it is in another layout (a slice of wider rows), which oneDNN reads far slower (models/linear.py). The
+    input is made contiguous, by Inductor's tiled transpose where it is not (a weight gradient's gᵀ): oneDNN's linear
+    would copy it itself, with ATen's slower copy."""
     from torch._inductor import lowering
     from torch._inductor.ir import ExternKernel, FixedLayout, TensorBox
     from torch._inductor.mkldnn_ir import LinearBinary, LinearUnary, _create_output_node
@@ -250,7 +252,8 @@ def onednn_lowerings() -> Iterator[None]:
         for t in operands:
             if hasattr(t, "freeze_layout"):
                 t.freeze_layout()
-        operands = [t if dense(t.get_size(), t.get_stride()) else ExternKernel.require_contiguous(t) for t in operands]
+        x, *others = operands
+        operands = [ExternKernel.require_contiguous(x), *(t if dense(t.get_size(), t.get_stride()) else ExternKernel.require_contiguous(t) for t in others)]
         x, w = operands[0], operands[-1]  # (..., k) and (n, k)
         layout = FixedLayout(x.get_device(), x.get_dtype(), [*x.get_size()[:-1], w.get_size()[0]])
         if bias is None:
