@@ -111,10 +111,17 @@ class FastTransformer(Transformer):
 
 
 def project(block: Block, x: Tensor, last_only: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """x: (rows, s, d_model) -> queries (rows, s, d_model), or (rows, 1, d_model) when last_only; keys, values (rows, s, d_model)."""
-    w_q, w_k, w_v = block.qkv.weight.chunk(3)
+    """x: (rows, s, d_model) -> queries (rows, s, d_model), or (rows, 1, d_model) when last_only; keys, values (rows, s, d_model).
+
+    One matmul for the projections computed at the same positions (all three, or keys and values): fewer, wider
+    products run faster than three narrow ones."""
+    w, d = block.qkv.weight, block.qkv.in_features  # (3·d, d): queries', keys', values' rows
     x = block.attention_input(x)
-    return linear(last(x) if last_only else x, w_q), linear(x, w_k), linear(x, w_v)
+    if not last_only:
+        q, k, v = linear(x, w).chunk(3, dim=-1)
+        return q, k, v
+    k, v = linear(x, w[d:]).chunk(2, dim=-1)
+    return linear(last(x), w[:d]), k, v
 
 
 def run_block(block: Block, x: Tensor, qkv: tuple[Tensor, Tensor, Tensor], last_only: bool = False) -> Tensor:
