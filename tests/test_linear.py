@@ -23,14 +23,16 @@ def test_dense_is_contiguous_or_a_transposed_matrix() -> None:
     assert not dense(m[:, :3].shape, m[:, :3].stride())  # a slice of wider rows: oneDNN's slow case
 
 
+@pytest.mark.parametrize("out_features", [16, 4])  # the weight gradient's two forms (gᵀ·x, and (xᵀ·g)ᵀ where g is wide)
 @pytest.mark.parametrize("layout", ["2d", "3d", "transposed", "sliced", "bias-free"])
-def test_values_and_gradients_are_f_linear_s(layout: str) -> None:
+def test_values_and_gradients_are_f_linear_s(layout: str, out_features: int) -> None:
     gen = torch.Generator().manual_seed(0)
-    weight, bias = torch.randn(8, 6, generator=gen, requires_grad=True), torch.randn(8, generator=gen, requires_grad=True)
+    weight = torch.randn(out_features, 6, generator=gen, requires_grad=True)
+    bias = torch.randn(out_features, generator=gen, requires_grad=True)
     x = {
-        "2d": torch.randn(5, 6, generator=gen), "3d": torch.randn(4, 3, 6, generator=gen),
-        "transposed": torch.randn(6, 5, generator=gen).t(), "sliced": torch.randn(4, 12, generator=gen)[:, ::2],
-        "bias-free": torch.randn(5, 6, generator=gen),
+        "2d": torch.randn(20, 6, generator=gen), "3d": torch.randn(4, 5, 6, generator=gen),
+        "transposed": torch.randn(6, 20, generator=gen).t(), "sliced": torch.randn(20, 12, generator=gen)[:, ::2],
+        "bias-free": torch.randn(20, 6, generator=gen),
     }[layout].requires_grad_(True)  # fmt: skip
     b = None if layout == "bias-free" else bias
     assert on_onednn(x, weight) == (layout != "sliced")
@@ -43,11 +45,12 @@ def test_values_and_gradients_are_f_linear_s(layout: str) -> None:
         torch.testing.assert_close(a, r)
 
 
-def test_hessian_vector_products_go_through_its_backward() -> None:
+@pytest.mark.parametrize("out_features", [16, 4])
+def test_hessian_vector_products_go_through_its_backward(out_features: int) -> None:
     """Sharpness (analysis/sharpness.py) differentiates the gradient again: the backward is made of linears too."""
     gen = torch.Generator().manual_seed(1)
-    x, weight = torch.randn(5, 6, generator=gen), torch.randn(8, 6, generator=gen, requires_grad=True)
-    v = torch.randn(8, 6, generator=gen)
+    x, weight = torch.randn(20, 6, generator=gen), torch.randn(out_features, 6, generator=gen, requires_grad=True)
+    v = torch.randn(out_features, 6, generator=gen)
 
     def hvp(fn: object) -> torch.Tensor:
         (g,) = torch.autograd.grad(fn(x, weight).tanh().pow(2).sum(), weight, create_graph=True)  # type: ignore[operator]

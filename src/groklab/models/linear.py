@@ -66,7 +66,10 @@ class OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         rows, x_rows = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         dx = linear(grad, weight.t()) if ctx.needs_input_grad[0] else None
-        dw = linear(rows.t(), x_rows.t()) if ctx.needs_input_grad[1] else None  # gᵀ made contiguous, xᵀ read in place
+        dw = None
+        if ctx.needs_input_grad[1]:  # gᵀ·x; oneDNN copies its input's transpose, and autograd a transposed gradient:
+            (n, out), d = rows.shape, x_rows.shape[1]  # so (xᵀ·g)ᵀ where that copies less
+            dw = linear(x_rows.t(), rows.t()).t() if n * d + out * d < n * out else linear(rows.t(), x_rows.t())
         db = rows.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db
 
