@@ -9,6 +9,7 @@ the operands' embeddings concatenated and multiplied layer by layer.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -22,13 +23,14 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny
 
-from groklab.config import Config, to_dict
+from groklab.compiled import compiled_update
+from groklab.config import Config, apply_overrides, to_dict
 from groklab.data import build_task
 from groklab.losses import make_loss
 from groklab.models import build_model
 from groklab.models.fast import gather
-from groklab.optim import build_optimizer
-from groklab.steppers import BatchSampler, compiled_forward, optimizer_step
+from groklab.optim import adam_rule, adam_scalars, adam_state, build_optimizer
+from groklab.steppers import BatchSampler, Single, compiled_arguments, compiled_forward, optimizer_step
 
 Tensor = torch.Tensor
 # The fast path must be exact on every device this machine has (CUDA kernels for attention and AdamW differ from CPU's).
@@ -157,9 +159,12 @@ def test_compile_failure_falls_back_to_eager_with_one_warning_line(
     forward = compiled_forward(model, model, make_loss("cross_entropy", "float32"), data, [8])
     assert forward is model
     assert all(p.grad is None for p in model.parameters())
+    stepper = Single(dataclasses.replace(config, compile=True), data, torch.device("cpu"))  # the update compiled in too
+    assert stepper.updates(data.train[:8]) is None and stepper.forward is stepper.model
+    assert stepper.step() == [True]
     assert blocked.read_text().startswith("a file")
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--compile" in err and "Not a directory" in err
+    assert err.count("\n") == 2 and err.count("--compile") == 2 and err.count("Not a directory") == 2
 
 
 def test_gather_as_torch_compile_traces_it_is_f_embedding() -> None:
@@ -181,32 +186,34 @@ def test_gather_as_torch_compile_traces_it_is_f_embedding() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", ["power", "mlp"])
-def test_compiled_training_matches_eager(model_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--compile changes speed, not results: the first 20 losses agree with eager ones (token tables, gathers), while
-    batches hold different numbers of distinct prefixes and each epoch ends in a smaller batch (a second compiled
-    shape); the compiled libraries are built once and a second model of the same config loads them."""
+@pytest.mark.parametrize(("model_name", "optimizer"), [("power", "adamw"), ("mlp", "adamw"), ("power", "sgd")])
+def test_compiled_training_matches_eager(model_name: str, optimizer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile changes speed, not results: over 20 steps of train()'s stepper the losses on a fixed batch agree
+    with eager training's, while batches hold different numbers of distinct prefixes and each epoch ends in a smaller
+    batch (a second compiled shape); with Adam(W) the compiled step applies the update itself, with SGD torch's
+    optimizer steps after the compiled backward. The libraries are built once and a second model loads them."""
     monkeypatch.setenv("GROKLAB_CACHE_DIR", str(tmp_path))
-    config = small(model_name)
+    config = apply_overrides(small(model_name), {"optim.name": optimizer, "optim.last_batch": "keep", "optim.lr": 5e-3 if optimizer == "adamw" else 0.5})
     data = build_task(config.task, config.split_seed)
-    loss_fn = make_loss(config.loss, config.loss_dtype)
+    loss_fn, probe = make_loss(config.loss, config.loss_dtype), data.train[:64]
     runs, prefix_counts, sizes, built = [], set(), set(), []
     for compile in (False, True, True):
-        model = build_model(config.model, data, config.seed)
-        optimizer, schedule = build_optimizer(config.optim, model)
-        sampler = BatchSampler(data.train, config.optim.batch_size, config.seed, keep_last=True)
-        forward = compiled_forward(model, model, loss_fn, data, sampler.sizes()) if compile else model
-        assert (forward is not model) == compile
+        stepper = Single(dataclasses.replace(config, compile=compile), data, torch.device("cpu"))
+        assert (stepper.updates(probe) is not None) == (compile and optimizer == "adamw")
+        assert (stepper.forward is not stepper.model) == (compile and optimizer == "sgd")
         built.append(sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "compiled").glob("*/*.so")) if compile else [])
+        drawn, draw = [], stepper.sampler.next
+        stepper.sampler.next = lambda draw=draw, drawn=drawn: drawn.append(draw()) or drawn[-1]  # type: ignore[method-assign]
         losses = []
         for _ in range(20):
-            idx = sampler.next()
-            sizes.add(len(idx))
-            losses.append(float(loss_fn(forward(data.x[idx]), data.y[idx]).detach()))
-            optimizer_step(list(model.parameters()), forward, optimizer, schedule, loss_fn, data, idx)
-            prefixes = model.prefixes(data.x[idx]) if model_name == "power" else None
+            with torch.no_grad():
+                losses.append(float(loss_fn(stepper.model(data.x[probe]), data.y[probe])))
+            assert stepper.step() == [True]
+            sizes.add(len(drawn[-1]))
+            prefixes = stepper.model.prefixes(data.x[drawn[-1]]) if model_name == "power" else None
             prefix_counts.add(0 if prefixes is None else len(prefixes[0]))
         runs.append(losses)
+    assert runs[0][-1] < runs[0][0] - 0.05  # it learns: the later steps compare trained parameters
     assert max(abs(a - b) for a, b in zip(runs[0], runs[1], strict=True)) < 1e-4
     assert runs[2] == runs[1]  # the loaded libraries are the built ones
     assert built[1] == built[2] and [Path(p).name for p in built[1]] == ["backward.so", "forward.so"] * 2  # a pair per size, built once
@@ -225,6 +232,54 @@ def test_compiled_training_matches_eager(model_name: str, tmp_path: Path, monkey
     argv = [sys.executable, "-c", script, json.dumps(to_dict(later)), str(tmp_path / "run")]
     out = subprocess.run(argv, env={**os.environ, "GROKLAB_CACHE_DIR": str(tmp_path)}, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]" and "warning" not in out.stderr, out.stderr
+
+
+@pytest.mark.slow
+def test_compiled_update_resumes_exactly_and_skips_what_is_not_finite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose compiled step applies the AdamW update itself keeps torch's optimizer state: resumed from a
+    checkpoint at step 6 it continues bitwise as the run that never stopped (an eager run resumes it too); a step whose
+    loss is not finite, or whose gradient is not though the loss is, changes no weight, moment or step count."""
+    monkeypatch.setenv("GROKLAB_CACHE_DIR", str(tmp_path))
+    config = apply_overrides(small("power"), {"compile": True, "optim.grad_clip": 0.5})
+    data = build_task(config.task, config.split_seed)
+    cpu = torch.device("cpu")
+    whole, first = Single(config, data, cpu), Single(config, data, cpu)
+    assert [whole.step() for _ in range(10)] == [[True]] * 10 and [first.step() for _ in range(6)] == [[True]] * 6
+    buffer = io.BytesIO()
+    torch.save(first.state(0), buffer)
+    for resumed in (Single(config, data, cpu), Single(dataclasses.replace(config, compile=False), data, cpu)):
+        buffer.seek(0)
+        resumed.load(0, torch.load(buffer, weights_only=False))
+        assert [resumed.step() for _ in range(4)] == [[True]] * 4
+        for a, b in zip(resumed.params, whole.params, strict=True):
+            if resumed.updates(data.train[:64]) is not None:
+                assert torch.equal(a, b)
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert resumed.optimizer.state_dict()["state"][0]["step"] == 10
+
+    def snapshot() -> list[Tensor]:
+        return [t.detach().clone() for s in whole.optimizer.state.values() for t in s.values()] + [p.detach().clone() for p in whole.params]
+
+    idx = data.train[:64]
+    step = whole.updates(idx)
+    assert step is not None
+    before = snapshot()
+    steps, exp_avgs, exp_avg_sqs = adam_state(whole.optimizer, whole.params)
+    state = [*whole.params, *exp_avgs, *exp_avg_sqs, adam_scalars(whole.optimizer, 11, 0.5)]
+    # a finite loss (0) whose gradient is not (0 · ∞): the library's own check skips the update
+    norm = compiled_update(whole.model, compiled_arguments(whole.model, data, 64)(data.x[idx]), adam_rule(whole.optimizer))(
+        compiled_arguments(whole.model, data, 64)(data.x[idx]), lambda out: (out - out.detach()).abs().sqrt().sum(), state
+    )
+    assert norm is not None and not torch.isfinite(norm)
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot(), strict=True))
+    with torch.no_grad():
+        whole.params[0][0, 0] = float("nan")  # the loss is not finite
+    before, lr = snapshot(), whole.lr()
+    assert whole.step() == [False]
+    for a, b in zip(before, snapshot(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert whole.lr() == lr and int(steps[0]) == 10
 
 
 PROBES = """

@@ -23,10 +23,21 @@ from torch import nn
 
 from groklab.config import Config, OptimConfig, UserError, apply_overrides, validate
 from groklab.data import build_task
-from groklab.optim import EMAFilter, Interventions, MAFilter, build_optimizer, lr_factor, orthogonalize_, total_norm
+from groklab.optim import (
+    AdamRule,
+    EMAFilter,
+    Interventions,
+    MAFilter,
+    adam_rule,
+    adam_update,
+    build_optimizer,
+    lr_factor,
+    orthogonalize_,
+    total_norm,
+)
 from groklab.presets import get_preset
 from groklab.runio import checkpoint_path, checkpoint_steps, read_metrics
-from groklab.steppers import BatchSampler, Ensemble, Single
+from groklab.steppers import BatchSampler, Ensemble, Single, clip_factor, updated_step
 from groklab.train import train
 
 
@@ -216,6 +227,63 @@ def test_our_optimizers_step_and_save_exactly_as_torchs_own(name, torch_optimize
     take_steps(torchs_model, torchs, torchs_schedule, 3, seed=2)
     for a, b in zip(ours_model.parameters(), torchs_model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("name", "clip"), [("adamw", 0.0), ("adamw", 0.05), ("adam", 0.0)])
+def test_adam_update_as_functions_is_torchs_step(name: str, clip: float) -> None:
+    """The step a compiled update takes (`updated_step` around adam_update, here run as plain tensor code on the
+    gradients given) follows torch's fused optimizer through the warm-up, weight decay and clipping to float rounding,
+    keeps torch's state layout, and skips a step whose gradient is not finite entirely."""
+    cfg = OptimConfig(name=name, lr=1e-2, weight_decay=0.5, warmup_steps=3)
+    ours_model, torchs_model = tiny_model(), tiny_model()
+    ours, ours_schedule = build_optimizer(cfg, ours_model)
+    torchs, torchs_schedule = build_optimizer(cfg, torchs_model)
+    rule, params = adam_rule(ours), list(ours_model.parameters())
+    assert rule is not None and rule.decoupled == (name == "adamw")
+    gen = torch.Generator().manual_seed(3)
+    for step in range(6):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        if step == 2:
+            grads[1][0] = float("nan")  # a step both sides skip
+        for p, g in zip(torchs_model.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        finite = bool(torch.isfinite(total_norm(grads)))
+        if finite:
+            if clip:
+                torch._foreach_mul_([p.grad for p in torchs_model.parameters()], clip_factor(total_norm(grads), clip))
+            torchs.step()
+            torchs_schedule.step()
+
+        def update(state: list[torch.Tensor], grads: list[torch.Tensor] = grads) -> torch.Tensor:
+            n = len(params)
+            weights, exp_avgs, exp_avg_sqs, scalars = state[:n], state[n : 2 * n], state[2 * n : 3 * n], state[-1]
+            with torch.no_grad():
+                updated, norm = adam_update(rule, weights, grads, exp_avgs, exp_avg_sqs, scalars)
+                for new, old in zip(updated, zip(weights, exp_avgs, exp_avg_sqs, strict=True), strict=True):
+                    torch._foreach_copy_(list(old), list(new))
+            return norm
+
+        before = [t.clone() for t in params]
+        assert updated_step(update, params, ours, ours_schedule, clip) == finite
+        if not finite:
+            assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+    assert ours.state_dict()["param_groups"] == torchs.state_dict()["param_groups"]
+    for a, b in zip(ours.state_dict()["state"].values(), torchs.state_dict()["state"].values(), strict=True):
+        assert a.keys() == b.keys() and a["step"] == b["step"] == 5 and a["step"].dtype == b["step"].dtype
+        torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=1e-5, atol=1e-9)
+    with torch.no_grad():
+        for a, b in zip(ours_model.parameters(), torchs_model.parameters(), strict=True):
+            assert (a - b).abs().max() < 1e-6 * b.abs().max() + 1e-7
+        moved = max(float((a - b).abs().max()) for a, b in zip(ours_model.parameters(), tiny_model().parameters(), strict=True))
+    assert moved > 1e-3  # the updates compared are not nil
+
+
+def test_the_compiled_update_takes_adam_alone() -> None:
+    """Only Adam and AdamW with one parameter group are compiled into the step; other optimizers keep torch's step."""
+    assert adam_rule(build_optimizer(OptimConfig(), tiny_model())[0]) == AdamRule(0.9, 0.98, 1e-8, 1.0, True)
+    for cfg in (OptimConfig(name="sgd"), OptimConfig(grokfast="ema")):
+        assert adam_rule(build_optimizer(cfg, tiny_model())[0]) is None
 
 
 def test_training_never_imports_the_compiler(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ kernels are far faster at these shapes, and elsewhere they should be its match (
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -37,7 +38,9 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from groklab import optim
 from groklab.models.linear import dense
+from groklab.optim import AdamRule
 
 Tensor = torch.Tensor
 LIBRARIES = ("forward.so", "backward.so")
@@ -55,12 +58,7 @@ def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) 
     cached on the first call with this `step_key`); `bf16`: the forward under autocast to bfloat16, its output float32.
 
     The module's parameters and buffers are read at every call, so optimizer steps and loaded checkpoints apply."""
-    folder = cache_root() / "compiled" / step_key(module, args, bf16)
-    if not built(folder):
-        with build_lock(folder):
-            if not built(folder):  # not built by another run while this one waited
-                build(module, args, bf16, folder)
-    forward, backward = (torch._C._aoti.AOTIModelContainerRunnerCpu(str(folder / name), 1) for name in LIBRARIES)
+    forward, backward = libraries(module, args, bf16)
 
     class Step(torch.autograd.Function):
         @staticmethod
@@ -81,6 +79,43 @@ def compiled_step(module: nn.Module, args: tuple[Any, ...], bf16: bool = False) 
     return run
 
 
+def compiled_update(
+    module: nn.Module, args: tuple[Any, ...], rule: AdamRule, bf16: bool = False
+) -> Callable[[tuple[Any, ...], Callable[[Tensor], Tensor], list[Tensor]], Tensor | None]:
+    """A whole training step of `module(*args)`'s parameters with the Adam(W) update `rule` applied inside the backward
+    library: `step(call_args, loss_of, state)` runs the forward, `loss_of(output)` and the backward, and updates the
+    parameters and their moments where they lie; `state` is [*parameters, *first moments, *second moments,
+    scalars] (optim.adam_update). Returns the gradient's global norm (the update was skipped where it is not
+    finite), or None with nothing updated where the loss was not finite.
+
+    The gradients are used where the backward computes them and never leave the library: the update's Python call,
+    its threads' start and its reads of gradients that have left the cache are saved (docs/performance.md)."""
+    forward, backward = libraries(module, args, bf16, rule)
+
+    def step(call_args: tuple[Any, ...], loss_of: Callable[[Tensor], Tensor], state: list[Tensor]) -> Tensor | None:
+        leaves, _ = tree_flatten(call_args)
+        out, *saved = forward.run([*module.parameters(), *module.buffers(), *leaves])
+        loss = loss_of(out.requires_grad_())
+        if not bool(torch.isfinite(loss)):
+            return None
+        (grad,) = torch.autograd.grad(loss, out)
+        return backward.run([*saved, grad.contiguous(), *state])[0]
+
+    return step
+
+
+def libraries(module: nn.Module, args: tuple[Any, ...], bf16: bool, rule: AdamRule | None = None) -> tuple[Any, Any]:
+    """The forward and backward libraries of `module(*args)` (with `rule`'s update in the backward), loaded from the
+    cache; built first if it has none."""
+    folder = cache_root() / "compiled" / step_key(module, args, bf16, rule)
+    if not built(folder):
+        with build_lock(folder):
+            if not built(folder):  # not built by another run while this one waited
+                build(module, args, bf16, folder, rule)
+    forward, backward = (torch._C._aoti.AOTIModelContainerRunnerCpu(str(folder / name), 1) for name in LIBRARIES)
+    return forward, backward
+
+
 def built(folder: Path) -> bool:
     """Whether `folder` holds both libraries (a build moves them in together)."""
     return all((folder / name).exists() for name in LIBRARIES)
@@ -96,11 +131,11 @@ def build_lock(folder: Path) -> Iterator[None]:
         yield
 
 
-def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
+def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool, rule: AdamRule | None = None) -> str:
     """A hash of everything the compiled libraries depend on: the module's structure and settings (every submodule's
     scalar attributes: heads, ε, dropout, ...), its parameters' and buffers' shapes, the arguments' shapes, the
     source of the packages that define it and of this file, the thread count the kernels were built for, the CPU's
-    instruction sets, torch's version and the bfloat16 switch."""
+    instruction sets, torch's version, the bfloat16 switch and the update rule's constants."""
     settings = [
         (name, type(m).__qualname__, {k: describe(v) for k, v in sorted(vars(m).items()) if not k.startswith("_")})
         for name, m in module.named_modules()
@@ -110,6 +145,7 @@ def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> str:
     shapes = [(str(name), list(t.shape), str(t.dtype), t.requires_grad) for name, t in tensors]
     state = {
         "settings": settings, "shapes": shapes, "bf16": bf16,  # settings: every module's `training` too
+        "update": None if rule is None else dataclasses.asdict(rule),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_flags(),
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
@@ -131,15 +167,15 @@ def describe(value: Any) -> Any:
 
 
 def sources(module: nn.Module) -> list[Path]:
-    """The .py files of every package that defines one of the module's classes (their free functions included), and
-    this file."""
+    """The .py files of every package that defines one of the module's classes (their free functions included), this
+    file and optim.py (the update rule)."""
     folders = {
         Path(sys.modules[cls.__module__].__file__ or "").parent
         for m in module.modules()
         for cls in type(m).__mro__
         if cls.__module__.split(".")[0] not in ("torch", "builtins")
     }
-    return sorted({*(p for folder in folders for p in folder.glob("*.py")), Path(__file__)})
+    return sorted({*(p for folder in folders for p in folder.glob("*.py")), Path(__file__), Path(optim.__file__)})
 
 
 def cpu_flags() -> str:
@@ -151,12 +187,15 @@ def cpu_flags() -> str:
     return next((line for line in info.splitlines() if line.startswith("flags")), "")
 
 
-def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path) -> None:
-    """Trace the forward and backward of `module(*args)`, compile both with AOTInductor, and move them into `folder`."""
+def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path, rule: AdamRule | None = None) -> None:
+    """Trace the forward and backward of `module(*args)` (with `rule`'s update appended to the backward), compile both
+    with AOTInductor, and move them into `folder`."""
     import torch._inductor
 
     remember_isa_probes()
     graphs = trace(module, args, bf16)
+    if rule is not None:
+        with_update(graphs, list(module.parameters()), rule)
     building = folder.parent / f".building-{folder.name}"
     shutil.rmtree(building, ignore_errors=True)  # what a build killed half-way left (the lock is this run's now)
     building.mkdir()
@@ -206,6 +245,91 @@ def trace(module: nn.Module, args: tuple[Any, ...], bf16: bool) -> dict[str, tup
         out = traced(*flat)
         torch.autograd.grad(out, [t for t in flat if t.requires_grad], torch.ones_like(out))
     return graphs
+
+
+def with_update(graphs: dict[str, tuple[torch.fx.GraphModule, list[Any]]], params: list[Tensor], rule: AdamRule) -> None:
+    """Append the update `rule` of `params` to the backward graph of `graphs` (from `trace`), in place: the backward
+    takes the parameters, their moments and the step's scalars after the output's gradient, writes the new values into
+    them (`aten.copy_`, which AOTInductor compiles into writes where they lie) and returns the gradient's global norm
+    instead of the gradients (optim.adam_update).
+
+    The activations that are only views of a parameter (the weights themselves, their transposes) are no longer
+    returned by the forward: the backward takes them as views of the parameters it updates, so that every read of a
+    weight is of the one input it writes, and the compiler orders the reads before the write (a second input
+    holding the same memory would be read after it)."""
+    from torch.fx.proxy import GraphAppendingTracer, Proxy
+
+    (forward, _), (backward, example) = graphs["forward"], graphs["backward"]
+    fw_output, bw_output = (next(iter(reversed(g.graph.nodes))) for g in (forward, backward))
+    out, *saved = fw_output.args[0]
+    weights = [n for n in forward.graph.nodes if n.op == "placeholder"][: len(params)]
+    inputs = [n for n in backward.graph.nodes if n.op == "placeholder"]  # the saved activations, then the gradient
+    grads = bw_output.args[0][: len(params)]
+    if any(g is None for g in grads):
+        raise ValueError("a parameter gets no gradient from this model's loss: its update cannot be compiled")
+
+    fake = example[-1].fake_mode.from_tensor
+    graph, last = backward.graph, inputs[-1]
+    new_inputs: dict[str, list[torch.fx.Node]] = {}
+    for kind, tensors in [("weight", params), ("exp_avg", params), ("exp_avg_sq", params), ("scalars", [torch.zeros(4)])]:
+        new_inputs[kind] = []
+        for i, t in enumerate(tensors):
+            with graph.inserting_after(last):
+                last = graph.placeholder(f"{kind}_{i}")
+            last.meta["val"] = fake(torch.empty_like(t))  # memory of its own: inputs that share memory are not compiled
+            new_inputs[kind].append(last)
+    example[:] = [*example, *(node.meta["val"] for nodes in new_inputs.values() for node in nodes)]
+
+    # the activations that are views of a weight: rebuilt from the weight's new input, and dropped from the forward
+    keep, body = [], next(n for n in graph.nodes if n.op != "placeholder")
+    for position, (node, placeholder) in enumerate(zip(saved, inputs, strict=False)):
+        chain = view_chain(node, weights)
+        if chain is None:
+            keep.append(node)
+            continue
+        view = new_inputs["weight"][weights.index(chain[0])]
+        with graph.inserting_before(body):
+            for step in chain[1:]:
+                view = graph.call_function(step.target, (view, *step.args[1:]), dict(step.kwargs))
+        placeholder.replace_all_uses_with(view)
+        graph.erase_node(placeholder)
+        example[position] = None
+    example[:] = [e for e in example if e is not None]
+    fw_output.args = ((out, *keep),)
+    forward.recompile()
+
+    tracer = GraphAppendingTracer(graph)
+    proxies = {kind: [Proxy(n, tracer) for n in nodes] for kind, nodes in new_inputs.items()}
+    with graph.inserting_before(bw_output):
+        updated, norm = optim.adam_update(
+            rule, proxies["weight"], [Proxy(g, tracer) for g in grads], proxies["exp_avg"], proxies["exp_avg_sq"], proxies["scalars"][0]
+        )
+        for new, old in zip(updated, zip(proxies["weight"], proxies["exp_avg"], proxies["exp_avg_sq"], strict=True), strict=True):
+            for value, target in zip(new, old, strict=True):
+                graph.call_function(torch.ops.aten.copy_.default, (target.node, value.node))
+    bw_output.args = ((norm.node,),)
+    graph.eliminate_dead_code()
+    backward.recompile()
+
+
+VIEWS = {
+    torch.ops.aten.t.default, torch.ops.aten.permute.default, torch.ops.aten.transpose.int, torch.ops.aten.view.default,
+    torch.ops.aten._unsafe_view.default, torch.ops.aten.reshape.default, torch.ops.aten.unsqueeze.default,
+    torch.ops.aten.squeeze.dim, torch.ops.aten.expand.default, torch.ops.aten.slice.Tensor, torch.ops.aten.select.int,
+    torch.ops.aten.alias.default,
+}  # fmt: skip
+"""The view operations an activation that shares a weight's memory can be made of."""
+
+
+def view_chain(node: torch.fx.Node, roots: list[torch.fx.Node]) -> list[torch.fx.Node] | None:
+    """[root, view, view, ..., node] if `node` is a chain of views (`VIEWS`, each of its first argument) of one of
+    `roots`, else None."""
+    chain = [node]
+    while chain[0] not in roots:
+        if chain[0].op != "call_function" or chain[0].target not in VIEWS:
+            return None
+        chain.insert(0, chain[0].args[0])
+    return chain
 
 
 def onednn_matmuls(graph: torch.fx.GraphModule) -> bool:

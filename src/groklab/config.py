@@ -191,7 +191,7 @@ class Config:
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
     compile: bool = False
-    """Compile the training forward and backward: on the CPU ahead of time into two libraries kept in groklab's cache (a minute or two per batch size at a model's first compiled run, milliseconds in later ones; `GROKLAB_CACHE_DIR`, else ~/.cache/groklab), elsewhere torch.compile; falls back to eager with a warning where unavailable."""
+    """Compile the training forward and backward: on the CPU ahead of time into two libraries kept in groklab's cache (a minute or two per batch size at a model's first compiled run, milliseconds in later ones; `GROKLAB_CACHE_DIR`, else ~/.cache/groklab), with Adam or AdamW (one parameter group, no intervention) the optimizer's update inside the backward's; elsewhere torch.compile; falls back to eager with a warning where unavailable."""
     bf16: bool = False
     """Run the forward passes (training and evaluation) under torch.autocast to bfloat16: matrix multiplies in bfloat16 where the hardware has it (CPUs with AVX512-BF16 or AMX, recent GPUs); weights, gradients, the optimizer and the loss stay in float32 (or `loss_dtype`). Numbers differ from a float32 run's by bfloat16 rounding; `analysis` measurements run in float32."""
     analysis: str = ""

@@ -22,6 +22,7 @@ continues bitwise identically.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -230,6 +231,83 @@ class Adam(WithoutDynamo, torch.optim.Adam):
 
 class SGD(WithoutDynamo, torch.optim.SGD):
     pass
+
+
+@dataclass(frozen=True)
+class AdamRule:
+    """The constants of an Adam or AdamW update (one parameter group), as compiled into a fused training step."""
+
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled: bool
+    """AdamW's decay of the weights themselves, not Adam's L2 term in the gradient."""
+
+
+def adam_rule(optimizer: torch.optim.Optimizer | Interventions) -> AdamRule | None:
+    """The update rule of `optimizer` when a compiled step can apply it itself: groklab's Adam or AdamW with one
+    parameter group and neither amsgrad nor maximize; else None (interventions, SGD, an embedding's own lr)."""
+    if not isinstance(optimizer, (Adam, AdamW)) or len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    if group["amsgrad"] or group["maximize"]:
+        return None
+    beta1, beta2 = group["betas"]
+    return AdamRule(beta1, beta2, group["eps"], group["weight_decay"], isinstance(optimizer, AdamW))
+
+
+def adam_update(
+    rule: AdamRule, params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], scalars: Tensor
+) -> tuple[list[tuple[Tensor, Tensor, Tensor]], Tensor]:
+    """One Adam(W) step as functions of its inputs, with the gradient's global norm and the rest of the training
+    step's checks: each parameter's (new weight, new first moment, new second moment), and the norm.
+
+    `scalars` holds this step's (lr·weight decay, lr / (1 - β1^k), sqrt(1 - β2^k), clip) (`adam_scalars`). The gradient is clipped
+    to `clip` first where clip > 0, and where its norm is not finite every tensor keeps its value. The arithmetic is
+    torch's fused Adam kernel's, in its order. Written in tensor operations alone, so that it can be traced into a
+    compiled step's graph (compiled.py) as well as run.
+    """
+    decay, step_size, bias_sqrt, clip = scalars[0], scalars[1], scalars[2], scalars[3]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    finite = torch.isfinite(norm)
+    factor = torch.where(clip > 0, torch.clamp(clip / (norm + 1e-6), max=1.0), 1.0)  # as clip_factor
+    updated = []
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        g = g * factor
+        if rule.decoupled:
+            new_p = p - p * decay
+        else:
+            new_p, g = p, g + p * rule.weight_decay
+        new_m = torch.lerp(m, g, 1 - rule.beta1)
+        new_v = v * rule.beta2 + g * g * (1 - rule.beta2)
+        new_p = new_p - step_size * new_m / (torch.sqrt(new_v) / bias_sqrt + rule.eps)
+        updated.append((torch.where(finite, new_p, p), torch.where(finite, new_m, m), torch.where(finite, new_v, v)))
+    return updated, norm
+
+
+def adam_state(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """The step counts, first and second moments of `params` in `optimizer`'s own state, created as torch's fused Adam
+    creates them on its first step: an updated step reads and writes the tensors that the optimizer's state_dict
+    saves and loads, so checkpoints keep torch's layout."""
+    for p in params:
+        if not optimizer.state[p]:
+            optimizer.state[p].update(
+                step=torch.zeros((), dtype=torch.float32, device=p.device),
+                exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format),
+            )
+    states = [optimizer.state[p] for p in params]
+    return [s["step"] for s in states], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+
+
+def adam_scalars(optimizer: torch.optim.Optimizer, step: float, clip: float) -> Tensor:
+    """`adam_update`'s scalars for the parameters' `step`-th update (from 1), at the group's current learning rate,
+    computed in double precision as torch's fused kernel computes them."""
+    group = optimizer.param_groups[0]
+    lr, (beta1, beta2) = group["lr"], group["betas"]
+    decay = lr * group["weight_decay"]
+    return torch.tensor([decay, lr / (1 - beta1**step), (1 - beta2**step) ** 0.5, clip], dtype=torch.float32)
 
 
 def has_interventions(cfg: OptimConfig) -> bool:

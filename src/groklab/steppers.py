@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from groklab.compiled import compiled_step
+from groklab.compiled import compiled_step, compiled_update
 from groklab.config import Config, get_path
 from groklab.data import Dataset
 from groklab.errors import UserError
 from groklab.losses import LossFn, make_loss
 from groklab.models import build_model
-from groklab.optim import Interventions, build_optimizer, total_norm
+from groklab.optim import AdamRule, Interventions, adam_rule, adam_scalars, adam_state, build_optimizer, total_norm
 
 Tensor = torch.Tensor
 
@@ -112,6 +112,26 @@ def optimizer_step(
     return True
 
 
+CompiledUpdate = Callable[[list[Tensor]], Tensor | None]
+"""A compiled training step of one batch: the optimizer's state -> the gradient's norm (compiled.compiled_update)."""
+
+
+def updated_step(
+    step: CompiledUpdate, params: list[nn.Parameter], optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, clip: float
+) -> bool:
+    """`optimizer_step` by a compiled step that applies the optimizer's Adam(W) update itself (`compiled_updates`): the
+    same update, checks and clipping, the step counts and the schedule advanced here as the optimizer's step would.
+    The benchmark times this very function where train() takes it."""
+    steps, exp_avgs, exp_avg_sqs = adam_state(optimizer, params)
+    norm = step([*params, *exp_avgs, *exp_avg_sqs, adam_scalars(optimizer, float(steps[0]) + 1, clip)])
+    if norm is None or not bool(torch.isfinite(norm)):
+        return False
+    torch._foreach_add_(steps, 1)
+    optimizer._opt_called = True  # type: ignore[attr-defined]  # as optimizer.step() records it: the schedule checks
+    schedule.step()
+    return True
+
+
 def clip_factor(norm: Tensor, clip: float) -> Tensor:
     """What clipping to `clip` multiplies a gradient of global norm `norm` by (elementwise for a vector of norms), as
     torch.nn.utils.clip_grad_norm_ computes it."""
@@ -141,10 +161,47 @@ def compiled_forward(
             model.zero_grad(set_to_none=True)
     except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
         model.zero_grad(set_to_none=True)
-        reason = (str(err).strip().splitlines() or [""])[0][:160]
-        print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
+        warn_uncompiled(err)
         return eager
     return lambda x: steps[len(x)](x) if len(x) in steps else eager(x)
+
+
+def compiled_updates(
+    model: nn.Module, rule: AdamRule, loss_fn: LossFn, data: Dataset, sampler: BatchSampler, bf16: bool = False
+) -> Callable[[Tensor], CompiledUpdate] | None:
+    """idx -> the whole training step on the examples idx (forward, loss, backward and the Adam(W) update `rule`)
+    compiled for each of `sampler`'s batch sizes (compiled.compiled_update), or None for a batch of another size; None
+    instead, with a one-line warning, if compiling fails (as `compiled_forward`).
+
+    Each size is tried once on throwaway copies of the parameters and moments, so the model is left as found."""
+    steps: dict[int, Callable[[tuple[Any, ...], Callable[[Tensor], Tensor], list[Tensor]], Tensor | None]] = {}
+    arguments: dict[int, Callable[[Tensor], tuple[Any, ...]]] = {}
+    try:
+        for size in sampler.sizes():
+            idx = data.train[:size]
+            arguments[size] = compiled_arguments(model, data, size)
+            steps[size] = compiled_update(model, arguments[size](data.x[idx]), rule, bf16)
+            params = [p.detach().clone() for p in model.parameters()]
+            state = [*params, *map(torch.zeros_like, params), *map(torch.zeros_like, params), torch.zeros(4)]
+            with torch.random.fork_rng(devices=[]):
+                steps[size](arguments[size](data.x[idx]), lambda out, i=idx: batch_loss(loss_fn, out, data, i), state)
+    except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
+        warn_uncompiled(err)
+        return None
+
+    def step(idx: Tensor) -> CompiledUpdate | None:
+        size = len(idx)
+        if size not in steps:
+            return None
+        return lambda state: steps[size](arguments[size](data.x[idx]), lambda out: batch_loss(loss_fn, out, data, idx), state)
+
+    return step
+
+
+def warn_uncompiled(err: Exception) -> None:
+    """The one-line warning of a run that trains without --compile because compiling failed with `err`."""
+    reason = (str(err).strip().splitlines() or [""])[0][:160]
+    print(f"warning: --compile is unavailable here ({type(err).__name__}: {reason}); training without it", file=sys.stderr)
 
 
 def compiled_for(model: nn.Module, data: Dataset, idx: Tensor, bf16: bool) -> Callable[[Tensor], Tensor]:
@@ -194,15 +251,22 @@ class Single:
         self.loss_fn = make_loss(config.loss, config.loss_dtype)
         self.sampler = sampler(config, data)
         self.clip = config.optim.grad_clip
-        eager = in_bfloat16(self.model) if config.bf16 else self.model
-        if config.compile:  # one compiled step per batch size: full batches and an epoch's kept remainder
-            self.forward = compiled_forward(self.model, eager, self.loss_fn, data, self.sampler.sizes(), config.bf16)
-        else:
-            self.forward = eager
+        self.forward = in_bfloat16(self.model) if config.bf16 else self.model
+        self.updates: Callable[[Tensor], CompiledUpdate | None] = lambda idx: None
+        rule = adam_rule(self.optimizer) if device.type == "cpu" else None
+        # --compile: one compiled step per batch size (full batches and an epoch's kept remainder); on the CPU with
+        # Adam(W) the update inside it too
+        if config.compile and rule is not None:
+            self.updates = compiled_updates(self.model, rule, self.loss_fn, data, self.sampler, config.bf16) or self.updates
+        elif config.compile:
+            self.forward = compiled_forward(self.model, self.forward, self.loss_fn, data, self.sampler.sizes(), config.bf16)
 
     def step(self) -> list[bool]:
         """One optimizer step; [False] (and no update) if the loss or gradient was not finite."""
         idx = self.sampler.next()
+        update = self.updates(idx)
+        if update is not None:
+            return [updated_step(update, self.params, self.optimizer, self.schedule, self.clip)]
         return [optimizer_step(self.params, self.forward, self.optimizer, self.schedule, self.loss_fn, self.data, idx, self.clip)]
 
     def member(self, k: int) -> nn.Module:
