@@ -8,9 +8,34 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from groklab.models.linear import Linear, dense, linear, on_onednn
+from groklab.models import linear as linear_module
+from groklab.models.linear import Linear, dense, linear, on_onednn, prefers_onednn
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def on_any_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN's path is tested on every CPU, also where ATen's BLAS is the faster one and training keeps to it."""
+    monkeypatch.setattr(linear_module, "onednn_preferred", lambda: True)
+
+
+def cpuinfo(vendor: str, *flags: str) -> str:
+    return f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: fpu sse2 avx2 fma {' '.join(flags)}\nbogomips\t: 4000"
+
+
+def test_onednn_is_preferred_where_mkl_keeps_below_the_cpus_vector_width() -> None:
+    assert prefers_onednn(cpuinfo("AuthenticAMD", "avx512f", "avx512bw"), mkl=True)  # MKL: AVX2 kernels on AMD
+    assert not prefers_onednn(cpuinfo("GenuineIntel", "avx512f", "avx512bw"), mkl=True)  # MKL's own AVX-512
+    assert not prefers_onednn(cpuinfo("AuthenticAMD"), mkl=True)  # AVX2 on both sides: not measured
+    assert not prefers_onednn(cpuinfo("AuthenticAMD", "avx512f"), mkl=False)  # another BLAS: not measured
+    assert not prefers_onednn("", mkl=True)
+
+
+def test_where_onednn_is_not_preferred_linear_is_f_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linear_module, "onednn_preferred", lambda: False)
+    x, weight = torch.randn(5, 6), torch.randn(4, 6, requires_grad=True)
+    assert not on_onednn(x, weight) and linear(x, weight).grad_fn.name() != "OneDNNLinearBackward"
 
 
 def test_dense_is_contiguous_or_a_transposed_matrix() -> None:

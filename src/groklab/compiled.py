@@ -13,9 +13,9 @@ The libraries take the parameters, buffers and inputs as arguments (nothing is f
 every step of a run and every run of that model; the forward returns the output and the activations the backward
 reads, and an autograd function passes those from one library to the other.
 
-Their float32 matmuls run on oneDNN (bundled with torch) where torch has it, not on the BLAS that ATen's `mm` calls:
-on CPUs where that BLAS keeps to narrower vector instructions than the CPU has (MKL on AMD's AVX-512 CPUs), oneDNN's
-kernels are far faster at these shapes, and elsewhere they should be its match (docs/performance.md).
+Their float32 matmuls run on oneDNN (bundled with torch), not on the BLAS that ATen's `mm` calls, where that BLAS
+keeps to narrower vector instructions than the CPU has (MKL on AMD's AVX-512 CPUs: models/linear.onednn_preferred),
+as the eager linears do; there oneDNN's kernels are far faster at these shapes (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from groklab import optim
-from groklab.models.linear import dense
+from groklab.models.linear import cpu_info, dense, onednn_preferred
 from groklab.optim import AdamRule
 
 Tensor = torch.Tensor
@@ -135,7 +135,8 @@ def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool, rule: AdamRul
     """A hash of everything the compiled libraries depend on: the module's structure and settings (every submodule's
     scalar attributes: heads, ε, dropout, ...), its parameters' and buffers' shapes, the arguments' shapes, the
     source of the packages that define it and of this file, the thread count the kernels were built for, the CPU's
-    instruction sets, torch's version, the bfloat16 switch and the update rule's constants."""
+    instruction sets (and whether its matmuls go to oneDNN), torch's version, the bfloat16 switch and the update rule's
+    constants."""
     settings = [
         (name, type(m).__qualname__, {k: describe(v) for k, v in sorted(vars(m).items()) if not k.startswith("_")})
         for name, m in module.named_modules()
@@ -147,6 +148,7 @@ def step_key(module: nn.Module, args: tuple[Any, ...], bf16: bool, rule: AdamRul
         "settings": settings, "shapes": shapes, "bf16": bf16,  # settings: every module's `training` too
         "update": None if rule is None else dataclasses.asdict(rule),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(), "cpu": cpu_flags(),
+        "onednn": onednn_preferred(),
     }  # fmt: skip
     digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
     for path in sources(module):
@@ -180,11 +182,7 @@ def sources(module: nn.Module) -> list[Path]:
 
 def cpu_flags() -> str:
     """The CPU's feature flags (the libraries use the widest vector instructions the building CPU has)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    return next((line for line in info.splitlines() if line.startswith("flags")), "")
+    return next((line for line in cpu_info().splitlines() if line.startswith("flags")), "") or platform.processor()
 
 
 def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path, rule: AdamRule | None = None) -> None:
@@ -203,7 +201,7 @@ def build(module: nn.Module, args: tuple[Any, ...], bf16: bool, folder: Path, ru
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own deprecation notices from inside the compiler
             for name, (graph, example) in graphs.items():
-                with onednn_lowerings() if onednn_matmuls(graph) else nullcontext():
+                with onednn_lowerings() if onednn_preferred() and onednn_matmuls(graph) else nullcontext():
                     torch._inductor.aot_compile(graph, example, options={"aot_inductor.output_path": str(building / f"{name}.so")})
         for path in building.iterdir():  # the generated C++ sources and objects: only the libraries are kept
             if path.name not in LIBRARIES:

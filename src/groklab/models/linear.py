@@ -1,7 +1,8 @@
 """Linear layers whose float32 matmuls on the CPU run on oneDNN (bundled with torch) rather than on the BLAS that
-ATen's `mm` calls: on CPUs where that BLAS keeps to narrower vector instructions than the CPU has (MKL on AMD's
-AVX-512 CPUs), oneDNN's kernels are far faster at these models' shapes, and elsewhere they should be its match
-(docs/performance.md). Compiled steps get the same kernels from compiled.py, which rewrites their traced matmuls.
+ATen's `mm` calls, where that BLAS keeps to narrower vector instructions than the CPU has (`onednn_preferred`: MKL on
+AMD's AVX-512 CPUs): there oneDNN's kernels are far faster at these models' shapes; on Intel's, MKL's own AVX-512
+kernels were measured faster (docs/performance.md). Compiled steps get the same kernels from compiled.py, which
+rewrites their traced matmuls on the same condition.
 
 `Linear` is `nn.Linear` with the same parameters and state dict; `linear` is `F.linear`. Both take the ordinary path
 wherever oneDNN's would not serve: another device or dtype, autocast, a torch.compile trace, vmap and the other
@@ -10,7 +11,9 @@ torch.func transforms, and any dispatch mode (a FLOP counter, fake tensors) that
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,10 +35,34 @@ def on_onednn(x: Tensor, weight: Tensor) -> bool:
     return (
         x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() >= 2
         and dense(x.shape, x.stride()) and dense(weight.shape, weight.stride())
-        and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled and onednn_preferred()
         and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active() and _get_current_dispatch_mode() is None
     )  # fmt: skip
+
+
+@functools.cache
+def onednn_preferred() -> bool:
+    """Whether this machine's float32 matmuls run faster on oneDNN than on ATen's BLAS (`prefers_onednn`)."""
+    return torch.backends.mkldnn.is_available() and prefers_onednn(cpu_info(), torch.backends.mkl.is_available())
+
+
+def prefers_onednn(cpuinfo: str, mkl: bool) -> bool:
+    """oneDNN for a CPU (its /proc/cpuinfo) that has AVX-512 where ATen's BLAS is MKL and the CPU is not Intel's: MKL
+    then keeps to its AVX2 kernels, and oneDNN, which picks its kernels by the instruction sets the CPU reports, ran the
+    Power step's matmuls about twice as fast. On Intel's CPUs MKL's AVX-512 kernels were faster than oneDNN's, and
+    without AVX-512 (or with another BLAS) nothing was measured: ATen's BLAS stays."""
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())}
+    vendor, flags = fields.get("vendor_id", ""), fields.get("flags", "").split()
+    return mkl and "avx512f" in flags and vendor not in ("", "GenuineIntel")
+
+
+def cpu_info() -> str:
+    """The first CPU's entry in /proc/cpuinfo ("" where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return ""
 
 
 def dense(shape: Sequence[Any], stride: Sequence[Any]) -> bool:
