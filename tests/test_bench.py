@@ -62,8 +62,10 @@ def test_bench_json_without_the_peer_reports_null(
 ) -> None:
     monkeypatch.setenv("GROKLAB_PEER_DIR", str(tmp_path / "no-peer-here"))
     assert main(["bench", "--json", "--quick", "--only", "power", "--threads", "1"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     check_schema(result)
+    assert captured.err.count("\n") == 1 and "peer" in captured.err and "--peer" in captured.err  # said, not silent
     names = [c["name"] for c in result["configs"]]
     assert names[:2] == ["sgemm 512x512x512", "sgemm Power shapes"] and names[-1] == "power"  # (+ 4096³ on a GPU)
     if torch.backends.mkldnn.is_available():  # the matmuls compiled steps run, on the CPU

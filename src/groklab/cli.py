@@ -486,7 +486,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from groklab.bench import CONFIG_KEYS, GROK_CASES, GROK_KEYS, peer_dir, run_bench, time_to_grok
+    from groklab.bench import CONFIG_KEYS, GROK_CASES, GROK_KEYS, PEER_NAME, peer_dir, run_bench, time_to_grok
 
     only = None
     if args.only is not None:
@@ -495,6 +495,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
             allowed = ", ".join(dict.fromkeys((*CONFIG_KEYS, *GROK_KEYS)))
             raise UserError(f"--only={args.only!r} is not valid: expected a comma-separated list of {allowed}")
     folder = peer_dir(args.peer)
+    if folder is None:  # the JSON's peer fields are null then: say why, once, beside it
+        print(f"note: the peer implementation ({PEER_NAME}) was not found: timing groklab alone; point --peer DIR or "
+              "$GROKLAB_PEER_DIR at its folder", file=sys.stderr)  # fmt: skip
     compile = not (args.quick or args.no_compile)
     result = run_bench(quick=args.quick, compile=compile, threads=args.threads, folder=folder, only=only)
     if args.time_to_grok:
