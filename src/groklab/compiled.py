@@ -88,8 +88,10 @@ def compiled_update(
     scalars] (optim.adam_update). Returns the gradient's global norm (the update was skipped where it is not
     finite), or None with nothing updated where the loss was not finite.
 
-    The gradients are used where the backward computes them and never leave the library: the update's Python call,
-    its threads' start and its reads of gradients that have left the cache are saved (docs/performance.md)."""
+    The gradients are used where the backward computes them and never leave the library, which saves the update's own
+    call and its reads of gradients that have left the cache; the non-finite check then needs the gradient's norm
+    before any update, and whether the whole step is faster depends on the CPU and its matmul library
+    (docs/performance.md)."""
     forward, backward = libraries(module, args, bf16, rule)
 
     def step(call_args: tuple[Any, ...], loss_of: Callable[[Tensor], Tensor], state: list[Tensor]) -> Tensor | None:
