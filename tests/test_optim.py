@@ -31,13 +31,14 @@ from groklab.optim import (
     adam_rule,
     adam_update,
     build_optimizer,
+    clip_factor,
     lr_factor,
     orthogonalize_,
     total_norm,
 )
 from groklab.presets import get_preset
 from groklab.runio import checkpoint_path, checkpoint_steps, read_metrics
-from groklab.steppers import BatchSampler, Ensemble, Single, clip_factor, updated_step
+from groklab.steppers import BatchSampler, Ensemble, Single, updated_step
 from groklab.train import train
 
 

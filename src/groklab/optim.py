@@ -108,6 +108,12 @@ def total_norm(tensors: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
+def clip_factor(norm: Tensor, clip: float | Tensor) -> Tensor:
+    """What clipping to `clip` multiplies a gradient of global norm `norm` by (elementwise for a vector of norms), as
+    torch.nn.utils.clip_grad_norm_ computes it."""
+    return (clip / (norm + 1e-6)).clamp(max=1.0)
+
+
 class Interventions:
     """An optimizer (`inner`) plus the enabled interventions of `cfg`, applied around each `step()`.
 
@@ -269,9 +275,10 @@ def adam_update(
     compiled step's graph (compiled.py) as well as run.
     """
     decay, step_size, bias_sqrt, clip = scalars[0], scalars[1], scalars[2], scalars[3]
+    # total_norm's foreach norm is not compiled into an AOTInductor library (it calls back into torch): one norm each
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     finite = torch.isfinite(norm)
-    factor = torch.where(clip > 0, torch.clamp(clip / (norm + 1e-6), max=1.0), 1.0)  # as clip_factor
+    factor = torch.where(clip > 0, clip_factor(norm, clip), 1.0)
     updated = []
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         g = g * factor

@@ -31,7 +31,16 @@ from groklab.data import Dataset
 from groklab.errors import UserError
 from groklab.losses import LossFn, make_loss
 from groklab.models import build_model
-from groklab.optim import AdamRule, Interventions, adam_rule, adam_scalars, adam_state, build_optimizer, total_norm
+from groklab.optim import (
+    AdamRule,
+    Interventions,
+    adam_rule,
+    adam_scalars,
+    adam_state,
+    build_optimizer,
+    clip_factor,
+    total_norm,
+)
 
 Tensor = torch.Tensor
 
@@ -132,12 +141,6 @@ def updated_step(
     return True
 
 
-def clip_factor(norm: Tensor, clip: float) -> Tensor:
-    """What clipping to `clip` multiplies a gradient of global norm `norm` by (elementwise for a vector of norms), as
-    torch.nn.utils.clip_grad_norm_ computes it."""
-    return (clip / (norm + 1e-6)).clamp(max=1.0)
-
-
 def compiled_forward(
     model: nn.Module, eager: Callable[[Tensor], Tensor], loss_fn: LossFn, data: Dataset, sizes: list[int], bf16: bool = False
 ) -> Callable[[Tensor], Tensor]:
@@ -168,7 +171,7 @@ def compiled_forward(
 
 def compiled_updates(
     model: nn.Module, rule: AdamRule, loss_fn: LossFn, data: Dataset, sampler: BatchSampler, bf16: bool = False
-) -> Callable[[Tensor], CompiledUpdate] | None:
+) -> Callable[[Tensor], CompiledUpdate | None] | None:
     """idx -> the whole training step on the examples idx (forward, loss, backward and the Adam(W) update `rule`)
     compiled for each of `sampler`'s batch sizes (compiled.compiled_update), or None for a batch of another size; None
     instead, with a one-line warning, if compiling fails (as `compiled_forward`).
