@@ -10,16 +10,8 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def relu(x: Tensor) -> Tensor:
-    # Under torch.compile, (x + |x|) / 2: same values and gradient as ReLU except at exactly 0, and the compiled
-    # ReLU backward is slow on CPU. Eagerly, that form costs three extra passes over the tensor: plain ReLU there.
-    if torch.compiler.is_compiling():
-        return (x + x.abs()) / 2
-    return F.relu(x)
-
-
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": relu,
+    "relu": F.relu,  # its backward reads its output, which the next layer keeps anyway (docs/performance.md)
     "gelu": F.gelu,
     "quadratic": torch.square,
     "tanh": torch.tanh,
