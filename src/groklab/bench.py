@@ -466,16 +466,16 @@ def run_bench(*, quick: bool, compile: bool, threads: int, folder: Path | None, 
 
     # Built only when chosen (--only): each builds its data and model; compiled variants as `--compile` trains.
     builders: list[tuple[str, Callable[[], Case]]] = []
+    # --bf16 (the forward in bfloat16) beside the peer, which runs in float32: a different precision, so rows of their own
+    bf16 = dataclasses.replace(power, bf16=True)
     for suffix, compiled in [("", False), (" --compile", True)] if compile else [("", False)]:
         builders += [
             ("power", lambda c=compiled, n=suffix: groklab_case("power" + n, power, device, c, peer=peer_fn)),
             ("nanda", lambda c=compiled, n=suffix: groklab_case("nanda full batch" + n, get_preset("nanda"), device, c)),
             ("mlp", lambda c=compiled, n=suffix: groklab_case("mlp batch 512" + n, mlp, device, c)),
             ("lm", lambda c=compiled, n=suffix: groklab_case("lm depth 6 width 512 batch 8" + n, lm_config(), device, c)),
+            ("bf16", lambda c=compiled, n=suffix: groklab_case(f"power --bf16{n} (the peer in float32)", bf16, device, c, peer=peer_fn)),
         ]
-    # --bf16 (the forward in bfloat16) beside the peer, which runs in float32: a different precision, so a row of its own
-    bf16 = dataclasses.replace(power, bf16=True)
-    builders.append(("bf16", lambda: groklab_case("power --bf16 (the peer in float32)", bf16, device, peer=peer_fn)))
     for n in (8, 64, 256) if device.type == "cuda" else (8,):
         for name, config in (("mlp", mlp), ("power", power)):
             builders.append(("ensemble", lambda n=n, name=name, config=config: ensemble_case(f"ensemble {name} N={n} (per model)", config, device, n)))
