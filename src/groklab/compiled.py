@@ -90,8 +90,7 @@ def compiled_update(
 
     The gradients are used where the backward computes them and never leave the library, which saves the update's own
     call and its reads of gradients that have left the cache; the non-finite check then needs the gradient's norm
-    before any update, and whether the whole step is faster depends on the CPU and its matmul library
-    (docs/performance.md)."""
+    before any update (what each part costs: docs/performance.md)."""
     forward, backward = libraries(module, args, bf16, rule)
 
     def step(call_args: tuple[Any, ...], loss_of: Callable[[Tensor], Tensor], state: list[Tensor]) -> Tensor | None:
