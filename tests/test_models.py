@@ -211,10 +211,11 @@ def test_full_forward_is_causal() -> None:
     assert not torch.allclose(before[:, 2:], after[:, 2:])
 
 
-def test_relu_matches_torch_relu() -> None:
+def test_relu_is_max_with_zero_and_its_gradient_is_zero_at_zero() -> None:
+    """The same in eager and compiled training (the compiled libraries trace this very function)."""
     x = torch.tensor([-2.0, -0.5, 0.0, 0.25, 3.0], requires_grad=True)
     ACTIVATIONS["relu"](x).sum().backward()
-    assert torch.equal(ACTIVATIONS["relu"](x.detach()), F.relu(x.detach()))
+    assert ACTIVATIONS["relu"](x.detach()).tolist() == [0.0, 0.0, 0.0, 0.25, 3.0]
     assert x.grad is not None and x.grad.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
     assert torch.equal(ACTIVATIONS["quadratic"](x.detach()), x.detach() ** 2)
 
