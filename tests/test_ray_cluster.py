@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from itertools import pairwise
+from itertools import pairwise, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def test_a_sweep_on_two_nodes_survives_losing_the_node_its_runs_train_on(cluster
     for rid in midway:
         before, checkpoints = lost[rid]
         after = read_metrics(out / "runs" / rid / "metrics.jsonl")
-        kept = next(i for i, (a, b) in enumerate(zip([*after, None], [*before, None], strict=False)) if a != b)
+        kept = len(list(takewhile(lambda rows: rows[0] == rows[1], zip(after, before, strict=False))))  # equal from the start
         # The rows up to the resumed checkpoint were kept as written (time_s included), and it was one of this run's
         # checkpoints past the start: resuming is not restarting. Not always its newest: a pack resumes from the newest
         # step every member holds, and the node may have gone between two members' checkpoints.
